@@ -1,0 +1,354 @@
+// Package config owns lethe's configuration file: its YAML format, the
+// expansion of ${VAR} from the environment and of *_file secrets, defaults,
+// and the validation that does not need a database. Checks against the live
+// catalog (tables, columns, joins, predicates) live in package retention.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+	"github.com/robfig/cron/v3"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is a whole lethe configuration file. See DESIGN.md and README.md.
+type Config struct {
+	// Archive says where and how archived subjects are stored.
+	Archive Archive `yaml:"archive"`
+	// Database says how to reach PostgreSQL.
+	Database Database `yaml:"database"`
+	// Policies are the retention rules, tried in order; the first policy whose
+	// predicate matches a subject decides what happens to it.
+	Policies []Policy `yaml:"policies"`
+	// Requests configures deletion requests.
+	Requests Requests `yaml:"requests"`
+	// Restore holds the credentials used only by `lethe restore`.
+	Restore Restore `yaml:"restore"`
+	// Schedule is the cron expression (5 fields, or @daily and friends) of
+	// the nightly sweep, evaluated in Timezone. Default "0 3 * * *".
+	Schedule string `yaml:"schedule"`
+	// Subject is the graph of one customer's rows.
+	Subject Table `yaml:"subject"`
+	// Timezone is the IANA zone Schedule is read in. Default UTC.
+	Timezone string `yaml:"timezone"`
+	// Worker tunes the queue.
+	Worker Worker `yaml:"worker"`
+
+	// Location is Timezone, loaded. Set by Load.
+	Location *time.Location `yaml:"-"`
+	// Cron is Schedule, parsed and bound to Location. Set by Load.
+	Cron cron.Schedule `yaml:"-"`
+}
+
+// Database configures the connection to PostgreSQL.
+type Database struct {
+	// URL is a libpq connection string or URL. Secret: prefer ${VAR} or URLFile.
+	URL string `yaml:"url"`
+	// URLFile names a file holding URL, for secrets mounted as files.
+	URLFile string `yaml:"url_file"`
+	// MaxConns caps lethe's connection pool. Default: worker.concurrency + 4.
+	MaxConns int `yaml:"max_conns"`
+}
+
+// Table is one table of the subject graph.
+type Table struct {
+	// Table is the table, optionally schema-qualified ("crm.customers").
+	// Unquoted names fold to lower case as in SQL; "Quoted" names keep case.
+	Table string `yaml:"table"`
+	// Key is the subject's key column; only on the root table.
+	Key string `yaml:"key"`
+	// Join is "<column of this table> = <column of the parent table>"; on
+	// every table but the root.
+	Join string `yaml:"join"`
+	// Related are the tables whose rows hang off this one.
+	Related []Table `yaml:"related"`
+}
+
+// Policy is one retention rule.
+type Policy struct {
+	// Name identifies the policy in the manifest, runs and logs.
+	Name string `yaml:"name"`
+	// Where is an SQL predicate on the subject table; empty matches every row.
+	Where string `yaml:"where"`
+	// Clock is the column of the subject table the retention window runs
+	// from (timestamptz, timestamp or date). Rows whose clock is NULL are
+	// never due.
+	Clock string `yaml:"clock"`
+	// Retain is the retention window: 730d, 12w or 7y.
+	Retain string `yaml:"retain"`
+	// Then is what happens to a due subject: archive (default) or delete.
+	Then string `yaml:"then"`
+	// ArchiveRetain is how long the archived copy lives; empty keeps it until
+	// a deletion request. Only for then: archive.
+	ArchiveRetain string `yaml:"archive_retain"`
+
+	// RetainDays is Retain, parsed.
+	RetainDays Days `yaml:"-"`
+	// ArchiveRetainDays is ArchiveRetain, parsed; zero when unset.
+	ArchiveRetainDays Days `yaml:"-"`
+}
+
+// Then values.
+const (
+	ThenArchive = "archive"
+	ThenDelete  = "delete"
+)
+
+// Requests configures deletion requests.
+type Requests struct {
+	// Protect is an SQL predicate on the subject table; a deletion request for
+	// a matching subject is rejected unless forced.
+	Protect string `yaml:"protect"`
+}
+
+// Archive configures the object store and the encryption of bundles.
+type Archive struct {
+	// Endpoint is the S3 endpoint URL; empty means AWS.
+	Endpoint string `yaml:"endpoint"`
+	// Region is the S3 region. Default us-east-1.
+	Region string `yaml:"region"`
+	// Bucket holds the archive. It must have versioning and object lock on.
+	Bucket string `yaml:"bucket"`
+	// Prefix is put before every object name, such as "v1/".
+	Prefix string `yaml:"prefix"`
+	// PathStyle addresses the bucket in the path, as local servers need.
+	PathStyle bool `yaml:"path_style"`
+	// Credentials are the worker's: put, set legal holds, list and delete
+	// versions; never get.
+	Credentials Credentials `yaml:"credentials"`
+	// Recipients are age public keys (age1...); every bundle is encrypted to
+	// all of them.
+	Recipients []string `yaml:"recipients"`
+	// RecipientsFile names a file of recipients, one per line, added to
+	// Recipients.
+	RecipientsFile string `yaml:"recipients_file"`
+	// KeySecret is the HMAC secret that names objects. Secret, at least 16
+	// bytes; changing it orphans the names of every archived subject.
+	KeySecret string `yaml:"key_secret"`
+	// KeySecretFile names a file holding KeySecret.
+	KeySecretFile string `yaml:"key_secret_file"`
+	// BatchSize is how many subjects one archive-batch job moves. Default 200.
+	BatchSize int `yaml:"batch_size"`
+	// Concurrency is how many puts one batch keeps in flight. Default 16.
+	Concurrency int `yaml:"concurrency"`
+
+	// ParsedRecipients are Recipients and RecipientsFile, parsed.
+	ParsedRecipients []age.Recipient `yaml:"-"`
+}
+
+// Credentials is an S3 access key pair.
+type Credentials struct {
+	AccessKeyID         string `yaml:"access_key_id"`
+	SecretAccessKey     string `yaml:"secret_access_key"`
+	SecretAccessKeyFile string `yaml:"secret_access_key_file"`
+}
+
+// Restore configures `lethe restore`.
+type Restore struct {
+	// Credentials are the reader's: get objects, nothing else.
+	Credentials Credentials `yaml:"credentials"`
+}
+
+// Worker tunes the River queue.
+type Worker struct {
+	// Concurrency is how many jobs one process works at once. Default 4.
+	Concurrency int `yaml:"concurrency"`
+	// MaxAttempts is how often a failing job is tried before it is
+	// discarded. Default 10.
+	MaxAttempts int `yaml:"max_attempts"`
+}
+
+// Error is a configuration problem that names the key at fault.
+type Error struct {
+	Key string
+	Msg string
+}
+
+func (e *Error) Error() string {
+	if e.Key == "" {
+		return "config: " + e.Msg
+	}
+	return "config: " + e.Key + ": " + e.Msg
+}
+
+// Errorf returns an *Error for key.
+func Errorf(key, format string, args ...any) error {
+	return &Error{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// IsConfigError reports whether err is, or wraps, a configuration problem.
+func IsConfigError(err error) bool {
+	var ce *Error
+	return errors.As(err, &ce)
+}
+
+// LoadFile reads, expands, defaults and validates the config at path.
+func LoadFile(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{Msg: fmt.Sprintf("cannot read config file: %v (pass --config FILE or set LETHE_CONFIG)", err)}
+	}
+	return Load(bytes.NewReader(b), os.LookupEnv)
+}
+
+// Load reads a config from r, expanding ${VAR} with lookup, applies defaults
+// and validates everything that can be checked without a database.
+func Load(r io.Reader, lookup func(string) (string, bool)) (*Config, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(r)
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &Error{Msg: "config file is empty"}
+		}
+		return nil, &Error{Msg: oneLine(err.Error())}
+	}
+	if err := expandNode(&root, "", lookup); err != nil {
+		return nil, err
+	}
+	var c Config
+	if err := decodeStrict(&root, &c); err != nil {
+		return nil, err
+	}
+	if err := c.readFiles(); err != nil {
+		return nil, err
+	}
+	c.applyDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// decodeStrict decodes node into c, refusing unknown keys.
+func decodeStrict(node *yaml.Node, c *Config) error {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	if err := enc.Encode(node); err != nil {
+		return &Error{Msg: oneLine(err.Error())}
+	}
+	dec := yaml.NewDecoder(&buf)
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return &Error{Msg: oneLine(strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:"))}
+	}
+	return nil
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// readFiles resolves the *_file variants of secrets.
+func (c *Config) readFiles() error {
+	type pair struct {
+		key  string
+		file string
+		dst  *string
+	}
+	pairs := []pair{
+		{"database.url", c.Database.URLFile, &c.Database.URL},
+		{"archive.key_secret", c.Archive.KeySecretFile, &c.Archive.KeySecret},
+		{"archive.credentials.secret_access_key", c.Archive.Credentials.SecretAccessKeyFile, &c.Archive.Credentials.SecretAccessKey},
+		{"restore.credentials.secret_access_key", c.Restore.Credentials.SecretAccessKeyFile, &c.Restore.Credentials.SecretAccessKey},
+	}
+	for _, p := range pairs {
+		if p.file == "" {
+			continue
+		}
+		if *p.dst != "" {
+			return Errorf(p.key, "set both %s and %s_file: keep one", p.key, p.key)
+		}
+		b, err := os.ReadFile(p.file)
+		if err != nil {
+			return Errorf(p.key+"_file", "cannot read %q: %v", p.file, err)
+		}
+		*p.dst = strings.TrimSpace(string(b))
+	}
+	if c.Archive.RecipientsFile != "" {
+		b, err := os.ReadFile(c.Archive.RecipientsFile)
+		if err != nil {
+			return Errorf("archive.recipients_file", "cannot read %q: %v", c.Archive.RecipientsFile, err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			c.Archive.Recipients = append(c.Archive.Recipients, line)
+		}
+	}
+	return nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Schedule == "" {
+		c.Schedule = "0 3 * * *"
+	}
+	if c.Timezone == "" {
+		c.Timezone = "UTC"
+	}
+	if c.Archive.Region == "" {
+		c.Archive.Region = "us-east-1"
+	}
+	if c.Archive.BatchSize == 0 {
+		c.Archive.BatchSize = 200
+	}
+	if c.Archive.Concurrency == 0 {
+		c.Archive.Concurrency = 16
+	}
+	if c.Worker.Concurrency == 0 {
+		c.Worker.Concurrency = 4
+	}
+	if c.Worker.MaxAttempts == 0 {
+		c.Worker.MaxAttempts = 10
+	}
+	if c.Database.MaxConns == 0 {
+		c.Database.MaxConns = c.Worker.Concurrency + 4
+	}
+	for i := range c.Policies {
+		if c.Policies[i].Then == "" {
+			c.Policies[i].Then = ThenArchive
+		}
+	}
+}
+
+// Policy returns the policy called name, or nil.
+func (c *Config) Policy(name string) *Policy {
+	for i := range c.Policies {
+		if c.Policies[i].Name == name {
+			return &c.Policies[i]
+		}
+	}
+	return nil
+}
+
+// ValidateRestore checks what `lethe restore` needs beyond the rest.
+func (c *Config) ValidateRestore() error {
+	return validateCredentials("restore.credentials", c.Restore.Credentials)
+}
+
+// Redacted returns a copy of c with every secret replaced, for printing.
+func (c *Config) Redacted() *Config {
+	r := *c
+	const hidden = "<redacted>"
+	if r.Database.URL != "" {
+		r.Database.URL = redactURL(r.Database.URL)
+	}
+	if r.Archive.KeySecret != "" {
+		r.Archive.KeySecret = hidden
+	}
+	if r.Archive.Credentials.SecretAccessKey != "" {
+		r.Archive.Credentials.SecretAccessKey = hidden
+	}
+	if r.Restore.Credentials.SecretAccessKey != "" {
+		r.Restore.Credentials.SecretAccessKey = hidden
+	}
+	return &r
+}

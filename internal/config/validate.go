@@ -1,0 +1,225 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+	"github.com/robfig/cron/v3"
+)
+
+var policyName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// validate checks everything that does not need a database and fills in the
+// parsed fields. It reports every problem it finds, one per line.
+func (c *Config) validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	if c.Database.URL == "" {
+		add(Errorf("database.url", "is empty: set it (for example ${LETHE_DATABASE_URL}) or database.url_file"))
+	}
+	if c.Database.MaxConns < 2 {
+		add(Errorf("database.max_conns", "%d is too small: lethe needs at least 2 connections", c.Database.MaxConns))
+	}
+
+	loc, err := time.LoadLocation(c.Timezone)
+	if err != nil {
+		add(Errorf("timezone", "%q is not a known IANA time zone (such as UTC or Europe/Berlin)", c.Timezone))
+	} else {
+		c.Location = loc
+	}
+	sched, err := cron.ParseStandard(c.Schedule)
+	if err != nil {
+		add(Errorf("schedule", "%q is not a cron expression: %v (write 5 fields, such as \"0 3 * * *\")", c.Schedule, err))
+	} else if loc != nil {
+		c.Cron = inZone{sched, loc}
+	}
+
+	add(c.Subject.validateGraph("subject", true, map[string]string{}))
+
+	if len(c.Policies) == 0 {
+		add(Errorf("policies", "is empty: add at least one policy"))
+	}
+	seen := map[string]bool{}
+	for i := range c.Policies {
+		p := &c.Policies[i]
+		key := fmt.Sprintf("policies[%d]", i)
+		if !policyName.MatchString(p.Name) {
+			add(Errorf(key+".name", "%q must be lower case letters, digits, - and _ (at most 63)", p.Name))
+		} else if seen[p.Name] {
+			add(Errorf(key+".name", "%q is used by an earlier policy: names must be unique", p.Name))
+		}
+		seen[p.Name] = true
+		if strings.TrimSpace(p.Clock) == "" {
+			add(Errorf(key+".clock", "is empty: name the column the retention window runs from"))
+		} else if _, err := ParseIdent(p.Clock); err != nil {
+			add(Errorf(key+".clock", "%q: %v", p.Clock, err))
+		}
+		if d, err := ParseDays(p.Retain); err != nil {
+			add(Errorf(key+".retain", "%v", err))
+		} else {
+			p.RetainDays = d
+		}
+		switch p.Then {
+		case ThenArchive:
+		case ThenDelete:
+			if p.ArchiveRetain != "" {
+				add(Errorf(key+".archive_retain", "is set but then is delete: nothing is archived, so remove it"))
+			}
+		default:
+			add(Errorf(key+".then", "%q is neither archive nor delete", p.Then))
+		}
+		if p.ArchiveRetain != "" {
+			if d, err := ParseDays(p.ArchiveRetain); err != nil {
+				add(Errorf(key+".archive_retain", "%v", err))
+			} else {
+				p.ArchiveRetainDays = d
+			}
+		}
+		add(CheckPredicate(key+".where", p.Where))
+	}
+	add(CheckPredicate("requests.protect", c.Requests.Protect))
+
+	a := &c.Archive
+	if a.Endpoint != "" {
+		u, err := url.Parse(a.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(Errorf("archive.endpoint", "%q is not an http:// or https:// URL", a.Endpoint))
+		}
+	}
+	if a.Bucket == "" {
+		add(Errorf("archive.bucket", "is empty: name the bucket that holds the archive"))
+	} else if !bucketName.MatchString(a.Bucket) {
+		add(Errorf("archive.bucket", "%q is not a valid S3 bucket name", a.Bucket))
+	}
+	if strings.HasPrefix(a.Prefix, "/") {
+		add(Errorf("archive.prefix", "%q must not start with /", a.Prefix))
+	}
+	add(validateCredentials("archive.credentials", a.Credentials))
+	if len(a.Recipients) == 0 {
+		add(Errorf("archive.recipients", "is empty: give at least one age public key (age1...)"))
+	}
+	a.ParsedRecipients = nil
+	for i, r := range a.Recipients {
+		rec, err := ParseRecipient(r)
+		if err != nil {
+			add(Errorf(fmt.Sprintf("archive.recipients[%d]", i), "%v", err))
+			continue
+		}
+		a.ParsedRecipients = append(a.ParsedRecipients, rec)
+	}
+	if len(a.KeySecret) < 16 {
+		add(Errorf("archive.key_secret", "is %d bytes long: use at least 16 random bytes (openssl rand -hex 32)", len(a.KeySecret)))
+	}
+	if a.BatchSize < 1 || a.BatchSize > 10_000 {
+		add(Errorf("archive.batch_size", "%d is out of range 1..10000", a.BatchSize))
+	}
+	if a.Concurrency < 1 || a.Concurrency > 256 {
+		add(Errorf("archive.concurrency", "%d is out of range 1..256", a.Concurrency))
+	}
+	if c.Worker.Concurrency < 1 || c.Worker.Concurrency > 256 {
+		add(Errorf("worker.concurrency", "%d is out of range 1..256", c.Worker.Concurrency))
+	}
+	if c.Worker.MaxAttempts < 1 || c.Worker.MaxAttempts > 100 {
+		add(Errorf("worker.max_attempts", "%d is out of range 1..100", c.Worker.MaxAttempts))
+	}
+	return errors.Join(errs...)
+}
+
+// ParseRecipient parses one age recipient. It refuses an identity (a
+// private key) with an error that says so: the worker must never hold one.
+func ParseRecipient(s string) (age.Recipient, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(strings.ToUpper(s), "AGE-SECRET-KEY-") {
+		return nil, errors.New("is an age identity (a private key), not a recipient: the worker must hold only public keys; give the output of age-keygen -y instead, and keep the identity offline")
+	}
+	recs, err := age.ParseRecipients(strings.NewReader(s))
+	if err != nil || len(recs) != 1 {
+		return nil, fmt.Errorf("%q is not an age recipient (age1... as printed by age-keygen)", s)
+	}
+	return recs[0], nil
+}
+
+func validateCredentials(key string, c Credentials) error {
+	var errs []error
+	if c.AccessKeyID == "" {
+		errs = append(errs, Errorf(key+".access_key_id", "is empty: set the access key id"))
+	}
+	if c.SecretAccessKey == "" {
+		errs = append(errs, Errorf(key+".secret_access_key", "is empty: set it or secret_access_key_file"))
+	}
+	return errors.Join(errs...)
+}
+
+// validateGraph checks the shape of the subject graph. seen maps each table
+// already in the graph to the key that named it.
+func (t *Table) validateGraph(key string, root bool, seen map[string]string) error {
+	var errs []error
+	name, err := ParseQualified(t.Table)
+	switch {
+	case strings.TrimSpace(t.Table) == "":
+		errs = append(errs, Errorf(key+".table", "is empty: name the table"))
+	case err != nil:
+		errs = append(errs, Errorf(key+".table", "%q: %v", t.Table, err))
+	default:
+		norm := strings.Join(name, ".")
+		if prev, dup := seen[norm]; dup {
+			errs = append(errs, Errorf(key+".table", "%q is already in the graph at %s: each table may appear once", t.Table, prev))
+		}
+		seen[norm] = key + ".table"
+	}
+	if root {
+		if t.Join != "" {
+			errs = append(errs, Errorf(key+".join", "is set on the subject table: only related tables join"))
+		}
+		if strings.TrimSpace(t.Key) == "" {
+			errs = append(errs, Errorf(key+".key", "is empty: name the subject's key column"))
+		} else if _, err := ParseIdent(t.Key); err != nil {
+			errs = append(errs, Errorf(key+".key", "%q: %v", t.Key, err))
+		}
+	} else {
+		if t.Key != "" {
+			errs = append(errs, Errorf(key+".key", "is set on a related table: only the subject table has a key"))
+		}
+		if _, _, err := ParseJoin(t.Join); err != nil {
+			errs = append(errs, Errorf(key+".join", "%q: %v", t.Join, err))
+		}
+	}
+	for i := range t.Related {
+		errs = append(errs, t.Related[i].validateGraph(key+".related["+strconv.Itoa(i)+"]", false, seen))
+	}
+	return errors.Join(errs...)
+}
+
+// Walk calls fn for t and every table below it, parents before children,
+// with the key path each was configured at and its depth (root 0).
+func (t *Table) Walk(fn func(key string, depth int, parent, table *Table)) {
+	var walk func(key string, depth int, parent, table *Table)
+	walk = func(key string, depth int, parent, table *Table) {
+		fn(key, depth, parent, table)
+		for i := range table.Related {
+			walk(key+".related["+strconv.Itoa(i)+"]", depth+1, table, &table.Related[i])
+		}
+	}
+	walk("subject", 0, nil, t)
+}
+
+// inZone evaluates a cron schedule in a fixed location.
+type inZone struct {
+	cron.Schedule
+	loc *time.Location
+}
+
+func (z inZone) Next(t time.Time) time.Time { return z.Schedule.Next(t.In(z.loc)) }
