@@ -1,0 +1,200 @@
+// Package audit owns lethe's audit log: an append-only table in which each
+// entry carries the SHA-256 of the entry before it, and the check of that
+// chain. Entries name subjects only by their HMAC, never by key or content.
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Entry kinds.
+const (
+	KindArchive  = "archive"  // a subject moved to the archive
+	KindDestroy  = "destroy"  // a subject destroyed by a then: delete policy
+	KindRestore  = "restore"  // a subject's bundle decrypted by lethe restore
+	KindRun      = "run"      // a sweep finished
+	KindRecovery = "recovery" // orphaned object versions removed after a crash
+)
+
+// Entry is one audit record, before it is chained.
+type Entry struct {
+	// Kind says what happened; see the Kind constants.
+	Kind string
+	// Actor is who did it: "lethe" for the worker, or a person's name.
+	Actor string
+	// SubjectHMAC names the subject, if the entry is about one.
+	SubjectHMAC string
+	// Detail is any JSON-marshalable value: ids, counts, policy names. It must
+	// never hold personal data.
+	Detail any
+}
+
+// Append adds entries, in order, at the end of the chain. It must run in the
+// transaction that records what the entries describe, so that both or
+// neither are committed. It locks the chain's head until that transaction
+// ends, which orders concurrent appends.
+func Append(ctx context.Context, tx pgx.Tx, entries ...Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	var seq int64
+	var prev []byte
+	err := tx.QueryRow(ctx, `SELECT seq, hash FROM lethe.audit_head WHERE id FOR UPDATE`).Scan(&seq, &prev)
+	if err != nil {
+		return fmt.Errorf("error locking audit head: %w", err)
+	}
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	rows := make([][]any, 0, len(entries))
+	for _, e := range entries {
+		detail := []byte("{}")
+		if e.Detail != nil {
+			var err error
+			if detail, err = json.Marshal(e.Detail); err != nil {
+				return fmt.Errorf("error encoding audit detail: %w", err)
+			}
+		}
+		seq++
+		rec := record{Seq: seq, At: at, Kind: e.Kind, Actor: e.Actor, SubjectHMAC: e.SubjectHMAC, Detail: string(detail)}
+		h := rec.hash(prev)
+		var subject any
+		if e.SubjectHMAC != "" {
+			subject = e.SubjectHMAC
+		}
+		rows = append(rows, []any{seq, at, e.Kind, e.Actor, subject, string(detail), prev, h})
+		prev = h
+	}
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{"lethe", "audit_log"},
+		[]string{"seq", "at", "kind", "actor", "subject_hmac", "detail", "prev_hash", "hash"},
+		pgx.CopyFromRows(rows))
+	if err != nil {
+		return fmt.Errorf("error appending audit entries: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE lethe.audit_head SET seq = $1, hash = $2 WHERE id`, seq, prev); err != nil {
+		return fmt.Errorf("error moving audit head: %w", err)
+	}
+	return nil
+}
+
+// record is an entry as stored and hashed.
+type record struct {
+	Seq         int64
+	At          time.Time
+	Kind        string
+	Actor       string
+	SubjectHMAC string
+	Detail      string
+	PrevHash    []byte
+	Hash        []byte
+}
+
+// hash is SHA-256 over the previous hash and every field of the entry, each
+// length-prefixed so that no two entries share an encoding.
+func (r *record) hash(prev []byte) []byte {
+	h := sha256.New()
+	var n [8]byte
+	field := func(b []byte) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	field(prev)
+	binary.BigEndian.PutUint64(n[:], uint64(r.Seq))
+	h.Write(n[:])
+	field([]byte(r.At.UTC().Format(time.RFC3339Nano)))
+	field([]byte(r.Kind))
+	field([]byte(r.Actor))
+	field([]byte(r.SubjectHMAC))
+	field([]byte(r.Detail))
+	return h.Sum(nil)
+}
+
+// Result is what Verify found.
+type Result struct {
+	// Entries is how many entries were checked.
+	Entries int64
+	// OK is true when the whole chain holds.
+	OK bool
+	// BadSeq is the first entry at fault when OK is false (0 for the head).
+	BadSeq int64
+	// Problem says what is wrong when OK is false.
+	Problem string
+}
+
+// Verify walks the whole chain and checks every link, and that the chain
+// ends where the head says. It detects an edited, deleted, reordered or
+// inserted entry, and a cut tail. It reads in pages, so memory does not
+// grow with the log.
+func Verify(ctx context.Context, db interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}) (*Result, error) {
+	res := &Result{OK: true}
+	prev := make([]byte, sha256.Size)
+	var last int64
+	const page = 5000
+	for {
+		rows, err := db.Query(ctx, `
+			SELECT seq, at, kind, actor, coalesce(subject_hmac, ''), detail, prev_hash, hash
+			FROM lethe.audit_log WHERE seq > $1 ORDER BY seq LIMIT $2`, last, page)
+		if err != nil {
+			return nil, fmt.Errorf("error reading audit log: %w", err)
+		}
+		n := 0
+		for rows.Next() {
+			var r record
+			if err := rows.Scan(&r.Seq, &r.At, &r.Kind, &r.Actor, &r.SubjectHMAC, &r.Detail, &r.PrevHash, &r.Hash); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("error reading audit log: %w", err)
+			}
+			n++
+			res.Entries++
+			if res.OK {
+				switch {
+				case r.Seq != last+1:
+					res.fail(r.Seq, fmt.Sprintf("entry %d follows entry %d: entries are missing", r.Seq, last))
+				case !bytes.Equal(r.PrevHash, prev):
+					res.fail(r.Seq, fmt.Sprintf("entry %d does not link to entry %d: an entry was removed, inserted or reordered", r.Seq, last))
+				case !bytes.Equal(r.hash(prev), r.Hash):
+					res.fail(r.Seq, fmt.Sprintf("entry %d does not match its hash: it was edited", r.Seq))
+				}
+			}
+			last = r.Seq
+			prev = r.Hash
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("error reading audit log: %w", err)
+		}
+		if n < page {
+			break
+		}
+	}
+	var headSeq int64
+	var headHash []byte
+	if err := db.QueryRow(ctx, `SELECT seq, hash FROM lethe.audit_head WHERE id`).Scan(&headSeq, &headHash); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			res.fail(0, "the chain head is missing")
+			return res, nil
+		}
+		return nil, fmt.Errorf("error reading audit head: %w", err)
+	}
+	if res.OK && (headSeq != last || !bytes.Equal(headHash, prev)) {
+		res.fail(0, fmt.Sprintf("the chain ends at entry %d but its head records entry %d: entries were cut from the end", last, headSeq))
+	}
+	return res, nil
+}
+
+func (r *Result) fail(seq int64, problem string) {
+	r.OK = false
+	r.BadSeq = seq
+	r.Problem = problem
+}
