@@ -1,0 +1,66 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/lethehq/lethe/retention"
+)
+
+// ArchiveBatchArgs works one batch claimed by a sweep. It names the batch
+// only by id: subject keys never appear in job arguments.
+type ArchiveBatchArgs struct {
+	BatchID int64 `json:"batch_id"`
+}
+
+// Kind is the job kind. It never changes.
+func (ArchiveBatchArgs) Kind() string { return "lethe.archive_batch" }
+
+// ArchiveBatchWorker works ArchiveBatchArgs.
+type ArchiveBatchWorker struct {
+	river.WorkerDefaults[ArchiveBatchArgs]
+	Mover  *retention.Mover
+	Logger *slog.Logger
+}
+
+// Work archives (or destroys) the batch's remaining subjects.
+func (w *ArchiveBatchWorker) Work(ctx context.Context, job *river.Job[ArchiveBatchArgs]) error {
+	start := time.Now()
+	res, err := w.Mover.RunBatch(ctx, job.Args.BatchID)
+	if errors.Is(err, retention.ErrBatchBusy) {
+		return river.JobSnooze(30 * time.Second)
+	}
+	if err != nil {
+		final := job.Attempt >= job.MaxAttempts
+		if rerr := w.Mover.RecordFailure(ctx, job.Args.BatchID, err, final); rerr != nil {
+			w.Logger.Error("could not record batch failure", "batch_id", job.Args.BatchID, "error", rerr)
+		}
+		w.Logger.Warn("batch failed", "batch_id", job.Args.BatchID, "job_id", job.ID, "attempt", job.Attempt,
+			"max_attempts", job.MaxAttempts, "final", final, "error", err)
+		return err
+	}
+	w.Logger.Info("batch done", "batch_id", job.Args.BatchID, "run_id", res.RunID, "archived", res.Archived,
+		"destroyed", res.Destroyed, "skipped", res.Skipped, "rows", res.Rows, "bytes", res.Bytes,
+		"duration_ms", time.Since(start).Milliseconds())
+	return nil
+}
+
+// Timeout bounds one attempt.
+func (w *ArchiveBatchWorker) Timeout(*river.Job[ArchiveBatchArgs]) time.Duration { return 30 * time.Minute }
+
+// EnqueueBatch returns the retention.Enqueuer that inserts an archive-batch
+// job with client, in the claim's transaction.
+func EnqueueBatch(client *river.Client[pgx.Tx]) retention.Enqueuer {
+	return func(ctx context.Context, tx pgx.Tx, batchID int64) (int64, error) {
+		res, err := client.InsertTx(ctx, tx, ArchiveBatchArgs{BatchID: batchID}, nil)
+		if err != nil {
+			return 0, err
+		}
+		return res.Job.ID, nil
+	}
+}

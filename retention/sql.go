@@ -1,0 +1,138 @@
+package retention
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// statements is the SQL a plan runs, built once from the config's
+// identifiers (always quoted) and predicates (checked by Compile). Values
+// are always parameters.
+type statements struct {
+	// per policy, by name
+	claimFirst map[string]string // $1 cutoff, $2 limit
+	claimNext  map[string]string // $1 cutoff, $2 last clock, $3 last key, $4 limit
+	dueCount   map[string]string // $1 cutoff -> due, of which protected
+	readRoot   map[string]string // $1 keys, $2 cutoff -> key, rows, md5 (still-due subjects only)
+	lockDue    map[string]string // $1 keys, $2 cutoff -> key (still due, locked)
+	// per node, in plan order
+	read   []string // $1 keys -> key, rows, md5
+	delete []string // $1 keys -> key, count, md5 of the deleted rows
+	// lockRoots locks subjects' root rows: $1 keys -> key
+	lockRoots string
+}
+
+type namedSQL struct{ what, sql string }
+
+func (s *statements) all() []namedSQL {
+	var out []namedSQL
+	for name, q := range s.claimFirst {
+		out = append(out, namedSQL{"selects due subjects of policy " + name, q}, namedSQL{"selects due subjects of policy " + name, s.claimNext[name]},
+			namedSQL{"counts due subjects of policy " + name, s.dueCount[name]}, namedSQL{"reads due subjects of policy " + name, s.readRoot[name]},
+			namedSQL{"locks due subjects of policy " + name, s.lockDue[name]})
+	}
+	for i, q := range s.read {
+		out = append(out, namedSQL{fmt.Sprintf("reads table %d of the graph", i), q}, namedSQL{fmt.Sprintf("deletes from table %d of the graph", i), s.delete[i]})
+	}
+	return append(out, namedSQL{"locks subjects", s.lockRoots})
+}
+
+func (p *Plan) buildStatements() statements {
+	s := statements{
+		claimFirst: map[string]string{},
+		claimNext:  map[string]string{},
+		dueCount:   map[string]string{},
+		readRoot:   map[string]string{},
+		lockDue:    map[string]string{},
+	}
+	root := p.Root.Ident.Sanitize()
+	rowRef := quote(p.Root.Ident[len(p.Root.Ident)-1])
+	key := quote(p.keyCol)
+	keys := "$1::text[]::" + p.KeyType + "[]"
+
+	var earlier []string
+	for _, pp := range p.Policies {
+		clock := quote(pp.Clock)
+		match := p.matchExpr(pp, earlier)
+		earlier = append(earlier, pp.Where)
+		due := fmt.Sprintf("%s AND %s < $1::timestamptz", match, clock)
+		s.claimFirst[pp.Name] = fmt.Sprintf(
+			"SELECT %[2]s::text, %[3]s::text FROM %[1]s WHERE %[4]s ORDER BY %[3]s, %[2]s LIMIT $2 FOR UPDATE SKIP LOCKED",
+			root, key, clock, due)
+		s.claimNext[pp.Name] = fmt.Sprintf(
+			"SELECT %[2]s::text, %[3]s::text FROM %[1]s WHERE %[4]s AND (%[3]s, %[2]s) > ($2::text::%[5]s, $3::text::%[6]s) ORDER BY %[3]s, %[2]s LIMIT $4 FOR UPDATE SKIP LOCKED",
+			root, key, clock, due, pp.ClockType, p.KeyType)
+		protect := "FALSE"
+		if strings.TrimSpace(p.Protect) != "" {
+			protect = "(" + p.Protect + ")"
+		}
+		s.dueCount[pp.Name] = fmt.Sprintf("SELECT count(*), count(*) FILTER (WHERE coalesce(%s, false)) FROM %s WHERE %s", protect, root, due)
+		stillDue := fmt.Sprintf("%s = ANY (%s) AND %s AND %s < $2::timestamptz", key, keys, match, clock)
+		s.readRoot[pp.Name] = fmt.Sprintf(
+			"SELECT s::text, agg::text, md5(agg::text) FROM (SELECT %[2]s AS s, jsonb_agg(to_jsonb(%[3]s)) AS agg FROM %[1]s WHERE %[4]s GROUP BY %[2]s) r",
+			root, key, rowRef, stillDue)
+		s.lockDue[pp.Name] = fmt.Sprintf("SELECT %[2]s::text FROM %[1]s WHERE %[3]s ORDER BY %[2]s FOR UPDATE", root, key, stillDue)
+	}
+
+	for _, n := range p.Nodes {
+		if n.Parent == nil {
+			s.read = append(s.read, "") // the root is read by readRoot, per policy
+			s.delete = append(s.delete, fmt.Sprintf(
+				"WITH d AS (DELETE FROM %[1]s t WHERE t.%[2]s = ANY (%[3]s) RETURNING t.%[2]s::text AS s, to_jsonb(t) AS j) "+
+					"SELECT s, count(*), md5(jsonb_agg(j ORDER BY j::text)::text) FROM d GROUP BY s",
+				root, key, keys))
+			continue
+		}
+		// The chain from this table up to the root: t, p1, ..., pN (root).
+		var from, using, conds []string
+		alias := "t"
+		for c, i := n, 1; c.Parent != nil; c, i = c.Parent, i+1 {
+			pa := fmt.Sprintf("p%d", i)
+			from = append(from, fmt.Sprintf("JOIN %s %s ON %s.%s = %s.%s", c.Parent.Ident.Sanitize(), pa, alias, quote(c.ChildCol), pa, quote(c.ParentCol)))
+			using = append(using, fmt.Sprintf("%s %s", c.Parent.Ident.Sanitize(), pa))
+			conds = append(conds, fmt.Sprintf("%s.%s = %s.%s", alias, quote(c.ChildCol), pa, quote(c.ParentCol)))
+			alias = pa
+		}
+		rootKey := alias + "." + key
+		s.read = append(s.read, fmt.Sprintf(
+			"SELECT s::text, agg::text, md5(agg::text) FROM (SELECT %[3]s AS s, jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text) AS agg "+
+				"FROM %[1]s t %[2]s WHERE %[3]s = ANY (%[4]s) GROUP BY %[3]s) r",
+			n.Ident.Sanitize(), strings.Join(from, " "), rootKey, keys))
+		s.delete = append(s.delete, fmt.Sprintf(
+			"WITH d AS (DELETE FROM %[1]s t USING %[2]s WHERE %[3]s AND %[4]s = ANY (%[5]s) RETURNING %[4]s::text AS s, to_jsonb(t) AS j) "+
+				"SELECT s, count(*), md5(jsonb_agg(j ORDER BY j::text)::text) FROM d GROUP BY s",
+			n.Ident.Sanitize(), strings.Join(using, ", "), strings.Join(conds, " AND "), rootKey, keys))
+	}
+	s.lockRoots = fmt.Sprintf("SELECT %[2]s::text FROM %[1]s WHERE %[2]s = ANY (%[3]s) ORDER BY %[2]s FOR UPDATE", root, key, keys)
+	return s
+}
+
+// matchExpr is the condition under which pp governs a subject: its own
+// predicate holds and no earlier policy's does.
+func (p *Plan) matchExpr(pp *PolicyPlan, earlier []string) string {
+	parts := []string{"TRUE"}
+	if strings.TrimSpace(pp.Where) != "" {
+		parts[0] = "(" + pp.Where + ")"
+	}
+	for _, w := range earlier {
+		parts = append(parts, "NOT coalesce((" + w + "), false)")
+	}
+	return strings.Join(parts, " AND ")
+}
+
+// pgMessage returns a PostgreSQL error's message and hint without the
+// driver's decoration.
+func pgMessage(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		msg := pgErr.Message
+		if pgErr.Hint != "" {
+			msg += " (" + pgErr.Hint + ")"
+		}
+		return msg
+	}
+	return err.Error()
+}

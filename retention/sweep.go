@@ -1,0 +1,386 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lethehq/lethe/internal/audit"
+)
+
+// Enqueuer inserts the job that works batchID, inside tx, and returns the
+// job's id. It is how the sweep hands batches to the queue without knowing
+// it.
+type Enqueuer func(ctx context.Context, tx pgx.Tx, batchID int64) (jobID int64, err error)
+
+// Sweeper finds due subjects and claims them in batches.
+type Sweeper struct {
+	pool   *pgxpool.Pool
+	plan   *Plan
+	logger *slog.Logger
+	// Now returns the current time; tests move it.
+	Now func() time.Time
+	// QueryTimeout bounds each statement of the sweep.
+	QueryTimeout time.Duration
+	// BatchSize is how many subjects one batch claims.
+	BatchSize int
+}
+
+// NewSweeper returns a Sweeper for plan.
+func NewSweeper(pool *pgxpool.Pool, plan *Plan, batchSize int, logger *slog.Logger) *Sweeper {
+	return &Sweeper{pool: pool, plan: plan, logger: logger, Now: time.Now, QueryTimeout: 5 * time.Minute, BatchSize: batchSize}
+}
+
+// Run triggers.
+const (
+	TriggerSchedule = "schedule"
+	TriggerCLI      = "cli"
+)
+
+// StartRun records a new run, or returns the run already recorded for jobID
+// when a sweep job is retried. jobID 0 means no job (the CLI).
+func (s *Sweeper) StartRun(ctx context.Context, trigger string, jobID int64) (int64, error) {
+	var id int64
+	var job any
+	if jobID != 0 {
+		job = jobID
+	}
+	err := s.pool.QueryRow(ctx, `
+		INSERT INTO lethe.run (trigger, job_id) VALUES ($1, $2)
+		ON CONFLICT (job_id) DO UPDATE SET state = 'selecting'
+		RETURNING id`, trigger, job).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("error starting run: %w", err)
+	}
+	return id, nil
+}
+
+// SweepResult says what a sweep claimed.
+type SweepResult struct {
+	RunID int64
+	// Recovered is how many batches of earlier runs were found unfinished
+	// with no live job, and queued again in this run.
+	Recovered int
+	// Batches is how many new batches were queued.
+	Batches int
+	// Claimed is the number of subjects claimed, by policy.
+	Claimed map[string]int
+}
+
+// Sweep claims every due subject, policy by policy, in batches of
+// BatchSize, and enqueues a job per batch in the claim's transaction. It
+// first requeues the unfinished batches of earlier runs whose job is gone
+// (a crash, or retries used up). Concurrent sweeps claim each subject once:
+// rows another sweep has locked are skipped, and a subject already claimed
+// is not claimed again.
+func (s *Sweeper) Sweep(ctx context.Context, runID int64, enqueue Enqueuer) (*SweepResult, error) {
+	res := &SweepResult{RunID: runID, Claimed: map[string]int{}}
+	n, err := s.recover(ctx, runID, enqueue)
+	if err != nil {
+		return res, s.failRun(ctx, runID, err)
+	}
+	res.Recovered = n
+	now := s.Now()
+	for _, pp := range s.plan.Policies {
+		batches, claimed, err := s.claimPolicy(ctx, runID, pp, pp.Cutoff(now), enqueue)
+		res.Batches += batches
+		res.Claimed[pp.Name] = claimed
+		if err != nil {
+			return res, s.failRun(ctx, runID, err)
+		}
+		s.logger.Info("claimed due subjects", "run_id", runID, "policy", pp.Name, "subjects", claimed, "batches", batches)
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE lethe.run SET state = 'working', selected_at = now(), recovered = $2 WHERE id = $1`, runID, res.Recovered); err != nil {
+		return res, fmt.Errorf("error recording run: %w", err)
+	}
+	if _, err := FinishRun(ctx, s.pool, runID); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func (s *Sweeper) failRun(ctx context.Context, runID int64, cause error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, _ = s.pool.Exec(ctx, `UPDATE lethe.run SET state = 'failed', finished_at = now(), error = $2 WHERE id = $1`, runID, cause.Error())
+	return cause
+}
+
+func (s *Sweeper) claimPolicy(ctx context.Context, runID int64, pp *PolicyPlan, cutoff time.Time, enqueue Enqueuer) (batches, claimed int, err error) {
+	var lastClock, lastKey string
+	first := true
+	action := "archive"
+	if !pp.Archive() {
+		action = "delete"
+	}
+	for {
+		n, got, clock, key, err := s.claimPage(ctx, runID, pp, action, cutoff, first, lastClock, lastKey, enqueue)
+		if err != nil {
+			return batches, claimed, fmt.Errorf("error claiming subjects of policy %s: %w", pp.Name, err)
+		}
+		if n > 0 {
+			batches++
+			claimed += n
+		}
+		if got < s.BatchSize {
+			return batches, claimed, nil
+		}
+		first, lastClock, lastKey = false, clock, key
+	}
+}
+
+// claimPage claims one page of due subjects, after (lastClock, lastKey)
+// unless first. It returns how many it claimed, how many rows it saw, and
+// the position of the last one.
+func (s *Sweeper) claimPage(ctx context.Context, runID int64, pp *PolicyPlan, action string, cutoff time.Time, first bool, lastClock, lastKey string, enqueue Enqueuer) (claimed, seen int, clock, key string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
+	defer cancel()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, 0, "", "", err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
+
+	var rows pgx.Rows
+	if first {
+		rows, err = tx.Query(ctx, s.plan.sql.claimFirst[pp.Name], cutoff, s.BatchSize)
+	} else {
+		rows, err = tx.Query(ctx, s.plan.sql.claimNext[pp.Name], cutoff, lastClock, lastKey, s.BatchSize)
+	}
+	if err != nil {
+		return 0, 0, "", "", err
+	}
+	var keys, hmacs []string
+	for rows.Next() {
+		if err := rows.Scan(&key, &clock); err != nil {
+			return 0, 0, "", "", err
+		}
+		keys = append(keys, key)
+		hmacs = append(hmacs, s.plan.hasher.HMAC(key))
+	}
+	if err := rows.Err(); err != nil {
+		return 0, 0, "", "", err
+	}
+	if len(keys) == 0 {
+		return 0, 0, "", "", nil
+	}
+	var batchID int64
+	if err := tx.QueryRow(ctx, `INSERT INTO lethe.batch (run_id, policy, action, subjects) VALUES ($1, $2, $3, 0) RETURNING id`,
+		runID, pp.Name, action).Scan(&batchID); err != nil {
+		return 0, 0, "", "", err
+	}
+	tag, err := tx.Exec(ctx, `
+		INSERT INTO lethe.work_item (subject_hmac, subject_key, batch_id, policy)
+		SELECT h, k, $3, $4 FROM unnest($1::text[], $2::text[]) AS u (h, k)
+		ON CONFLICT (subject_hmac) DO NOTHING`, hmacs, keys, batchID, pp.Name)
+	if err != nil {
+		return 0, 0, "", "", err
+	}
+	n := int(tag.RowsAffected())
+	if n == 0 {
+		// Every subject of the page is already claimed by an unfinished
+		// batch; leave it to that batch.
+		return 0, len(keys), clock, key, nil
+	}
+	jobID, err := enqueue(ctx, tx, batchID)
+	if err != nil {
+		return 0, 0, "", "", fmt.Errorf("error enqueueing batch: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE lethe.batch SET subjects = $2, job_id = $3 WHERE id = $1`, batchID, n, jobID); err != nil {
+		return 0, 0, "", "", err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, 0, "", "", err
+	}
+	return n, len(keys), clock, key, nil
+}
+
+// recover requeues, into runID, every batch that still has work items but
+// no job that will work it: its job was discarded after its last attempt,
+// or the process working it died. A batch whose lock is held is being
+// worked and is left alone.
+func (s *Sweeper) recover(ctx context.Context, runID int64, enqueue Enqueuer) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `
+		SELECT b.id FROM lethe.batch b
+		WHERE EXISTS (SELECT 1 FROM lethe.work_item w WHERE w.batch_id = b.id)
+		  AND NOT EXISTS (SELECT 1 FROM lethe.river_job j
+		                  WHERE j.id = b.job_id AND j.state IN ('available', 'pending', 'retryable', 'scheduled'))
+		ORDER BY b.id`)
+	if err != nil {
+		return 0, fmt.Errorf("error finding unfinished batches: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return 0, fmt.Errorf("error finding unfinished batches: %w", err)
+	}
+	n := 0
+	for _, id := range ids {
+		ok, err := s.requeue(ctx, runID, id, enqueue)
+		if err != nil {
+			return n, fmt.Errorf("error requeueing batch %d: %w", id, err)
+		}
+		if ok {
+			n++
+			s.logger.Warn("requeued an unfinished batch", "run_id", runID, "batch_id", id)
+		}
+	}
+	return n, nil
+}
+
+func (s *Sweeper) requeue(ctx context.Context, runID, batchID int64, enqueue Enqueuer) (bool, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
+	var free bool
+	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, batchLockKey(batchID)).Scan(&free); err != nil {
+		return false, err
+	}
+	if !free {
+		return false, nil
+	}
+	jobID, err := enqueue(ctx, tx, batchID)
+	if err != nil {
+		return false, err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE lethe.batch SET run_id = $2, state = 'queued', job_id = $3, finished_at = NULL WHERE id = $1`,
+		batchID, runID, jobID); err != nil {
+		return false, err
+	}
+	return true, tx.Commit(ctx)
+}
+
+// batchLockKey is the advisory lock that whoever works a batch holds.
+func batchLockKey(batchID int64) int64 { return 0x4c45<<48 | batchID }
+
+// FinishRun marks runID done (or failed, if any batch failed) once its
+// sweep has finished claiming and no batch of it is still queued, and audits
+// it. Every batch calls it after it settles, so the last one closes the run.
+// It reports whether this call closed it.
+func FinishRun(ctx context.Context, pool *pgxpool.Pool, runID int64) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return false, fmt.Errorf("error finishing run: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
+	var state string
+	err = tx.QueryRow(ctx, `
+		UPDATE lethe.run r SET finished_at = now(),
+			state = CASE WHEN EXISTS (SELECT 1 FROM lethe.batch b WHERE b.run_id = r.id AND b.state = 'failed')
+			             THEN 'failed' ELSE 'done' END
+		WHERE r.id = $1 AND r.state = 'working'
+		  AND NOT EXISTS (SELECT 1 FROM lethe.batch b WHERE b.run_id = r.id AND b.state = 'queued')
+		RETURNING r.state`, runID).Scan(&state)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("error finishing run: %w", err)
+	}
+	sum, err := runSummary(ctx, tx, runID)
+	if err != nil {
+		return false, err
+	}
+	sum.State = state
+	if err := audit.Append(ctx, tx, audit.Entry{Kind: audit.KindRun, Actor: "lethe", Detail: sum}); err != nil {
+		return false, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return false, fmt.Errorf("error finishing run: %w", err)
+	}
+	return true, nil
+}
+
+// RunTotals are a run's counts, for summaries and the audit log.
+type RunTotals struct {
+	RunID     int64                   `json:"run_id"`
+	State     string                  `json:"state"`
+	Batches   int                     `json:"batches"`
+	Queued    int                     `json:"batches_queued"`
+	Failed    int                     `json:"batches_failed"`
+	Subjects  int                     `json:"subjects"`
+	Archived  int                     `json:"archived"`
+	Destroyed int                     `json:"destroyed"`
+	Skipped   int                     `json:"skipped"`
+	Rows      int64                   `json:"rows"`
+	Bytes     int64                   `json:"bytes"`
+	Policies  map[string]*PolicyTotal `json:"policies"`
+}
+
+// PolicyTotal are one policy's counts in a run.
+type PolicyTotal struct {
+	Subjects  int   `json:"subjects"`
+	Archived  int   `json:"archived"`
+	Destroyed int   `json:"destroyed"`
+	Skipped   int   `json:"skipped"`
+	Bytes     int64 `json:"bytes"`
+}
+
+type queryRower interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func runSummary(ctx context.Context, db queryRower, runID int64) (*RunTotals, error) {
+	rows, err := db.Query(ctx, `
+		SELECT policy, state, subjects, archived, destroyed, skipped, rows_moved, bytes
+		FROM lethe.batch WHERE run_id = $1`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("error summing run: %w", err)
+	}
+	defer rows.Close()
+	t := &RunTotals{RunID: runID, Policies: map[string]*PolicyTotal{}}
+	for rows.Next() {
+		var policy, state string
+		var subjects, archived, destroyed, skipped int
+		var nrows, bytes int64
+		if err := rows.Scan(&policy, &state, &subjects, &archived, &destroyed, &skipped, &nrows, &bytes); err != nil {
+			return nil, fmt.Errorf("error summing run: %w", err)
+		}
+		t.Batches++
+		switch state {
+		case "queued":
+			t.Queued++
+		case "failed":
+			t.Failed++
+		}
+		t.Subjects += subjects
+		t.Archived += archived
+		t.Destroyed += destroyed
+		t.Skipped += skipped
+		t.Rows += nrows
+		t.Bytes += bytes
+		p := t.Policies[policy]
+		if p == nil {
+			p = &PolicyTotal{}
+			t.Policies[policy] = p
+		}
+		p.Subjects += subjects
+		p.Archived += archived
+		p.Destroyed += destroyed
+		p.Skipped += skipped
+		p.Bytes += bytes
+	}
+	return t, rows.Err()
+}
+
+// Totals returns a run's counts so far.
+func Totals(ctx context.Context, pool *pgxpool.Pool, runID int64) (*RunTotals, error) {
+	t, err := runSummary(ctx, pool, runID)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.QueryRow(ctx, `SELECT state FROM lethe.run WHERE id = $1`, runID).Scan(&t.State); err != nil {
+		return nil, fmt.Errorf("error reading run %d: %w", runID, err)
+	}
+	return t, nil
+}
