@@ -1,0 +1,150 @@
+// Command lethe moves customers' data out of the hot database once their
+// retention window has passed: it encrypts each due subject's rows to age
+// recipients, stores them in an object-lock bucket it cannot read, and
+// deletes them from the hot tables. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	_ "time/tzdata" // timezone: works on machines without a zoneinfo database
+
+	"github.com/lethehq/lethe/archive"
+	"github.com/lethehq/lethe/internal/config"
+)
+
+// Exit codes, as DESIGN.md fixes them.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// usageError is bad input on the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, env *cliEnv, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"migrate", "apply River's and lethe's migrations; safe to run again", runMigrate},
+		{"worker", "run the queue: nightly sweep, archive batches; stops on SIGTERM/SIGINT", runWorker},
+		{"sweep", "run the sweep now (--dry-run: count only; --wait: work it here and summarise)", runSweep},
+		{"restore", "decrypt a subject's archive with an identity and write its bundle", runRestore},
+		{"status", "what is due, archived, unsettled, and the last runs", runStatus},
+		{"audit", "audit verify: check the audit log's hash chain", runAudit},
+		{"demo", "demo seed: create synthetic customers; demo config: print their config", runDemo},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// cliEnv is what every command gets: where to write, and the environment.
+type cliEnv struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	env := &cliEnv{stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		printUsage(stdout)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return exitCode(stderr, c.run(ctx, env, args[1:]))
+		}
+	}
+	fmt.Fprintf(stderr, "lethe: unknown command %q; run lethe help for the list\n", args[0])
+	return exitUsage
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: lethe <command> [flags]   (each command takes -h)")
+	fmt.Fprintln(w)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "The config comes from --config FILE or $LETHE_CONFIG. Exit codes: 0 ok, 1 failure, 2 usage or config error.")
+}
+
+// exitCode prints err on one line and maps it to an exit code.
+func exitCode(stderr io.Writer, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	var ue *usageError
+	switch {
+	case errors.As(err, &ue), config.IsConfigError(err):
+		fmt.Fprintln(stderr, "lethe: "+oneLine(err.Error()))
+		return exitUsage
+	case errors.Is(err, errSilent):
+		return exitFailure
+	default:
+		fmt.Fprintln(stderr, "lethe: "+oneLine(err.Error())+hint(err))
+		return exitFailure
+	}
+}
+
+// errSilent is a failure already reported to the user.
+var errSilent = errors.New("failed")
+
+// hint adds what to do for the failures an operator meets first.
+func hint(err error) string {
+	switch {
+	case errors.Is(err, archive.ErrUnreachable):
+		return " (is the object store running, and is archive.endpoint right?)"
+	case errors.Is(err, archive.ErrNoBucket):
+		return " (create the bucket with versioning and object lock, or fix archive.bucket)"
+	}
+	return ""
+}
+
+func oneLine(s string) string {
+	out := []rune{}
+	space := false
+	for _, r := range s {
+		if r == '\n' || r == '\r' || r == '\t' {
+			r = ' '
+		}
+		if r == ' ' {
+			if space {
+				continue
+			}
+			space = true
+		} else {
+			space = false
+		}
+		out = append(out, r)
+	}
+	return string(out)
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+
+	"filippo.io/age"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lethehq/lethe/archive"
+	"github.com/lethehq/lethe/internal/audit"
+)
+
+func runRestore(ctx context.Context, env *cliEnv, args []string) error {
+	var c common
+	var subject, identityPath, out, version string
+	fs := newFlagSet(env, "restore", "--subject KEY --identity FILE [--out FILE] [--version ID] [--config FILE]")
+	c.register(fs, "warn")
+	fs.StringVar(&subject, "subject", "", "the subject's key, as text")
+	fs.StringVar(&identityPath, "identity", "", "age identity file (the private key; never give it to the worker)")
+	fs.StringVar(&out, "out", "", "write the bundle here (mode 0600) instead of standard output")
+	fs.StringVar(&version, "version", "", "object version to restore (default: the one the manifest names)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if strings.TrimSpace(subject) == "" {
+		return usagef("restore: --subject is required and cannot be blank")
+	}
+	if identityPath == "" {
+		return usagef("restore: --identity FILE is required")
+	}
+	identities, err := readIdentities(identityPath)
+	if err != nil {
+		return err
+	}
+	a, err := c.open(ctx, env, true)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	if err := a.cfg.ValidateRestore(); err != nil {
+		return err
+	}
+
+	hmac := a.plan.Hasher().HMAC(subject)
+	var manifestVersion, sum string
+	err = a.pool.QueryRow(ctx, `SELECT version_id, sha256 FROM lethe.manifest WHERE subject_hmac = $1`, hmac).Scan(&manifestVersion, &sum)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("subject %q has no archive in the manifest: it was never archived, or it was deleted on request", subject)
+	}
+	if err != nil {
+		return fmt.Errorf("error reading the manifest: %w", err)
+	}
+	if version == "" {
+		version = manifestVersion
+	} else if version != manifestVersion {
+		sum = "" // another version: the manifest's checksum does not apply
+	}
+
+	rc := a.cfg.Restore.Credentials
+	ac := a.cfg.Archive
+	client := archive.NewClient(archive.ClientConfig{Endpoint: ac.Endpoint, Region: ac.Region, PathStyle: ac.PathStyle,
+		AccessKeyID: rc.AccessKeyID, SecretAccessKey: rc.SecretAccessKey})
+	r := archive.NewRestorer(client, ac.Bucket, ac.Prefix)
+	res, err := r.Restore(ctx, hmac, subject, version, sum, a.plan.Tables(), identities)
+	switch {
+	case errors.Is(err, archive.ErrAccessDenied):
+		return fmt.Errorf("the bucket refused the restore credentials (restore.credentials): %w", err)
+	case errors.Is(err, archive.ErrWrongIdentity):
+		return fmt.Errorf("%s cannot decrypt this subject: %w; use the identity whose recipient was in archive.recipients when it was archived", identityPath, err)
+	case err != nil:
+		return err
+	}
+
+	// The restore is audited before anything is written.
+	who := "unknown"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+		return audit.Append(ctx, tx, audit.Entry{Kind: audit.KindRestore, Actor: who, SubjectHMAC: hmac,
+			Detail: map[string]any{"version_id": res.VersionID, "sha256": res.SHA256, "to_file": out != ""}})
+	})
+	if err != nil {
+		return fmt.Errorf("error auditing the restore (nothing was written): %w", err)
+	}
+	if out == "" {
+		_, err := env.stdout.Write(res.Plaintext)
+		return err
+	}
+	if err := writeFileAtomic(out, res.Plaintext); err != nil {
+		return err
+	}
+	rows := 0
+	for _, r := range res.Bundle.Rows {
+		rows += len(r)
+	}
+	fmt.Fprintf(env.stderr, "restored subject %q (%d rows in %d tables, archived %s by policy %s) to %s\n",
+		subject, rows, len(res.Bundle.Rows), res.Bundle.ArchivedAt.Format("2006-01-02 15:04:05Z07:00"), res.Bundle.Policy, out)
+	return nil
+}
+
+func readIdentities(path string) ([]age.Identity, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, usagef("restore: --identity: %v", err)
+	}
+	defer f.Close()
+	ids, err := age.ParseIdentities(f)
+	if err != nil {
+		// age's message can quote the offending line, which may be secret:
+		// keep only where it is.
+		where := "it"
+		if msg := err.Error(); strings.HasPrefix(msg, "error at line ") {
+			where, _, _ = strings.Cut(msg, ":")
+			where = strings.TrimPrefix(where, "error at ")
+		}
+		return nil, usagef("restore: --identity %s: %s is not an age identity (the file must hold AGE-SECRET-KEY-1... lines, as age-keygen writes)", path, where)
+	}
+	return ids, nil
+}
+
+// writeFileAtomic writes b to path with mode 0600, all or nothing.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".lethe-restore-*")
+	if err != nil {
+		return fmt.Errorf("error writing %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) //nolint:errcheck // gone after the rename
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("error writing %s: %w", path, err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("error writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("error writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("error writing %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lethehq/lethe/jobs"
+	"github.com/lethehq/lethe/retention"
+)
+
+func runSweep(ctx context.Context, env *cliEnv, args []string) error {
+	var c common
+	var dryRun, wait, asJSON bool
+	fs := newFlagSet(env, "sweep", "[--dry-run | --wait] [--json] [--config FILE]")
+	c.register(fs, "warn")
+	fs.BoolVar(&dryRun, "dry-run", false, "count, per policy, the subjects due now; change nothing")
+	fs.BoolVar(&wait, "wait", false, "work the sweep and all its batches in this process, then print a summary")
+	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if dryRun && wait {
+		return usagef("sweep: --dry-run and --wait exclude each other")
+	}
+	a, err := c.open(ctx, env, true)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	switch {
+	case dryRun:
+		return sweepDryRun(ctx, env, a, asJSON)
+	case wait:
+		return sweepWait(ctx, env, a, asJSON)
+	default:
+		return sweepEnqueue(ctx, env, a, asJSON)
+	}
+}
+
+func sweepDryRun(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
+	counts, err := retention.CountDue(ctx, a.pool, a.plan, time.Now())
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(env.stdout, map[string]any{"dry_run": true, "policies": counts})
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "policy\tthen\tretain\tdue\tprotected\t")
+	var total int64
+	for _, c := range counts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t\n", c.Policy, c.Then, c.Retain, c.Due, c.Protected)
+		total += c.Due
+	}
+	fmt.Fprintf(tw, "total\t\t\t%d\t\t\n", total)
+	tw.Flush()
+	fmt.Fprintln(env.stdout, "dry run: nothing was changed")
+	for _, c := range counts {
+		if c.Protected > 0 {
+			fmt.Fprintf(env.stdout, "note: %d due subjects of policy %s match requests.protect; check that the policy is not too broad\n", c.Protected, c.Policy)
+		}
+	}
+	return nil
+}
+
+func sweepEnqueue(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
+	client, err := jobs.NewClient(a.pool, a.cfg, nil, jobs.Options{}, a.logger)
+	if err != nil {
+		return fmt.Errorf("error creating the queue client: %w", err)
+	}
+	res, err := client.Insert(ctx, jobs.SweepArgs{Trigger: retention.TriggerCLI, Slot: time.Now().UTC()}, nil)
+	if err != nil {
+		return fmt.Errorf("error queueing the sweep: %w", err)
+	}
+	if asJSON {
+		return writeJSON(env.stdout, map[string]any{"job_id": res.Job.ID, "queued": true})
+	}
+	fmt.Fprintf(env.stdout, "sweep queued as job %d; a running lethe worker will work it (or use lethe sweep --wait)\n", res.Job.ID)
+	return nil
+}
+
+func sweepWait(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
+	arch, err := a.workerArchive(ctx)
+	if err != nil {
+		return err
+	}
+	sweeper := retention.NewSweeper(a.pool, a.plan, a.cfg.Archive.BatchSize, a.logger)
+	mover := retention.NewMover(a.pool, a.plan, arch, a.cfg.Archive.Concurrency, a.logger)
+	client, err := jobs.NewClient(a.pool, a.cfg, &jobs.Deps{Sweeper: sweeper, Mover: mover}, jobs.Options{}, a.logger)
+	if err != nil {
+		return fmt.Errorf("error creating the queue client: %w", err)
+	}
+	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("error starting the queue client: %w", err)
+	}
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		return stopClient(client, a.logger)
+	}
+	defer stop() //nolint:errcheck // the error path reports its own error
+
+	start := time.Now()
+	runID, err := sweeper.StartRun(ctx, retention.TriggerCLI, 0)
+	if err != nil {
+		return err
+	}
+	prog := newProgress(env.stderr)
+	prog.linef("run %d: selecting due subjects", runID)
+	sres, err := sweeper.Sweep(ctx, runID, jobs.EnqueueBatch(client))
+	if err != nil {
+		return err
+	}
+	claimed := 0
+	for _, n := range sres.Claimed {
+		claimed += n
+	}
+	prog.linef("run %d: claimed %d subjects in %d batches (%d earlier batches requeued); working", runID, claimed, sres.Batches, sres.Recovered)
+
+	totals, err := waitRun(ctx, a, runID, start, prog)
+	if err != nil {
+		return err
+	}
+	if err := stop(); err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	if asJSON {
+		if err := writeJSON(env.stdout, map[string]any{"run": totals, "seconds": elapsed.Seconds(),
+			"subjects_per_sec": perSec(totals.Archived+totals.Destroyed, elapsed)}); err != nil {
+			return err
+		}
+	} else {
+		printRunSummary(env.stdout, totals, elapsed)
+	}
+	if totals.State == "failed" {
+		return fmt.Errorf("run %d failed: %d batches used up their retries; see lethe status, fix the cause and run again", runID, totals.Failed)
+	}
+	return nil
+}
+
+// waitRun polls the run until it is done or failed, printing progress and
+// each new batch error.
+func waitRun(ctx context.Context, a *app, runID int64, start time.Time, prog *progress) (*retention.RunTotals, error) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	reported := map[int64]int{}
+	lastPrint := time.Time{}
+	for {
+		t, err := retention.Totals(ctx, a.pool, runID)
+		if err != nil && ctx.Err() == nil {
+			return nil, err
+		}
+		if err == nil {
+			if t.State == "done" || t.State == "failed" {
+				prog.done()
+				return t, nil
+			}
+			if err := reportBatchErrors(ctx, a, runID, reported, prog); err != nil && ctx.Err() == nil {
+				return nil, err
+			}
+			if prog.tty || time.Since(lastPrint) >= 5*time.Second {
+				settled := t.Archived + t.Destroyed + t.Skipped
+				prog.statusf("run %d: %d/%d subjects settled (%d archived, %d destroyed), %s, %.0f/s, %d/%d batches open",
+					runID, settled, t.Subjects, t.Archived, t.Destroyed, humanBytes(t.Bytes),
+					perSec(t.Archived+t.Destroyed, time.Since(start)), t.Queued, t.Batches)
+				lastPrint = time.Now()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			prog.done()
+			return nil, errors.New("interrupted: claimed subjects stay claimed and are safe; run lethe sweep --wait again (or start lethe worker) to finish them")
+		case <-tick.C:
+		}
+	}
+}
+
+func reportBatchErrors(ctx context.Context, a *app, runID int64, reported map[int64]int, prog *progress) error {
+	rows, err := a.pool.Query(ctx, `SELECT id, attempts, last_error FROM lethe.batch WHERE run_id = $1 AND last_error IS NOT NULL`, runID)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var attempts int
+		var msg string
+		if err := rows.Scan(&id, &attempts, &msg); err != nil {
+			return err
+		}
+		if reported[id] != attempts {
+			reported[id] = attempts
+			prog.linef("batch %d, attempt %d of %d failed (it will be retried with backoff): %s", id, attempts, a.cfg.Worker.MaxAttempts, oneLine(msg))
+		}
+	}
+	return rows.Err()
+}
+
+func printRunSummary(w io.Writer, t *retention.RunTotals, elapsed time.Duration) {
+	fmt.Fprintf(w, "sweep run %d %s in %s\n", t.RunID, t.State, elapsed.Round(time.Millisecond))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "policy\tsubjects\tarchived\tdestroyed\tskipped\trows\tbytes\t")
+	names := make([]string, 0, len(t.Policies))
+	for n := range t.Policies {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := t.Policies[n]
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\t%s\t\n", n, p.Subjects, p.Archived, p.Destroyed, p.Skipped, humanBytes(p.Bytes))
+	}
+	fmt.Fprintf(tw, "total\t%d\t%d\t%d\t%d\t%d\t%s\t\n", t.Subjects, t.Archived, t.Destroyed, t.Skipped, t.Rows, humanBytes(t.Bytes))
+	tw.Flush()
+	fmt.Fprintf(w, "%.0f subjects/s, %s/s\n", perSec(t.Archived+t.Destroyed, elapsed), humanBytes(int64(float64(t.Bytes)/max(elapsed.Seconds(), 1e-9))))
+	if t.Subjects == 0 {
+		fmt.Fprintln(w, "nothing was due")
+	}
+}
+
+func perSec(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// progress writes status lines: on a terminal one line rewritten in place,
+// otherwise plain lines.
+type progress struct {
+	w       io.Writer
+	tty     bool
+	pending bool
+}
+
+func newProgress(w io.Writer) *progress {
+	p := &progress{w: w}
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			p.tty = true
+		}
+	}
+	return p
+}
+
+// statusf shows a transient status.
+func (p *progress) statusf(format string, args ...any) {
+	if p.tty {
+		fmt.Fprintf(p.w, "\r\033[K"+format, args...)
+		p.pending = true
+		return
+	}
+	fmt.Fprintf(p.w, format+"\n", args...)
+}
+
+// linef prints a line that stays.
+func (p *progress) linef(format string, args ...any) {
+	p.done()
+	fmt.Fprintf(p.w, format+"\n", args...)
+}
+
+func (p *progress) done() {
+	if p.pending {
+		fmt.Fprint(p.w, "\n")
+		p.pending = false
+	}
+}

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/lethehq/lethe/jobs"
+	"github.com/lethehq/lethe/retention"
+)
+
+func runWorker(ctx context.Context, env *cliEnv, args []string) error {
+	var c common
+	fs := newFlagSet(env, "worker", "[--config FILE] [--log-level L] [--log-format F]")
+	c.register(fs, "info")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	a, err := c.open(ctx, env, true)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	arch, err := a.workerArchive(ctx)
+	if err != nil {
+		return err
+	}
+	deps := &jobs.Deps{
+		Sweeper: retention.NewSweeper(a.pool, a.plan, a.cfg.Archive.BatchSize, a.logger),
+		Mover:   retention.NewMover(a.pool, a.plan, arch, a.cfg.Archive.Concurrency, a.logger),
+	}
+	client, err := jobs.NewClient(a.pool, a.cfg, deps, jobs.Options{Periodic: true}, a.logger)
+	if err != nil {
+		return fmt.Errorf("error creating the queue client: %w", err)
+	}
+	// The client runs until ctx is cancelled by SIGTERM or SIGINT; it must
+	// not stop with it, so that it can finish cleanly.
+	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("error starting the queue client: %w", err)
+	}
+	next := a.cfg.Cron.Next(time.Now())
+	a.logger.Info("worker started", "schedule", a.cfg.Schedule, "timezone", a.cfg.Timezone,
+		"next_sweep", next.Format(time.RFC3339), "concurrency", a.cfg.Worker.Concurrency)
+	<-ctx.Done()
+	a.logger.Info("stopping: finishing jobs in progress (a second signal cancels them)")
+	return stopClient(client, a.logger)
+}
