@@ -5,6 +5,8 @@ package migrations
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"embed"
 	"errors"
 	"fmt"
@@ -128,4 +130,27 @@ func Check(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("%w: lethe's schema is at version %d, newer than this binary knows (%d): upgrade lethe", ErrNotCurrent, v, latest)
 	}
 	return nil
+}
+
+// Fingerprint identifies this binary's schema: a hash of lethe's migration
+// files and River's newest migration version. Two binaries with the same
+// fingerprint create the same schema.
+func Fingerprint() string {
+	h := sha256.New()
+	_ = fs.WalkDir(sqlFiles, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(sqlFiles, path)
+		h.Write([]byte(path))
+		h.Write(b)
+		return err
+	})
+	if rm, err := rivermigrate.New(riverpgxv5.New(nil), nil); err == nil {
+		all := rm.AllVersions()
+		if len(all) > 0 {
+			fmt.Fprintf(h, "river:%d", all[len(all)-1].Version)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -1,0 +1,58 @@
+# lethe: the two commands that matter are `make demo` and `make test`.
+SHELL := bash
+GO ?= go
+ROOT := $(abspath .)
+export LETHE_VERSITYGW := $(ROOT)/bin/versitygw
+export LETHE_AGE := $(ROOT)/bin/age
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+
+.PHONY: help build tools test test-short lint fmt demo demo-stop bench clean FORCE
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: bin/lethe bin/s3dev ## build lethe and the local S3 helper into bin/
+
+bin/lethe: FORCE
+	$(GO) build -o $@ ./cmd/lethe
+
+bin/s3dev: FORCE
+	$(GO) build -o $@ ./cmd/s3dev
+
+tools: bin/versitygw bin/age bin/age-keygen ## build (or take from cache) versitygw and the age CLI
+
+bin/versitygw: tools/go.mod tools/go.sum
+	scripts/build-tool versitygw github.com/versity/versitygw/cmd/versitygw
+
+bin/age: tools/go.mod tools/go.sum
+	scripts/build-tool age filippo.io/age/cmd/age
+
+bin/age-keygen: tools/go.mod tools/go.sum
+	scripts/build-tool age-keygen filippo.io/age/cmd/age-keygen
+
+test: tools ## run every test against the local PostgreSQL and versitygw
+	$(GO) test -count=1 -timeout 25m ./...
+
+test-short: tools ## the tests without the slow end-to-end ones
+	$(GO) test -count=1 -short ./...
+
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+fmt: ## format the code
+	gofmt -w $$(git ls-files '*.go')
+
+demo: build tools ## run the whole pipeline on 10,000 synthetic customers, locally
+	scripts/demo
+
+demo-stop: bin/s3dev ## stop the demo's S3 server
+	bin/s3dev stop --dir .demo/s3
+
+bench: tools ## run the benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem ./archive/ ./retention/
+
+clean: ## remove bin/ and the demo's state
+	-bin/s3dev stop --dir .demo/s3 2>/dev/null
+	rm -rf bin .demo
