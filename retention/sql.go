@@ -118,7 +118,7 @@ func (p *Plan) matchExpr(pp *PolicyPlan, earlier []string) string {
 		parts[0] = "(" + pp.Where + ")"
 	}
 	for _, w := range earlier {
-		parts = append(parts, "NOT coalesce((" + w + "), false)")
+		parts = append(parts, "NOT coalesce(("+w+"), false)")
 	}
 	return strings.Join(parts, " AND ")
 }
