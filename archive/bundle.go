@@ -117,7 +117,9 @@ func Decode(plaintext []byte, tables []string) (*Decoded, error) {
 	if err := dec.Decode(&raw); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedBundle, err)
 	}
-	if dec.More() {
+	// Only white space may follow. (Decoder.More would let a stray ] or }
+	// through.)
+	if len(bytes.TrimLeft(plaintext[dec.InputOffset():], " \t\r\n")) != 0 {
 		return nil, fmt.Errorf("%w: data after the bundle", ErrMalformedBundle)
 	}
 	switch {

@@ -23,6 +23,18 @@ const (
 	KindRestore  = "restore"  // a subject's bundle decrypted by lethe restore
 	KindRun      = "run"      // a sweep finished
 	KindRecovery = "recovery" // orphaned object versions removed after a crash
+
+	KindRequestReceived  = "request_received"  // a deletion request was queued
+	KindRequestBlocked   = "request_blocked"   // a request waits for a hold
+	KindRequestResumed   = "request_resumed"   // a hold was released; the request runs again
+	KindRequestRejected  = "request_rejected"  // a request was refused (protected)
+	KindRequestFailed    = "request_failed"    // a request used up its retries
+	KindRequestCompleted = "request_completed" // a request erased its subject; the detail is the receipt
+	KindSuppressed       = "suppressed_erase"  // a subject erased on request reappeared and was erased again
+	KindHoldPlaced       = "hold_placed"       // a legal hold was placed
+	KindHoldReleased     = "hold_released"     // a legal hold was released
+	KindHoldSynced       = "hold_synced"       // the S3 legal hold was brought in line
+	KindExpire           = "expire"            // an archived copy outlived archive_retain and was destroyed
 )
 
 // Entry is one audit record, before it is chained.
@@ -120,13 +132,13 @@ func (r *record) hash(prev []byte) []byte {
 // Result is what Verify found.
 type Result struct {
 	// Entries is how many entries were checked.
-	Entries int64
+	Entries int64 `json:"entries"`
 	// OK is true when the whole chain holds.
-	OK bool
+	OK bool `json:"ok"`
 	// BadSeq is the first entry at fault when OK is false (0 for the head).
-	BadSeq int64
+	BadSeq int64 `json:"bad_seq,omitempty"`
 	// Problem says what is wrong when OK is false.
-	Problem string
+	Problem string `json:"problem,omitempty"`
 }
 
 // Verify walks the whole chain and checks every link, and that the chain
@@ -137,6 +149,19 @@ func Verify(ctx context.Context, db interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }) (*Result, error) {
+	// Read the chain and its head in one snapshot: an append committed
+	// between the two reads would otherwise look like a cut tail. A
+	// transaction passed in is used as it is.
+	if b, ok := db.(interface {
+		BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+	}); ok {
+		tx, err := b.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		if err != nil {
+			return nil, fmt.Errorf("error starting audit verification: %w", err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck // read-only
+		db = tx
+	}
 	res := &Result{OK: true}
 	prev := make([]byte, sha256.Size)
 	var last int64

@@ -141,6 +141,11 @@ func parseDotted(s string) ([]string, error) {
 // fine. The database check (retention) then parses it for real.
 func CheckPredicate(key, s string) error {
 	const hint = "write a single boolean expression on the subject table's columns"
+	if strings.IndexByte(s, 0) >= 0 {
+		// Anywhere, quoted or not: PostgreSQL's protocol ends the query text
+		// at a NUL.
+		return Errorf(key, "contains a NUL byte: %s", hint)
+	}
 	depth := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
