@@ -42,10 +42,26 @@ type Result struct {
 	LetheFrom, LetheTo int32
 }
 
+// migrateLock is the advisory lock every lethe migrate holds, so that two
+// running at once apply each migration once (rivermigrate takes no lock of
+// its own).
+const migrateLock = 0x4c45_4d49_4752 // "LEMIGR"
+
 // Migrate applies River's and lethe's migrations. It is safe to run again,
-// and concurrently: both migrators take an advisory lock.
+// and concurrently: the second waits for the first and then finds nothing
+// to do.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (*Result, error) {
-	if _, err := pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{Schema}.Sanitize()); err != nil {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("error connecting: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", migrateLock); err != nil {
+		return nil, fmt.Errorf("error taking the migration lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrateLock) //nolint:errcheck // released with the session anyway
+
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{Schema}.Sanitize()); err != nil {
 		return nil, fmt.Errorf("error creating schema %s: %w", Schema, err)
 	}
 	rm, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: Schema, Logger: logger})
@@ -61,11 +77,6 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (*Res
 		res.RiverApplied = append(res.RiverApplied, v.Version)
 	}
 
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("error connecting: %w", err)
-	}
-	defer conn.Release()
 	m, err := newMigrator(ctx, conn.Conn())
 	if err != nil {
 		return nil, err

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // configTemplate is the lethe config for the demo tables; %[1]s to %[6]s are
@@ -48,15 +50,16 @@ var plainIdentifier = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 // years, prospects are archived 90 days after they applied, and deletion
 // requests for active subscribers are refused unless forced.
 //
-// Table names are written schema.table. Use a plain lower-case schema name;
-// any other is written as a quoted YAML string and is for lethe's config
-// parser to make sense of.
+// Table names are written schema.table. A schema name that is not plain
+// lower case is written as a quoted SQL identifier ("My Schema".subscribers),
+// inside a YAML string, as lethe's config reads it.
 func Config(schema string) string {
 	names := make([]any, len(tables))
 	for i, t := range tables {
 		name := schema + "." + t.name
 		if !plainIdentifier.MatchString(schema) {
-			quoted, _ := json.Marshal(name) // a JSON string is a valid YAML scalar
+			sql := pgx.Identifier{schema}.Sanitize() + "." + t.name
+			quoted, _ := json.Marshal(sql) // a JSON string is a valid YAML scalar
 			name = string(quoted)
 		}
 		names[i] = name
