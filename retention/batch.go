@@ -19,11 +19,21 @@ import (
 // archiver is what moving a subject needs of the object store;
 // *archive.Archiver is one.
 type archiver interface {
+	ObjectKey(subjectHMAC string) string
 	Put(ctx context.Context, subjectHMAC string, b *archive.Bundle, legalHold bool) (*archive.Stored, error)
+	Versions(ctx context.Context, subjectHMAC string) ([]archive.Version, error)
 	Prune(ctx context.Context, subjectHMAC, keep string) ([]string, error)
+	SetLegalHold(ctx context.Context, subjectHMAC string, on bool) (int, error)
 }
 
 var _ archiver = (*archive.Archiver)(nil)
+
+// Batch actions.
+const (
+	ActionArchive = "archive" // move to the archive, then delete
+	ActionDelete  = "delete"  // a then: delete policy: delete without a copy
+	ActionErase   = "erase"   // a subject erased on request, found again: delete without a copy
+)
 
 // ErrBatchBusy is returned by RunBatch when another worker holds the batch.
 var ErrBatchBusy = errors.New("batch is being worked by another worker")
@@ -76,6 +86,8 @@ type BatchResult struct {
 	Destroyed int
 	// Skipped subjects were no longer due when the batch ran.
 	Skipped int
+	// Held subjects were due for destruction but a legal hold covers them.
+	Held int
 	// Pending subjects are left for the next attempt (a failed put, or rows
 	// that changed while the batch ran).
 	Pending int
@@ -83,6 +95,14 @@ type BatchResult struct {
 	Bytes   int64
 	// RunID is the run the batch belongs to.
 	RunID int64
+}
+
+// batchRun is one call of RunBatch: the Mover and the one connection the
+// batch holds its lock on and does all its database work over, so that a
+// batch never needs a second connection while it holds one.
+type batchRun struct {
+	*Mover
+	db *pgxpool.Conn
 }
 
 type item struct {
@@ -115,20 +135,21 @@ func (m *Mover) RunBatch(ctx context.Context, batchID int64) (*BatchResult, erro
 		}
 	}()
 
+	b := &batchRun{Mover: m, db: conn}
 	res := &BatchResult{}
 	var policyName, action string
-	err = m.pool.QueryRow(ctx, `SELECT run_id, policy, action FROM lethe.batch WHERE id = $1`, batchID).Scan(&res.RunID, &policyName, &action)
+	err = conn.QueryRow(ctx, `SELECT run_id, policy, action FROM lethe.batch WHERE id = $1`, batchID).Scan(&res.RunID, &policyName, &action)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return res, nil // nothing to do: the batch was never committed
 	}
 	if err != nil {
 		return nil, fmt.Errorf("error reading batch: %w", err)
 	}
-	items, err := m.items(ctx, batchID)
+	items, err := b.items(ctx, batchID)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := m.pool.Exec(ctx, `UPDATE lethe.batch SET attempts = attempts + 1 WHERE id = $1`, batchID); err != nil {
+	if _, err := conn.Exec(ctx, `UPDATE lethe.batch SET attempts = attempts + 1 WHERE id = $1`, batchID); err != nil {
 		return nil, fmt.Errorf("error recording attempt: %w", err)
 	}
 
@@ -141,27 +162,31 @@ func (m *Mover) RunBatch(ctx context.Context, batchID int64) (*BatchResult, erro
 		}
 	}
 	// Subjects archived by an earlier attempt that crashed before pruning.
-	if err := m.settle(ctx, committed); err != nil {
+	if err := b.settle(ctx, committed); err != nil {
 		return res, err
 	}
 
 	pp := m.plan.Policy(policyName)
 	switch {
 	case len(claimed) == 0:
+	case action == ActionErase:
+		if err := b.destroy(ctx, batchID, nil, claimed, res); err != nil {
+			return res, err
+		}
 	case pp == nil:
 		// The policy left the config since the claim: release the
 		// subjects, removing anything put for them.
 		m.logger.Warn("batch names a policy that is no longer configured; releasing its subjects", "batch_id", batchID, "policy", policyName)
-		if err := m.release(ctx, batchID, claimed); err != nil {
+		if err := b.release(ctx, batchID, claimed); err != nil {
 			return res, err
 		}
 		res.Skipped += len(claimed)
-	case action == "delete" || !pp.Archive():
-		if err := m.destroy(ctx, batchID, pp, claimed, res); err != nil {
+	case action == ActionDelete || !pp.Archive():
+		if err := b.destroy(ctx, batchID, pp, claimed, res); err != nil {
 			return res, err
 		}
 	default:
-		if err := m.archive(ctx, batchID, pp, claimed, res); err != nil {
+		if err := b.archive(ctx, batchID, pp, claimed, res); err != nil {
 			return res, err
 		}
 	}
@@ -169,22 +194,22 @@ func (m *Mover) RunBatch(ctx context.Context, batchID int64) (*BatchResult, erro
 	if res.Pending > 0 {
 		return res, fmt.Errorf("error archiving batch %d: %d subjects left for the next attempt", batchID, res.Pending)
 	}
-	tag, err := m.pool.Exec(ctx, `
+	tag, err := conn.Exec(ctx, `
 		UPDATE lethe.batch SET state = 'done', finished_at = now(), last_error = NULL
 		WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM lethe.work_item WHERE batch_id = $1)`, batchID)
 	if err != nil {
 		return res, fmt.Errorf("error finishing batch: %w", err)
 	}
 	if tag.RowsAffected() == 1 {
-		if _, err := FinishRun(ctx, m.pool, res.RunID); err != nil {
+		if _, err := FinishRun(ctx, conn, res.RunID); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
 }
 
-func (m *Mover) items(ctx context.Context, batchID int64) ([]item, error) {
-	rows, err := m.pool.Query(ctx, `
+func (m *batchRun) items(ctx context.Context, batchID int64) ([]item, error) {
+	rows, err := m.db.Query(ctx, `
 		SELECT subject_hmac, subject_key, state, puts FROM lethe.work_item
 		WHERE batch_id = $1 ORDER BY subject_hmac`, batchID)
 	if err != nil {
@@ -228,7 +253,7 @@ func (m *Mover) RecordFailure(ctx context.Context, batchID int64, cause error, f
 
 // settle prunes, for subjects whose archive is committed, every object
 // version but the one the manifest names, then drops their work items.
-func (m *Mover) settle(ctx context.Context, items []item) error {
+func (m *batchRun) settle(ctx context.Context, items []item) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -236,7 +261,7 @@ func (m *Mover) settle(ctx context.Context, items []item) error {
 	for i, it := range items {
 		hmacs[i] = it.hmac
 	}
-	rows, err := m.pool.Query(ctx, `SELECT subject_hmac, version_id FROM lethe.manifest WHERE subject_hmac = ANY ($1)`, hmacs)
+	rows, err := m.db.Query(ctx, `SELECT subject_hmac, version_id FROM lethe.manifest WHERE subject_hmac = ANY ($1)`, hmacs)
 	if err != nil {
 		return fmt.Errorf("error reading manifest: %w", err)
 	}
@@ -253,9 +278,18 @@ func (m *Mover) settle(ctx context.Context, items []item) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("error reading manifest: %w", err)
 	}
+	held, err := heldAmong(ctx, m.db, hmacs)
+	if err != nil {
+		return err
+	}
 	var done []string
 	var pruned []audit.Entry
 	for _, it := range items {
+		if held[it.hmac] {
+			// Held: keep every version. Releasing the last hold prunes them.
+			done = append(done, it.hmac)
+			continue
+		}
 		v, ok := keep[it.hmac]
 		if !ok {
 			// A committed item always has a manifest row: they are written
@@ -278,13 +312,21 @@ func (m *Mover) settle(ctx context.Context, items []item) error {
 
 // release gives up claimed subjects: any version put for them that the
 // manifest does not name is deleted, and their work items are dropped.
-func (m *Mover) release(ctx context.Context, batchID int64, items []item) error {
+func (m *batchRun) release(ctx context.Context, batchID int64, items []item) error {
+	hmacs := make([]string, len(items))
+	for i, it := range items {
+		hmacs[i] = it.hmac
+	}
+	held, err := heldAmong(ctx, m.db, hmacs)
+	if err != nil {
+		return err
+	}
 	var done []string
 	var pruned []audit.Entry
 	for _, it := range items {
-		if it.puts > 0 {
+		if it.puts > 0 && !held[it.hmac] {
 			var keep string
-			err := m.pool.QueryRow(ctx, `SELECT version_id FROM lethe.manifest WHERE subject_hmac = $1`, it.hmac).Scan(&keep)
+			err := m.db.QueryRow(ctx, `SELECT version_id FROM lethe.manifest WHERE subject_hmac = $1`, it.hmac).Scan(&keep)
 			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("error reading manifest: %w", err)
 			}
@@ -302,15 +344,15 @@ func (m *Mover) release(ctx context.Context, batchID int64, items []item) error 
 	if err := m.dropItems(ctx, done, pruned); err != nil {
 		return err
 	}
-	_, err := m.pool.Exec(ctx, `UPDATE lethe.batch SET skipped = skipped + $2 WHERE id = $1`, batchID, len(items))
+	_, err = m.db.Exec(ctx, `UPDATE lethe.batch SET skipped = skipped + $2 WHERE id = $1`, batchID, len(items))
 	return err
 }
 
-func (m *Mover) dropItems(ctx context.Context, hmacs []string, entries []audit.Entry) error {
+func (m *batchRun) dropItems(ctx context.Context, hmacs []string, entries []audit.Entry) error {
 	if len(hmacs) == 0 {
 		return nil
 	}
-	return pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, m.db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM lethe.work_item WHERE subject_hmac = ANY ($1)`, hmacs); err != nil {
 			return fmt.Errorf("error dropping work items: %w", err)
 		}
@@ -323,10 +365,11 @@ type due struct {
 	item
 	bundle  *archive.Bundle
 	digests []string // per node; "" where the subject has no rows
+	held    bool     // a legal hold covers the subject: put it locked
 	stored  *archive.Stored
 }
 
-func (m *Mover) archive(ctx context.Context, batchID int64, pp *PolicyPlan, items []item, res *BatchResult) error {
+func (m *batchRun) archive(ctx context.Context, batchID int64, pp *PolicyPlan, items []item, res *BatchResult) error {
 	now := m.Now().UTC().Truncate(time.Microsecond)
 	subjects, err := m.read(ctx, pp, items, now)
 	if err != nil {
@@ -357,7 +400,7 @@ func (m *Mover) archive(ctx context.Context, batchID int64, pp *PolicyPlan, item
 	for i, s := range subjects {
 		hmacs[i] = s.hmac
 	}
-	if _, err := m.pool.Exec(ctx, `UPDATE lethe.work_item SET puts = puts + 1 WHERE subject_hmac = ANY ($1)`, hmacs); err != nil {
+	if _, err := m.db.Exec(ctx, `UPDATE lethe.work_item SET puts = puts + 1 WHERE subject_hmac = ANY ($1)`, hmacs); err != nil {
 		return fmt.Errorf("error recording puts: %w", err)
 	}
 	for _, s := range subjects {
@@ -390,10 +433,10 @@ func (m *Mover) archive(ctx context.Context, batchID int64, pp *PolicyPlan, item
 
 // read reads the graph of every still-due subject among items in one
 // snapshot and builds their bundles.
-func (m *Mover) read(ctx context.Context, pp *PolicyPlan, items []item, now time.Time) ([]*due, error) {
+func (m *batchRun) read(ctx context.Context, pp *PolicyPlan, items []item, now time.Time) ([]*due, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.QueryTimeout)
 	defer cancel()
-	tx, err := m.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := m.db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, fmt.Errorf("error reading subjects: %w", err)
 	}
@@ -438,8 +481,11 @@ func (m *Mover) read(ctx context.Context, pp *PolicyPlan, items []item, now time
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("error reading subjects: %w", err)
 	}
-	if len(subjects) == 0 || len(nodes) == 1 {
+	if len(subjects) == 0 {
 		return subjects, nil
+	}
+	if len(nodes) == 1 {
+		return subjects, m.markHeld(ctx, tx, subjects)
 	}
 	dueKeys := make([]string, len(subjects))
 	for i, d := range subjects {
@@ -478,13 +524,29 @@ func (m *Mover) read(ctx context.Context, pp *PolicyPlan, items []item, now time
 	if err := br.Close(); err != nil {
 		return nil, fmt.Errorf("error reading subjects: %w", err)
 	}
-	return subjects, nil
+	return subjects, m.markHeld(ctx, tx, subjects)
+}
+
+// markHeld flags the subjects a legal hold covers.
+func (m *batchRun) markHeld(ctx context.Context, tx pgx.Tx, subjects []*due) error {
+	hmacs := make([]string, len(subjects))
+	for i, d := range subjects {
+		hmacs[i] = d.hmac
+	}
+	held, err := heldAmong(ctx, tx, hmacs)
+	if err != nil {
+		return err
+	}
+	for _, d := range subjects {
+		d.held = held[d.hmac]
+	}
+	return nil
 }
 
 // putAll puts every subject's bundle, concurrency at a time. A subject whose
 // put fails is left without stored. An error that will fail every put (the
 // server is unreachable, or refuses the credentials) stops the rest.
-func (m *Mover) putAll(ctx context.Context, subjects []*due) error {
+func (m *batchRun) putAll(ctx context.Context, subjects []*due) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -499,7 +561,7 @@ func (m *Mover) putAll(ctx context.Context, subjects []*due) error {
 		go func() {
 			defer wg.Done()
 			for d := range work {
-				st, err := m.store.Put(ctx, d.hmac, d.bundle, false)
+				st, err := m.store.Put(ctx, d.hmac, d.bundle, d.held)
 				if err != nil {
 					mu.Lock()
 					failed++
@@ -544,7 +606,7 @@ func countStored(ds []*due) int {
 // in one transaction. A subject whose rows changed since they were read
 // (the delete's digest differs from the archived one) is left out, and the
 // transaction is retried without it; it stays claimed for the next attempt.
-func (m *Mover) commitArchive(ctx context.Context, batchID int64, pp *PolicyPlan, subjects []*due, now time.Time, res *BatchResult) error {
+func (m *batchRun) commitArchive(ctx context.Context, batchID int64, pp *PolicyPlan, subjects []*due, now time.Time, res *BatchResult) error {
 	for attempt := 0; len(subjects) > 0; attempt++ {
 		changed, rows, err := m.commitOnce(ctx, batchID, pp, subjects, now)
 		if err != nil {
@@ -573,10 +635,10 @@ func (m *Mover) commitArchive(ctx context.Context, batchID int64, pp *PolicyPlan
 
 // commitOnce runs the commit transaction. If any subject's deleted rows
 // differ from its archived rows, it rolls back and returns those subjects.
-func (m *Mover) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan, subjects []*due, now time.Time) (changed map[string]bool, rows int64, err error) {
+func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan, subjects []*due, now time.Time) (changed map[string]bool, rows int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, m.QueryTimeout)
 	defer cancel()
-	tx, err := m.pool.Begin(ctx)
+	tx, err := m.db.Begin(ctx)
 	if err != nil {
 		return nil, 0, fmt.Errorf("error committing archive: %w", err)
 	}
@@ -591,7 +653,7 @@ func (m *Mover) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan, s
 	if _, err := tx.Exec(ctx, m.plan.sql.lockRoots, keys); err != nil {
 		return nil, 0, fmt.Errorf("error locking subjects: %w", err)
 	}
-	del, rows, err := m.deleteGraph(ctx, tx, keys)
+	del, rows, err := m.plan.deleteGraph(ctx, tx, keys, func() error { return m.fault(FaultDuringDelete) })
 	if err != nil {
 		return nil, 0, err
 	}
@@ -618,7 +680,7 @@ func (m *Mover) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan, s
 		hmacs[i], objKeys[i], versions[i], sums[i], sizes[i] = s.hmac, s.stored.Key, s.stored.VersionID, s.stored.SHA256, s.stored.Size
 		entries[i] = audit.Entry{Kind: audit.KindArchive, Actor: "lethe", SubjectHMAC: s.hmac, Detail: map[string]any{
 			"policy": pp.Name, "batch_id": batchID, "object_key": s.stored.Key, "version_id": s.stored.VersionID,
-			"sha256": s.stored.SHA256, "size": s.stored.Size, "rows": m.rowsByTable(del[s.key]),
+			"sha256": s.stored.SHA256, "size": s.stored.Size, "rows": m.plan.rowsByTable(del[s.key]),
 		}}
 	}
 	prows, err := tx.Query(ctx, `SELECT subject_hmac FROM lethe.manifest WHERE subject_hmac = ANY ($1)`, hmacs)
@@ -685,7 +747,7 @@ func (m *Mover) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan, s
 
 // settleNew prunes the subjects just committed that may have other
 // versions.
-func (m *Mover) settleNew(ctx context.Context, subjects []*due) error {
+func (m *batchRun) settleNew(ctx context.Context, subjects []*due) error {
 	var items []item
 	for _, s := range subjects {
 		if s.state == "committed" {
@@ -695,37 +757,59 @@ func (m *Mover) settleNew(ctx context.Context, subjects []*due) error {
 	return m.settle(ctx, items)
 }
 
-func (m *Mover) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, items []item, res *BatchResult) error {
+func (m *batchRun) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, items []item, res *BatchResult) error {
 	ctx, cancel := context.WithTimeout(ctx, m.QueryTimeout)
 	defer cancel()
-	keys := make([]string, len(items))
 	hmacOf := make(map[string]string, len(items))
-	for i, it := range items {
-		keys[i] = it.key
-		hmacOf[it.key] = it.hmac
-	}
 	hmacs := make([]string, len(items))
 	for i, it := range items {
+		hmacOf[it.key] = it.hmac
 		hmacs[i] = it.hmac
 	}
 	now := m.Now()
-	return pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
-		lrows, err := tx.Query(ctx, m.plan.sql.lockDue[pp.Name], keys, pp.Cutoff(now))
+	return pgx.BeginFunc(ctx, m.db, func(tx pgx.Tx) error {
+		// The subjects' locks order this against holds being placed.
+		if err := lockSubjectsTx(ctx, tx, hmacs); err != nil {
+			return err
+		}
+		held, err := heldAmong(ctx, tx, hmacs)
 		if err != nil {
-			return fmt.Errorf("error locking due subjects: %w", err)
+			return err
+		}
+		var keys []string
+		for _, it := range items {
+			if !held[it.hmac] {
+				keys = append(keys, it.key)
+			}
+		}
+		var lrows pgx.Rows
+		if pp != nil {
+			lrows, err = tx.Query(ctx, m.plan.sql.lockDue[pp.Name], keys, pp.Cutoff(now))
+		} else {
+			lrows, err = tx.Query(ctx, m.plan.sql.lockRoots, keys)
+		}
+		if err != nil {
+			return fmt.Errorf("error locking subjects: %w", err)
 		}
 		dueKeys, err := pgx.CollectRows(lrows, pgx.RowTo[string])
 		if err != nil {
-			return fmt.Errorf("error locking due subjects: %w", err)
+			return fmt.Errorf("error locking subjects: %w", err)
 		}
-		del, total, err := m.deleteGraph(ctx, tx, dueKeys)
+		del, total, err := m.plan.deleteGraph(ctx, tx, dueKeys, func() error { return m.fault(FaultDuringDelete) })
 		if err != nil {
 			return err
 		}
 		entries := make([]audit.Entry, 0, len(dueKeys))
 		for _, k := range dueKeys {
-			entries = append(entries, audit.Entry{Kind: audit.KindDestroy, Actor: "lethe", SubjectHMAC: hmacOf[k],
-				Detail: map[string]any{"policy": pp.Name, "batch_id": batchID, "rows": m.rowsByTable(del[k])}})
+			e := audit.Entry{Kind: audit.KindDestroy, Actor: "lethe", SubjectHMAC: hmacOf[k],
+				Detail: map[string]any{"batch_id": batchID, "rows": m.plan.rowsByTable(del[k])}}
+			if pp != nil {
+				e.Detail.(map[string]any)["policy"] = pp.Name
+			} else {
+				e.Kind = audit.KindSuppressed
+				e.Detail.(map[string]any)["reason"] = "erased on request earlier; found again in the hot tables"
+			}
+			entries = append(entries, e)
 		}
 		if err := audit.Append(ctx, tx, entries...); err != nil {
 			return err
@@ -733,9 +817,9 @@ func (m *Mover) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, item
 		if _, err := tx.Exec(ctx, `DELETE FROM lethe.work_item WHERE subject_hmac = ANY ($1)`, hmacs); err != nil {
 			return fmt.Errorf("error dropping work items: %w", err)
 		}
-		skipped := len(items) - len(dueKeys)
-		if _, err := tx.Exec(ctx, `UPDATE lethe.batch SET destroyed = destroyed + $2, skipped = skipped + $3, rows_moved = rows_moved + $4 WHERE id = $1`,
-			batchID, len(dueKeys), skipped, total); err != nil {
+		skipped := len(keys) - len(dueKeys)
+		if _, err := tx.Exec(ctx, `UPDATE lethe.batch SET destroyed = destroyed + $2, skipped = skipped + $3, held = held + $4, rows_moved = rows_moved + $5 WHERE id = $1`,
+			batchID, len(dueKeys), skipped, len(held), total); err != nil {
 			return fmt.Errorf("error counting batch: %w", err)
 		}
 		if err := m.fault(FaultBeforeCommit); err != nil {
@@ -743,6 +827,7 @@ func (m *Mover) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, item
 		}
 		res.Destroyed += len(dueKeys)
 		res.Skipped += skipped
+		res.Held += len(held)
 		res.Rows += total
 		return nil
 	})
@@ -756,19 +841,20 @@ type deleted struct {
 
 // deleteGraph deletes the subjects' rows from every table, children before
 // parents, and returns per subject what was deleted from each node (indexed
-// as Plan.Nodes) and the total of rows.
-func (m *Mover) deleteGraph(ctx context.Context, tx pgx.Tx, keys []string) (map[string][]deleted, int64, error) {
+// as Plan.Nodes) and the total of rows. afterFirst, if set, runs after the
+// first delete (a fault point for tests).
+func (p *Plan) deleteGraph(ctx context.Context, tx pgx.Tx, keys []string, afterFirst func() error) (map[string][]deleted, int64, error) {
 	out := make(map[string][]deleted, len(keys))
 	for _, k := range keys {
-		out[k] = make([]deleted, len(m.plan.Nodes))
+		out[k] = make([]deleted, len(p.Nodes))
 	}
 	if len(keys) == 0 {
 		return out, 0, nil
 	}
 	var total int64
-	for i := len(m.plan.Nodes) - 1; i >= 0; i-- {
-		n := m.plan.Nodes[i]
-		rows, err := tx.Query(ctx, m.plan.sql.delete[i], keys)
+	for i := len(p.Nodes) - 1; i >= 0; i-- {
+		n := p.Nodes[i]
+		rows, err := tx.Query(ctx, p.sql.delete[i], keys)
 		if err != nil {
 			return nil, 0, fmt.Errorf("error deleting from %s: %w", n.Name, err)
 		}
@@ -788,8 +874,8 @@ func (m *Mover) deleteGraph(ctx context.Context, tx pgx.Tx, keys []string) (map[
 		if err := rows.Err(); err != nil {
 			return nil, 0, fmt.Errorf("error deleting from %s: %w", n.Name, err)
 		}
-		if i == len(m.plan.Nodes)-1 {
-			if err := m.fault(FaultDuringDelete); err != nil {
+		if i == len(p.Nodes)-1 && afterFirst != nil {
+			if err := afterFirst(); err != nil {
 				return nil, 0, err
 			}
 		}
@@ -798,10 +884,10 @@ func (m *Mover) deleteGraph(ctx context.Context, tx pgx.Tx, keys []string) (map[
 }
 
 // rowsByTable turns deleteGraph's result for one subject into counts by
-// table name, for audit entries and receipts.
-func (m *Mover) rowsByTable(ds []deleted) map[string]int64 {
-	out := make(map[string]int64, len(ds))
-	for i, n := range m.plan.Nodes {
+// table name, for audit entries and receipts; nil gives every table 0.
+func (p *Plan) rowsByTable(ds []deleted) map[string]int64 {
+	out := make(map[string]int64, len(p.Nodes))
+	for i, n := range p.Nodes {
 		if i < len(ds) {
 			out[n.Name] = ds[i].count
 		} else {
