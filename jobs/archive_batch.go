@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"github.com/lethehq/lethe/retention"
@@ -53,14 +52,3 @@ func (w *ArchiveBatchWorker) Work(ctx context.Context, job *river.Job[ArchiveBat
 // Timeout bounds one attempt.
 func (w *ArchiveBatchWorker) Timeout(*river.Job[ArchiveBatchArgs]) time.Duration { return 30 * time.Minute }
 
-// EnqueueBatch returns the retention.Enqueuer that inserts an archive-batch
-// job with client, in the claim's transaction.
-func EnqueueBatch(client *river.Client[pgx.Tx]) retention.Enqueuer {
-	return func(ctx context.Context, tx pgx.Tx, batchID int64) (int64, error) {
-		res, err := client.InsertTx(ctx, tx, ArchiveBatchArgs{BatchID: batchID}, nil)
-		if err != nil {
-			return 0, err
-		}
-		return res.Job.ID, nil
-	}
-}

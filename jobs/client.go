@@ -4,6 +4,8 @@
 package jobs
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -15,16 +17,20 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/lethehq/lethe/archive"
 	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/migrations"
 	"github.com/lethehq/lethe/retention"
 )
 
-// Deps are what the workers call into. A nil Deps makes an insert-only
-// client.
+// Deps are what the workers call into; every field must be set. A nil Deps
+// makes an insert-only client.
 type Deps struct {
-	Sweeper *retention.Sweeper
-	Mover   *retention.Mover
+	Sweeper  *retention.Sweeper
+	Mover    *retention.Mover
+	Requests *retention.Requests
+	Holds    *retention.Holds
+	Expirer  *retention.Expirer
 }
 
 // Options shape the client.
@@ -37,25 +43,68 @@ type Options struct {
 // every lethe job kind with cfg.Worker.Concurrency workers.
 func NewClient(pool *pgxpool.Pool, cfg *config.Config, deps *Deps, opts Options, logger *slog.Logger) (*river.Client[pgx.Tx], error) {
 	rc := &river.Config{
-		Schema:               migrations.Schema,
-		Logger:               logger,
+		Schema: migrations.Schema,
+		// River reports its own statistics at info every few seconds; only
+		// its warnings and errors reach lethe's log.
+		Logger:               slog.New(atLeast{logger.Handler(), slog.LevelWarn}),
 		MaxAttempts:          cfg.Worker.MaxAttempts,
 		RetryPolicy:          &backoff{base: 2 * time.Second, max: 10 * time.Minute},
 		RescueStuckJobsAfter: sweepTimeout + time.Hour,
 	}
 	if deps != nil {
+		if deps.Sweeper == nil || deps.Mover == nil || deps.Requests == nil || deps.Holds == nil || deps.Expirer == nil {
+			return nil, errors.New("error creating the queue client: every worker needs its service")
+		}
 		workers := river.NewWorkers()
 		river.AddWorker(workers, &SweepWorker{Sweeper: deps.Sweeper})
 		river.AddWorker(workers, &ArchiveBatchWorker{Mover: deps.Mover, Logger: logger})
+		river.AddWorker(workers, &RequestWorker{Requests: deps.Requests, Logger: logger})
+		river.AddWorker(workers, &HoldSyncWorker{Holds: deps.Holds, Logger: logger})
+		river.AddWorker(workers, &ExpireWorker{Expirer: deps.Expirer})
 		rc.Workers = workers
 		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Worker.Concurrency}}
 	}
 	if opts.Periodic {
-		rc.PeriodicJobs = []*river.PeriodicJob{river.NewPeriodicJob(cfg.Cron, func() (river.JobArgs, *river.InsertOpts) {
-			return SweepArgs{Trigger: retention.TriggerSchedule, Slot: time.Now().UTC().Truncate(time.Minute)}, nil
-		}, &river.PeriodicJobOpts{ID: "lethe.sweep"})}
+		rc.PeriodicJobs = []*river.PeriodicJob{
+			river.NewPeriodicJob(cfg.Cron, func() (river.JobArgs, *river.InsertOpts) {
+				return SweepArgs{Trigger: retention.TriggerSchedule, Slot: time.Now().UTC().Truncate(time.Minute)}, nil
+			}, &river.PeriodicJobOpts{ID: "lethe.sweep"}),
+			river.NewPeriodicJob(cfg.Cron, func() (river.JobArgs, *river.InsertOpts) {
+				return ExpireArgs{Slot: time.Now().UTC().Truncate(time.Minute)}, nil
+			}, &river.PeriodicJobOpts{ID: "lethe.expire"}),
+		}
 	}
 	return river.NewClient(riverpgxv5.New(pool), rc)
+}
+
+// NewDeps builds every service the workers call into, over one plan and one
+// archiver with the worker's credentials.
+func NewDeps(pool *pgxpool.Pool, plan *retention.Plan, arch *archive.Archiver, cfg *config.Config, logger *slog.Logger) *Deps {
+	return &Deps{
+		Sweeper:  retention.NewSweeper(pool, plan, cfg.Archive.BatchSize, logger),
+		Mover:    retention.NewMover(pool, plan, arch, cfg.Archive.Concurrency, logger),
+		Requests: retention.NewRequests(pool, plan, arch, logger),
+		Holds:    retention.NewHolds(pool, plan, arch, logger),
+		Expirer:  retention.NewExpirer(pool, plan, arch, logger),
+	}
+}
+
+// atLeast drops records below a level.
+type atLeast struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (a atLeast) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= a.level && a.Handler.Enabled(ctx, l)
+}
+
+func (a atLeast) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return atLeast{a.Handler.WithAttrs(attrs), a.level}
+}
+
+func (a atLeast) WithGroup(name string) slog.Handler {
+	return atLeast{a.Handler.WithGroup(name), a.level}
 }
 
 // backoff is exponential with jitter, capped: 2s, 4s, 8s, ... up to max.

@@ -51,10 +51,7 @@ func setup(t *testing.T, subjects int) *bundle {
 		due += int(c.Due)
 	}
 	require.NotZero(t, due)
-	return &bundle{db: db, cfg: cfg, due: due, deps: &jobs.Deps{
-		Sweeper: retention.NewSweeper(db.Pool, plan, cfg.Archive.BatchSize, logger),
-		Mover:   retention.NewMover(db.Pool, plan, arch, cfg.Archive.Concurrency, logger),
-	}}
+	return &bundle{db: db, cfg: cfg, due: due, deps: jobs.NewDeps(db.Pool, plan, arch, cfg, logger)}
 }
 
 func (b *bundle) count(t *testing.T, sql string, args ...any) int {
@@ -69,13 +66,16 @@ func TestArchiveBatchWorker(t *testing.T) {
 
 	ctx := context.Background()
 	b := setup(t, 300)
-	var batches []int64
 	run, err := b.deps.Sweeper.StartRun(ctx, retention.TriggerCLI, 0)
 	require.NoError(t, err)
-	_, err = b.deps.Sweeper.Sweep(ctx, run, func(_ context.Context, _ pgx.Tx, id int64) (int64, error) {
-		batches = append(batches, id)
-		return 0, nil
-	})
+	// An insert-only client queues the batches; the test works them.
+	inserter, err := jobs.NewClient(b.db.Pool, b.cfg, nil, jobs.Options{}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	_, err = b.deps.Sweeper.Sweep(ctx, run, jobs.Queue{Client: inserter})
+	require.NoError(t, err)
+	rows, err := b.db.Pool.Query(ctx, `SELECT id FROM lethe.batch WHERE run_id = $1 ORDER BY id`, run)
+	require.NoError(t, err)
+	batches, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	require.NoError(t, err)
 	require.NotEmpty(t, batches)
 

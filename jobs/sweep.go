@@ -43,7 +43,7 @@ func (w *SweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error
 		return err
 	}
 	client := river.ClientFromContext[pgx.Tx](ctx)
-	if _, err := w.Sweeper.Sweep(ctx, runID, EnqueueBatch(client)); err != nil {
+	if _, err := w.Sweeper.Sweep(ctx, runID, Queue{Client: client}); err != nil {
 		return fmt.Errorf("error sweeping (run %d): %w", runID, err)
 	}
 	return nil

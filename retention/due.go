@@ -20,6 +20,9 @@ type DueCount struct {
 	// request would refuse them, yet the policy moves them. Usually a sign
 	// of a policy that is too broad.
 	Protected int64 `json:"protected"`
+	// Held are due subjects a legal hold covers: archiving moves them (and
+	// locks their object); a then: delete policy skips them.
+	Held int64 `json:"held"`
 }
 
 // CountDue counts, per policy, the subjects due at now. It changes nothing.
@@ -28,7 +31,8 @@ func CountDue(ctx context.Context, pool *pgxpool.Pool, plan *Plan, now time.Time
 	for _, pp := range plan.Policies {
 		c := DueCount{Policy: pp.Name, Then: pp.Then, Retain: pp.RetainDays.String(), Cutoff: pp.Cutoff(now)}
 		qctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		err := pool.QueryRow(qctx, plan.sql.dueCount[pp.Name], c.Cutoff).Scan(&c.Due, &c.Protected)
+		args := append([]any{c.Cutoff}, plan.hmacp.args()...)
+		err := pool.QueryRow(qctx, plan.sql.dueCount[pp.Name], args...).Scan(&c.Due, &c.Protected, &c.Held)
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("error counting due subjects of policy %s: %w", pp.Name, err)

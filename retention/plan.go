@@ -34,6 +34,7 @@ type Plan struct {
 	keyCol  string
 	subject string // subject.table as written: part of every HMAC
 	hasher  *Hasher
+	hmacp   hmacParams // the same HMAC, computed by PostgreSQL
 	sql     statements
 }
 
@@ -115,7 +116,8 @@ func Compile(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (*Plan
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // read-only, always rolled back
 
-	p := &Plan{Protect: cfg.Requests.Protect, subject: cfg.Subject.Table, hasher: NewHasher(cfg.Archive.KeySecret, cfg.Subject.Table)}
+	p := &Plan{Protect: cfg.Requests.Protect, subject: cfg.Subject.Table, hasher: NewHasher(cfg.Archive.KeySecret, cfg.Subject.Table),
+		hmacp: newHMACParams(cfg.Archive.KeySecret, cfg.Subject.Table)}
 	var errs []error
 	var walkErr error
 	parents := map[*config.Table]*Node{}

@@ -159,22 +159,15 @@ func setup(t *testing.T, prepare func(*testenv.DB), fragment string) *env {
 func (e *env) sweep(t *testing.T) (*retention.SweepResult, error) {
 	t.Helper()
 	ctx := context.Background()
-	var mu sync.Mutex
-	var batches []int64
-	enqueue := func(_ context.Context, _ pgx.Tx, id int64) (int64, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		batches = append(batches, id)
-		return 0, nil
-	}
+	q := &recorder{}
 	run, err := e.sweeper.StartRun(ctx, retention.TriggerCLI, 0)
 	require.NoError(t, err)
-	res, err := e.sweeper.Sweep(ctx, run, enqueue)
+	res, err := e.sweeper.Sweep(ctx, run, q)
 	if err != nil {
 		return res, err
 	}
 	var first error
-	for _, id := range batches {
+	for _, id := range q.taken().batches {
 		// A batch another sweep is working is that sweep's to finish, as
 		// the queue would snooze this job.
 		if _, err := e.mover.RunBatch(ctx, id); err != nil && !errors.Is(err, retention.ErrBatchBusy) && first == nil {
@@ -335,3 +328,44 @@ func (e *env) workItems(t *testing.T) int {
 }
 
 var errInjected = errors.New("injected")
+
+// recorder is the queue of these tests: it records what retention hands
+// off, and the test works it, in the order a queue would.
+type recorder struct {
+	mu       sync.Mutex
+	batches  []int64
+	requests []int64
+	syncs    []string
+}
+
+var _ retention.Queue = (*recorder)(nil)
+
+func (r *recorder) EnqueueBatch(_ context.Context, _ pgx.Tx, id int64) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.batches = append(r.batches, id)
+	return 0, nil
+}
+
+func (r *recorder) EnqueueRequest(_ context.Context, _ pgx.Tx, id int64) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.requests = append(r.requests, id)
+	return 0, nil
+}
+
+func (r *recorder) EnqueueHoldSync(_ context.Context, _ pgx.Tx, h string) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.syncs = append(r.syncs, h)
+	return 0, nil
+}
+
+// taken empties the recorder and returns what it held.
+func (r *recorder) taken() *recorder {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := &recorder{batches: r.batches, requests: r.requests, syncs: r.syncs}
+	r.batches, r.requests, r.syncs = nil, nil, nil
+	return out
+}

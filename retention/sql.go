@@ -15,7 +15,7 @@ type statements struct {
 	// per policy, by name
 	claimFirst map[string]string // $1 cutoff, $2 limit
 	claimNext  map[string]string // $1 cutoff, $2 last clock, $3 last key, $4 limit
-	dueCount   map[string]string // $1 cutoff -> due, of which protected
+	dueCount   map[string]string // $1 cutoff, $2-$4 HMAC pads -> due, of which protected, of which held
 	readRoot   map[string]string // $1 keys, $2 cutoff -> key, rows, md5 (still-due subjects only)
 	lockDue    map[string]string // $1 keys, $2 cutoff -> key (still due, locked)
 	// per node, in plan order
@@ -23,6 +23,10 @@ type statements struct {
 	delete []string // $1 keys -> key, count, md5 of the deleted rows
 	// lockRoots locks subjects' root rows: $1 keys -> key
 	lockRoots string
+	// lockProtect locks one subject's root row: $1 key -> requests.protect
+	lockProtect string
+	// suppressed finds subjects erased on request: $1-$3 HMAC pads -> key
+	suppressed string
 }
 
 type namedSQL struct{ what, sql string }
@@ -37,7 +41,8 @@ func (s *statements) all() []namedSQL {
 	for i, q := range s.read {
 		out = append(out, namedSQL{fmt.Sprintf("reads table %d of the graph", i), q}, namedSQL{fmt.Sprintf("deletes from table %d of the graph", i), s.delete[i]})
 	}
-	return append(out, namedSQL{"locks subjects", s.lockRoots})
+	return append(out, namedSQL{"locks subjects", s.lockRoots}, namedSQL{"checks requests.protect", s.lockProtect},
+		namedSQL{"finds erased subjects", s.suppressed})
 }
 
 func (p *Plan) buildStatements() statements {
@@ -69,7 +74,11 @@ func (p *Plan) buildStatements() statements {
 		if strings.TrimSpace(p.Protect) != "" {
 			protect = "(" + p.Protect + ")"
 		}
-		s.dueCount[pp.Name] = fmt.Sprintf("SELECT count(*), count(*) FILTER (WHERE coalesce(%s, false)) FROM %s WHERE %s", protect, root, due)
+		s.dueCount[pp.Name] = fmt.Sprintf(
+			"SELECT count(*), count(*) FILTER (WHERE coalesce(%s, false)), "+
+				"count(*) FILTER (WHERE CASE WHEN EXISTS (SELECT 1 FROM lethe.hold WHERE released_at IS NULL) "+
+				"THEN %s IN (SELECT subject_hmac FROM lethe.hold WHERE released_at IS NULL) ELSE false END) FROM %s WHERE %s",
+			protect, hmacSQL(key+"::text", 2), root, due)
 		stillDue := fmt.Sprintf("%s = ANY (%s) AND %s AND %s < $2::timestamptz", key, keys, match, clock)
 		s.readRoot[pp.Name] = fmt.Sprintf(
 			"SELECT s::text, agg::text, md5(agg::text) FROM (SELECT %[2]s AS s, jsonb_agg(to_jsonb(%[3]s)) AS agg FROM %[1]s WHERE %[4]s GROUP BY %[2]s) r",
@@ -106,6 +115,13 @@ func (p *Plan) buildStatements() statements {
 				"SELECT s, count(*), md5(jsonb_agg(j ORDER BY j::text)::text) FROM d GROUP BY s",
 			n.Ident.Sanitize(), strings.Join(using, ", "), strings.Join(conds, " AND "), rootKey, keys))
 	}
+	protect := "FALSE"
+	if strings.TrimSpace(p.Protect) != "" {
+		protect = "(" + p.Protect + ")"
+	}
+	s.lockProtect = fmt.Sprintf("SELECT coalesce(%s, false) FROM %s WHERE %s = $1::text::%s FOR UPDATE", protect, root, key, p.KeyType)
+	s.suppressed = fmt.Sprintf("SELECT r.%[2]s::text FROM %[1]s r JOIN lethe.suppression s ON s.subject_hmac = %[3]s",
+		root, key, hmacSQL("r."+key+"::text", 1))
 	s.lockRoots = fmt.Sprintf("SELECT %[2]s::text FROM %[1]s WHERE %[2]s = ANY (%[3]s) ORDER BY %[2]s FOR UPDATE", root, key, keys)
 	return s
 }

@@ -13,11 +13,6 @@ import (
 	"github.com/lethehq/lethe/internal/audit"
 )
 
-// Enqueuer inserts the job that works batchID, inside tx, and returns the
-// job's id. It is how the sweep hands batches to the queue without knowing
-// it.
-type Enqueuer func(ctx context.Context, tx pgx.Tx, batchID int64) (jobID int64, err error)
-
 // Sweeper finds due subjects and claims them in batches.
 type Sweeper struct {
 	pool   *pgxpool.Pool
@@ -78,16 +73,25 @@ type SweepResult struct {
 // (a crash, or retries used up). Concurrent sweeps claim each subject once:
 // rows another sweep has locked are skipped, and a subject already claimed
 // is not claimed again.
-func (s *Sweeper) Sweep(ctx context.Context, runID int64, enqueue Enqueuer) (*SweepResult, error) {
+func (s *Sweeper) Sweep(ctx context.Context, runID int64, queue Queue) (*SweepResult, error) {
 	res := &SweepResult{RunID: runID, Claimed: map[string]int{}}
-	n, err := s.recover(ctx, runID, enqueue)
+	n, err := s.recover(ctx, runID, queue)
 	if err != nil {
 		return res, s.failRun(ctx, runID, err)
 	}
 	res.Recovered = n
+	batches, claimed, err := s.claimSuppressed(ctx, runID, queue)
+	res.Batches += batches
+	res.Claimed[PolicySuppressed] = claimed
+	if err != nil {
+		return res, s.failRun(ctx, runID, err)
+	}
+	if claimed > 0 {
+		s.logger.Warn("subjects erased on request are back in the hot tables; erasing them again", "run_id", runID, "subjects", claimed)
+	}
 	now := s.Now()
 	for _, pp := range s.plan.Policies {
-		batches, claimed, err := s.claimPolicy(ctx, runID, pp, pp.Cutoff(now), enqueue)
+		batches, claimed, err := s.claimPolicy(ctx, runID, pp, pp.Cutoff(now), queue)
 		res.Batches += batches
 		res.Claimed[pp.Name] = claimed
 		if err != nil {
@@ -111,15 +115,15 @@ func (s *Sweeper) failRun(ctx context.Context, runID int64, cause error) error {
 	return cause
 }
 
-func (s *Sweeper) claimPolicy(ctx context.Context, runID int64, pp *PolicyPlan, cutoff time.Time, enqueue Enqueuer) (batches, claimed int, err error) {
+func (s *Sweeper) claimPolicy(ctx context.Context, runID int64, pp *PolicyPlan, cutoff time.Time, queue Queue) (batches, claimed int, err error) {
 	var lastClock, lastKey string
 	first := true
-	action := "archive"
+	action := ActionArchive
 	if !pp.Archive() {
-		action = "delete"
+		action = ActionDelete
 	}
 	for {
-		n, got, clock, key, err := s.claimPage(ctx, runID, pp, action, cutoff, first, lastClock, lastKey, enqueue)
+		n, got, clock, key, err := s.claimPage(ctx, runID, pp, action, cutoff, first, lastClock, lastKey, queue)
 		if err != nil {
 			return batches, claimed, fmt.Errorf("error claiming subjects of policy %s: %w", pp.Name, err)
 		}
@@ -137,7 +141,7 @@ func (s *Sweeper) claimPolicy(ctx context.Context, runID int64, pp *PolicyPlan, 
 // claimPage claims one page of due subjects, after (lastClock, lastKey)
 // unless first. It returns how many it claimed, how many rows it saw, and
 // the position of the last one.
-func (s *Sweeper) claimPage(ctx context.Context, runID int64, pp *PolicyPlan, action string, cutoff time.Time, first bool, lastClock, lastKey string, enqueue Enqueuer) (claimed, seen int, clock, key string, err error) {
+func (s *Sweeper) claimPage(ctx context.Context, runID int64, pp *PolicyPlan, action string, cutoff time.Time, first bool, lastClock, lastKey string, queue Queue) (claimed, seen int, clock, key string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
 	defer cancel()
 	tx, err := s.pool.Begin(ctx)
@@ -169,42 +173,144 @@ func (s *Sweeper) claimPage(ctx context.Context, runID int64, pp *PolicyPlan, ac
 	if len(keys) == 0 {
 		return 0, 0, "", "", nil
 	}
-	var batchID int64
-	if err := tx.QueryRow(ctx, `INSERT INTO lethe.batch (run_id, policy, action, subjects) VALUES ($1, $2, $3, 0) RETURNING id`,
-		runID, pp.Name, action).Scan(&batchID); err != nil {
-		return 0, 0, "", "", err
+	seen = len(keys)
+	if action == ActionDelete {
+		// A then: delete policy skips held subjects; they are not claimed.
+		held, err := heldAmong(ctx, tx, hmacs)
+		if err != nil {
+			return 0, 0, "", "", err
+		}
+		keys, hmacs = withoutHeld(keys, hmacs, held)
 	}
-	tag, err := tx.Exec(ctx, `
-		INSERT INTO lethe.work_item (subject_hmac, subject_key, batch_id, policy)
-		SELECT h, k, $3, $4 FROM unnest($1::text[], $2::text[]) AS u (h, k)
-		ON CONFLICT (subject_hmac) DO NOTHING`, hmacs, keys, batchID, pp.Name)
+	n, err := claimInto(ctx, tx, runID, pp.Name, action, keys, hmacs, queue)
 	if err != nil {
 		return 0, 0, "", "", err
 	}
-	n := int(tag.RowsAffected())
 	if n == 0 {
-		// Every subject of the page is already claimed by an unfinished
-		// batch; leave it to that batch.
-		return 0, len(keys), clock, key, nil
-	}
-	jobID, err := enqueue(ctx, tx, batchID)
-	if err != nil {
-		return 0, 0, "", "", fmt.Errorf("error enqueueing batch: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `UPDATE lethe.batch SET subjects = $2, job_id = $3 WHERE id = $1`, batchID, n, jobID); err != nil {
-		return 0, 0, "", "", err
+		return 0, seen, clock, key, nil
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, 0, "", "", err
 	}
-	return n, len(keys), clock, key, nil
+	return n, seen, clock, key, nil
 }
+
+func withoutHeld(keys, hmacs []string, held map[string]bool) ([]string, []string) {
+	if len(held) == 0 {
+		return keys, hmacs
+	}
+	var k2, h2 []string
+	for i, h := range hmacs {
+		if !held[h] {
+			k2, h2 = append(k2, keys[i]), append(h2, h)
+		}
+	}
+	return k2, h2
+}
+
+// claimInto records, in tx, a batch of the subjects not already claimed and
+// queues its job. It returns how many it claimed; with none it records
+// nothing.
+func claimInto(ctx context.Context, tx pgx.Tx, runID int64, policy, action string, keys, hmacs []string, queue Queue) (int, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer sp.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
+	var batchID int64
+	if err := sp.QueryRow(ctx, `INSERT INTO lethe.batch (run_id, policy, action, subjects) VALUES ($1, $2, $3, 0) RETURNING id`,
+		runID, policy, action).Scan(&batchID); err != nil {
+		return 0, err
+	}
+	tag, err := sp.Exec(ctx, `
+		INSERT INTO lethe.work_item (subject_hmac, subject_key, batch_id, policy)
+		SELECT h, k, $3, $4 FROM unnest($1::text[], $2::text[]) AS u (h, k)
+		ON CONFLICT (subject_hmac) DO NOTHING`, hmacs, keys, batchID, policy)
+	if err != nil {
+		return 0, err
+	}
+	n := int(tag.RowsAffected())
+	if n == 0 {
+		// Every subject is already claimed by an unfinished batch; leave
+		// them to it.
+		return 0, nil
+	}
+	jobID, err := queue.EnqueueBatch(ctx, sp, batchID)
+	if err != nil {
+		return 0, fmt.Errorf("error enqueueing batch: %w", err)
+	}
+	if _, err := sp.Exec(ctx, `UPDATE lethe.batch SET subjects = $2, job_id = $3 WHERE id = $1`, batchID, n, jobID); err != nil {
+		return 0, err
+	}
+	return n, sp.Commit(ctx)
+}
+
+// claimSuppressed finds subjects that a deletion request erased and that
+// are back in the hot tables (a restore from backup, a re-sync), and claims
+// them for erasure. Held ones are left alone.
+func (s *Sweeper) claimSuppressed(ctx context.Context, runID int64, queue Queue) (batches, claimed int, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
+	defer cancel()
+	var any bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM lethe.suppression)`).Scan(&any); err != nil {
+		return 0, 0, fmt.Errorf("error reading suppressions: %w", err)
+	}
+	if !any {
+		return 0, 0, nil
+	}
+	rows, err := s.pool.Query(ctx, s.plan.sql.suppressed, s.plan.hmacp.args()...)
+	if err != nil {
+		return 0, 0, fmt.Errorf("error finding erased subjects in the hot tables: %w", err)
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, 0, fmt.Errorf("error finding erased subjects in the hot tables: %w", err)
+	}
+	for start := 0; start < len(keys); start += s.BatchSize {
+		page := keys[start:min(start+s.BatchSize, len(keys))]
+		hmacs := make([]string, len(page))
+		for i, k := range page {
+			hmacs[i] = s.plan.hasher.HMAC(k)
+		}
+		n, err := func() (int, error) {
+			tx, err := s.pool.Begin(ctx)
+			if err != nil {
+				return 0, err
+			}
+			defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
+			held, err := heldAmong(ctx, tx, hmacs)
+			if err != nil {
+				return 0, err
+			}
+			k, h := withoutHeld(page, hmacs, held)
+			n, err := claimInto(ctx, tx, runID, PolicySuppressed, ActionErase, k, h, queue)
+			if err != nil {
+				return 0, err
+			}
+			return n, tx.Commit(ctx)
+		}()
+		if err != nil {
+			return batches, claimed, fmt.Errorf("error claiming erased subjects: %w", err)
+		}
+		if n > 0 {
+			batches++
+			claimed += n
+		}
+	}
+	return batches, claimed, nil
+}
+
+// PolicySuppressed is the policy name of erase batches.
+const PolicySuppressed = "suppressed"
 
 // recover requeues, into runID, every batch that still has work items but
 // no job that will work it: its job was discarded after its last attempt,
 // or the process working it died. A batch whose lock is held is being
 // worked and is left alone.
-func (s *Sweeper) recover(ctx context.Context, runID int64, enqueue Enqueuer) (int, error) {
+func (s *Sweeper) recover(ctx context.Context, runID int64, queue Queue) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
 	defer cancel()
 	rows, err := s.pool.Query(ctx, `
@@ -222,7 +328,7 @@ func (s *Sweeper) recover(ctx context.Context, runID int64, enqueue Enqueuer) (i
 	}
 	n := 0
 	for _, id := range ids {
-		ok, err := s.requeue(ctx, runID, id, enqueue)
+		ok, err := s.requeue(ctx, runID, id, queue)
 		if err != nil {
 			return n, fmt.Errorf("error requeueing batch %d: %w", id, err)
 		}
@@ -234,7 +340,7 @@ func (s *Sweeper) recover(ctx context.Context, runID int64, enqueue Enqueuer) (i
 	return n, nil
 }
 
-func (s *Sweeper) requeue(ctx context.Context, runID, batchID int64, enqueue Enqueuer) (bool, error) {
+func (s *Sweeper) requeue(ctx context.Context, runID, batchID int64, queue Queue) (bool, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return false, err
@@ -247,7 +353,7 @@ func (s *Sweeper) requeue(ctx context.Context, runID, batchID int64, enqueue Enq
 	if !free {
 		return false, nil
 	}
-	jobID, err := enqueue(ctx, tx, batchID)
+	jobID, err := queue.EnqueueBatch(ctx, tx, batchID)
 	if err != nil {
 		return false, err
 	}
@@ -265,10 +371,10 @@ func batchLockKey(batchID int64) int64 { return 0x4c45<<48 | batchID }
 // sweep has finished claiming and no batch of it is still queued, and audits
 // it. Every batch calls it after it settles, so the last one closes the run.
 // It reports whether this call closed it.
-func FinishRun(ctx context.Context, pool *pgxpool.Pool, runID int64) (bool, error) {
+func FinishRun(ctx context.Context, db beginner, runID int64) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	tx, err := pool.Begin(ctx)
+	tx, err := db.Begin(ctx)
 	if err != nil {
 		return false, fmt.Errorf("error finishing run: %w", err)
 	}
@@ -324,6 +430,11 @@ type PolicyTotal struct {
 	Destroyed int   `json:"destroyed"`
 	Skipped   int   `json:"skipped"`
 	Bytes     int64 `json:"bytes"`
+}
+
+// beginner is a pool or a connection.
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
 type queryRower interface {

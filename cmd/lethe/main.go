@@ -17,6 +17,7 @@ import (
 
 	"github.com/lethehq/lethe/archive"
 	"github.com/lethehq/lethe/internal/config"
+	"github.com/lethehq/lethe/retention"
 )
 
 // Exit codes, as DESIGN.md fixes them.
@@ -47,6 +48,8 @@ func commands() []command {
 		{"worker", "run the queue: nightly sweep, archive batches; stops on SIGTERM/SIGINT", runWorker},
 		{"sweep", "run the sweep now (--dry-run: count only; --wait: work it here and summarise)", runSweep},
 		{"restore", "decrypt a subject's archive with an identity and write its bundle", runRestore},
+		{"request", "deletion requests: delete (queue one), show, list", runRequest},
+		{"hold", "legal holds: place, release, list", runHold},
 		{"status", "what is due, archived, unsettled, and the last runs", runStatus},
 		{"audit", "audit verify: check the audit log's hash chain", runAudit},
 		{"demo", "demo seed: create synthetic customers; demo config: print their config", runDemo},
@@ -104,7 +107,8 @@ func exitCode(stderr io.Writer, err error) int {
 	}
 	var ue *usageError
 	switch {
-	case errors.As(err, &ue), config.IsConfigError(err):
+	case errors.As(err, &ue), config.IsConfigError(err), errors.Is(err, retention.ErrBadInput),
+		errors.Is(err, retention.ErrNoSuchMatter), errors.Is(err, retention.ErrNotHeld), errors.Is(err, retention.ErrTicketReused):
 		fmt.Fprintln(stderr, "lethe: "+oneLine(err.Error()))
 		return exitUsage
 	case errors.Is(err, errSilent):

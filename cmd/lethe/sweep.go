@@ -53,16 +53,23 @@ func sweepDryRun(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
 		return writeJSON(env.stdout, map[string]any{"dry_run": true, "policies": counts})
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "policy\tthen\tretain\tdue\tprotected\t")
+	fmt.Fprintln(tw, "policy\tthen\tretain\tdue\theld\tprotected\t")
 	var total int64
 	for _, c := range counts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t\n", c.Policy, c.Then, c.Retain, c.Due, c.Protected)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t\n", c.Policy, c.Then, c.Retain, c.Due, c.Held, c.Protected)
 		total += c.Due
 	}
-	fmt.Fprintf(tw, "total\t\t\t%d\t\t\n", total)
+	fmt.Fprintf(tw, "total\t\t\t%d\t\t\t\n", total)
 	tw.Flush()
 	fmt.Fprintln(env.stdout, "dry run: nothing was changed")
 	for _, c := range counts {
+		if c.Held > 0 {
+			if c.Then == "delete" {
+				fmt.Fprintf(env.stdout, "note: %d due subjects of policy %s are under a legal hold and will not be deleted\n", c.Held, c.Policy)
+			} else {
+				fmt.Fprintf(env.stdout, "note: %d due subjects of policy %s are under a legal hold: they will be archived with an object lock\n", c.Held, c.Policy)
+			}
+		}
 		if c.Protected > 0 {
 			fmt.Fprintf(env.stdout, "note: %d due subjects of policy %s match requests.protect; check that the policy is not too broad\n", c.Protected, c.Policy)
 		}
@@ -91,9 +98,9 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
 	if err != nil {
 		return err
 	}
-	sweeper := retention.NewSweeper(a.pool, a.plan, a.cfg.Archive.BatchSize, a.logger)
-	mover := retention.NewMover(a.pool, a.plan, arch, a.cfg.Archive.Concurrency, a.logger)
-	client, err := jobs.NewClient(a.pool, a.cfg, &jobs.Deps{Sweeper: sweeper, Mover: mover}, jobs.Options{}, a.logger)
+	deps := jobs.NewDeps(a.pool, a.plan, arch, a.cfg, a.logger)
+	sweeper := deps.Sweeper
+	client, err := jobs.NewClient(a.pool, a.cfg, deps, jobs.Options{}, a.logger)
 	if err != nil {
 		return fmt.Errorf("error creating the queue client: %w", err)
 	}
@@ -117,7 +124,7 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
 	}
 	prog := newProgress(env.stderr)
 	prog.linef("run %d: selecting due subjects", runID)
-	sres, err := sweeper.Sweep(ctx, runID, jobs.EnqueueBatch(client))
+	sres, err := sweeper.Sweep(ctx, runID, jobs.Queue{Client: client})
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/lethehq/lethe/jobs"
-	"github.com/lethehq/lethe/retention"
 )
 
 func runWorker(ctx context.Context, env *cliEnv, args []string) error {
@@ -25,11 +24,7 @@ func runWorker(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	deps := &jobs.Deps{
-		Sweeper: retention.NewSweeper(a.pool, a.plan, a.cfg.Archive.BatchSize, a.logger),
-		Mover:   retention.NewMover(a.pool, a.plan, arch, a.cfg.Archive.Concurrency, a.logger),
-	}
-	client, err := jobs.NewClient(a.pool, a.cfg, deps, jobs.Options{Periodic: true}, a.logger)
+	client, err := jobs.NewClient(a.pool, a.cfg, jobs.NewDeps(a.pool, a.plan, arch, a.cfg, a.logger), jobs.Options{Periodic: true}, a.logger)
 	if err != nil {
 		return fmt.Errorf("error creating the queue client: %w", err)
 	}

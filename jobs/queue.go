@@ -1,0 +1,41 @@
+package jobs
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/lethehq/lethe/retention"
+)
+
+// Queue is retention.Queue over a River client: each job is inserted in the
+// caller's transaction.
+type Queue struct {
+	Client *river.Client[pgx.Tx]
+}
+
+var _ retention.Queue = Queue{}
+
+func (q Queue) insert(ctx context.Context, tx pgx.Tx, args river.JobArgs) (int64, error) {
+	res, err := q.Client.InsertTx(ctx, tx, args, nil)
+	if err != nil {
+		return 0, err
+	}
+	return res.Job.ID, nil
+}
+
+// EnqueueBatch queues an archive-batch job.
+func (q Queue) EnqueueBatch(ctx context.Context, tx pgx.Tx, batchID int64) (int64, error) {
+	return q.insert(ctx, tx, ArchiveBatchArgs{BatchID: batchID})
+}
+
+// EnqueueRequest queues a deletion-request job.
+func (q Queue) EnqueueRequest(ctx context.Context, tx pgx.Tx, requestID int64) (int64, error) {
+	return q.insert(ctx, tx, RequestArgs{RequestID: requestID})
+}
+
+// EnqueueHoldSync queues a hold-sync job.
+func (q Queue) EnqueueHoldSync(ctx context.Context, tx pgx.Tx, subjectHMAC string) (int64, error) {
+	return q.insert(ctx, tx, HoldSyncArgs{SubjectHMAC: subjectHMAC})
+}

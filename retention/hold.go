@@ -1,0 +1,328 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lethehq/lethe/internal/audit"
+)
+
+// Hold is an active legal hold of one subject for one matter.
+type Hold struct {
+	ID          int64     `json:"id"`
+	Matter      string    `json:"matter"`
+	Subject     string    `json:"subject"`
+	SubjectHMAC string    `json:"subject_hmac"`
+	Reason      string    `json:"reason"`
+	PlacedBy    string    `json:"placed_by"`
+	PlacedAt    time.Time `json:"placed_at"`
+}
+
+// Errors of hold commands that the caller reports as bad input.
+var (
+	// ErrNoSuchMatter: no active hold has this matter.
+	ErrNoSuchMatter = errors.New("no active hold has this matter")
+	// ErrNotHeld: the subject is not held under this matter.
+	ErrNotHeld = errors.New("subject is not held under this matter")
+)
+
+// Holds places, releases and lists legal holds. While any hold covers a
+// subject nothing destroys it; its archive object carries an S3 legal hold,
+// which a hold-sync job sets and clears.
+type Holds struct {
+	pool   *pgxpool.Pool
+	plan   *Plan
+	store  archiver
+	logger *slog.Logger
+}
+
+// NewHolds returns the hold service for plan's subjects. store may be nil in
+// a process that does not sync holds to the object store.
+func NewHolds(pool *pgxpool.Pool, plan *Plan, store archiver, logger *slog.Logger) *Holds {
+	return &Holds{pool: pool, plan: plan, store: store, logger: logger}
+}
+
+// PlaceResult says what Place did.
+type PlaceResult struct {
+	// Placed are the holds created; a subject already held under the
+	// matter is not placed twice.
+	Placed []Hold `json:"placed"`
+	// Already counts subjects that were already held under the matter.
+	Already int `json:"already_held"`
+}
+
+// Place holds every subject under matter. It takes effect in the database at
+// once; the S3 legal hold follows in a job. A subject need not exist yet.
+func (h *Holds) Place(ctx context.Context, queue Queue, matter string, keys []string, reason, by string) (*PlaceResult, error) {
+	if err := nonBlank(map[string]string{"matter": matter, "reason": reason, "by": by}); err != nil {
+		return nil, err
+	}
+	if err := checkKeys(keys); err != nil {
+		return nil, err
+	}
+	res := &PlaceResult{}
+	hmacs := h.hmacs(keys)
+	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
+		res.Placed, res.Already = nil, 0
+		if err := lockSubjectsTx(ctx, tx, hmacs); err != nil {
+			return err
+		}
+		var entries []audit.Entry
+		for i, key := range keys {
+			var hold Hold
+			err := tx.QueryRow(ctx, `
+				INSERT INTO lethe.hold (matter, subject_hmac, subject_key, reason, placed_by)
+				VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (matter, subject_hmac) WHERE released_at IS NULL DO NOTHING
+				RETURNING id, placed_at`, matter, hmacs[i], key, reason, by).Scan(&hold.ID, &hold.PlacedAt)
+			if errors.Is(err, pgx.ErrNoRows) {
+				res.Already++
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("error placing hold: %w", err)
+			}
+			hold.Matter, hold.Subject, hold.SubjectHMAC, hold.Reason, hold.PlacedBy = matter, key, hmacs[i], reason, by
+			res.Placed = append(res.Placed, hold)
+			entries = append(entries, audit.Entry{Kind: audit.KindHoldPlaced, Actor: by, SubjectHMAC: hmacs[i],
+				Detail: map[string]any{"hold_id": hold.ID, "matter": matter, "reason": reason}})
+			if err := requestSync(ctx, tx, queue, hmacs[i], true); err != nil {
+				return err
+			}
+		}
+		return audit.Append(ctx, tx, entries...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// ReleaseResult says what Release did.
+type ReleaseResult struct {
+	// Released counts the holds released.
+	Released int `json:"released"`
+	// Freed counts subjects that no hold covers any more.
+	Freed int `json:"freed"`
+	// Resumed counts deletion requests that were waiting on the holds and
+	// are queued again.
+	Resumed int `json:"resumed"`
+}
+
+// Release ends the matter's holds on the named subjects, or on all of its
+// subjects when keys is empty. A subject no other hold covers is freed: its
+// S3 legal hold is switched off by a job, and deletion requests waiting on
+// it resume by themselves.
+func (h *Holds) Release(ctx context.Context, queue Queue, matter string, keys []string, by string) (*ReleaseResult, error) {
+	if err := nonBlank(map[string]string{"matter": matter, "by": by}); err != nil {
+		return nil, err
+	}
+	if err := checkKeys(keys); err != nil {
+		return nil, err
+	}
+	res := &ReleaseResult{}
+	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
+		*res = ReleaseResult{}
+		rows, err := tx.Query(ctx, `SELECT subject_hmac FROM lethe.hold WHERE matter = $1 AND released_at IS NULL`, matter)
+		if err != nil {
+			return fmt.Errorf("error reading holds: %w", err)
+		}
+		active, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("error reading holds: %w", err)
+		}
+		if len(active) == 0 {
+			return fmt.Errorf("%w: %q (lethe hold list shows the active ones)", ErrNoSuchMatter, matter)
+		}
+		targets := active
+		if len(keys) > 0 {
+			held := map[string]bool{}
+			for _, a := range active {
+				held[a] = true
+			}
+			targets = h.hmacs(keys)
+			for i, t := range targets {
+				if !held[t] {
+					return fmt.Errorf("%w: subject %q under matter %q; nothing was released", ErrNotHeld, keys[i], matter)
+				}
+			}
+		}
+		if err := lockSubjectsTx(ctx, tx, targets); err != nil {
+			return err
+		}
+		rows, err = tx.Query(ctx, `
+			UPDATE lethe.hold SET released_at = now(), released_by = $3, subject_key = NULL
+			WHERE matter = $1 AND subject_hmac = ANY ($2) AND released_at IS NULL
+			RETURNING id, subject_hmac`, matter, targets, by)
+		if err != nil {
+			return fmt.Errorf("error releasing holds: %w", err)
+		}
+		var entries []audit.Entry
+		for rows.Next() {
+			var id int64
+			var hm string
+			if err := rows.Scan(&id, &hm); err != nil {
+				return fmt.Errorf("error releasing holds: %w", err)
+			}
+			res.Released++
+			entries = append(entries, audit.Entry{Kind: audit.KindHoldReleased, Actor: by, SubjectHMAC: hm,
+				Detail: map[string]any{"hold_id": id, "matter": matter}})
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("error releasing holds: %w", err)
+		}
+		// Subjects no other matter holds.
+		rows, err = tx.Query(ctx, `
+			SELECT t FROM unnest($1::text[]) AS t
+			WHERE NOT EXISTS (SELECT 1 FROM lethe.hold WHERE subject_hmac = t AND released_at IS NULL)`, targets)
+		if err != nil {
+			return fmt.Errorf("error reading holds: %w", err)
+		}
+		freed, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("error reading holds: %w", err)
+		}
+		res.Freed = len(freed)
+		for _, hm := range freed {
+			if err := requestSync(ctx, tx, queue, hm, false); err != nil {
+				return err
+			}
+		}
+		rows, err = tx.Query(ctx, `
+			UPDATE lethe.request SET state = 'received', reason = NULL, updated_at = now()
+			WHERE subject_hmac = ANY ($1) AND state = 'blocked_by_hold'
+			RETURNING id, subject_hmac`, freed)
+		if err != nil {
+			return fmt.Errorf("error resuming requests: %w", err)
+		}
+		type resumed struct {
+			id   int64
+			hmac string
+		}
+		var rs []resumed
+		for rows.Next() {
+			var r resumed
+			if err := rows.Scan(&r.id, &r.hmac); err != nil {
+				return fmt.Errorf("error resuming requests: %w", err)
+			}
+			rs = append(rs, r)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("error resuming requests: %w", err)
+		}
+		for _, r := range rs {
+			if _, err := queue.EnqueueRequest(ctx, tx, r.id); err != nil {
+				return fmt.Errorf("error queueing request %d: %w", r.id, err)
+			}
+			entries = append(entries, audit.Entry{Kind: audit.KindRequestResumed, Actor: by, SubjectHMAC: r.hmac,
+				Detail: map[string]any{"request_id": r.id, "matter": matter}})
+		}
+		res.Resumed = len(rs)
+		return audit.Append(ctx, tx, entries...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// requestSync records that the subject's object should (or should not) be
+// under an S3 legal hold and queues the job that makes it so.
+func requestSync(ctx context.Context, tx pgx.Tx, queue Queue, subjectHMAC string, held bool) error {
+	_, err := tx.Exec(ctx, `
+		INSERT INTO lethe.hold_sync (subject_hmac, held) VALUES ($1, $2)
+		ON CONFLICT (subject_hmac) DO UPDATE SET held = excluded.held, generation = lethe.hold_sync.generation + 1,
+			requested_at = now(), last_error = NULL`, subjectHMAC, held)
+	if err != nil {
+		return fmt.Errorf("error recording hold sync: %w", err)
+	}
+	if _, err := queue.EnqueueHoldSync(ctx, tx, subjectHMAC); err != nil {
+		return fmt.Errorf("error queueing hold sync: %w", err)
+	}
+	return nil
+}
+
+// List returns the active holds, optionally of one matter or one subject.
+func (h *Holds) List(ctx context.Context, matter, key string) ([]Hold, error) {
+	var hm *string
+	if key != "" {
+		s := h.plan.hasher.HMAC(key)
+		hm = &s
+	}
+	var m *string
+	if matter != "" {
+		m = &matter
+	}
+	rows, err := h.pool.Query(ctx, `
+		SELECT id, matter, subject_key, subject_hmac, reason, placed_by, placed_at FROM lethe.hold
+		WHERE released_at IS NULL AND ($1::text IS NULL OR matter = $1) AND ($2::text IS NULL OR subject_hmac = $2)
+		ORDER BY matter, placed_at, id`, m, hm)
+	if err != nil {
+		return nil, fmt.Errorf("error listing holds: %w", err)
+	}
+	holds, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Hold])
+	if err != nil {
+		return nil, fmt.Errorf("error listing holds: %w", err)
+	}
+	return holds, nil
+}
+
+func (h *Holds) hmacs(keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = h.plan.hasher.HMAC(k)
+	}
+	return out
+}
+
+// heldAmong returns which of the subjects any active hold covers.
+func heldAmong(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, hmacs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(hmacs) == 0 {
+		return out, nil
+	}
+	rows, err := q.Query(ctx, `SELECT DISTINCT subject_hmac FROM lethe.hold WHERE released_at IS NULL AND subject_hmac = ANY ($1)`, hmacs)
+	if err != nil {
+		return nil, fmt.Errorf("error reading holds: %w", err)
+	}
+	held, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("error reading holds: %w", err)
+	}
+	for _, h := range held {
+		out[h] = true
+	}
+	return out, nil
+}
+
+// ErrBadInput is wrapped by every error about a caller's argument: a blank
+// matter, ticket, reason or actor, or a blank subject key.
+var ErrBadInput = errors.New("bad input")
+
+func nonBlank(fields map[string]string) error {
+	for _, name := range []string{"matter", "ticket", "reason", "by"} {
+		v, ok := fields[name]
+		if ok && strings.TrimSpace(v) == "" {
+			return fmt.Errorf("%w: --%s is required and cannot be blank", ErrBadInput, name)
+		}
+	}
+	return nil
+}
+
+func checkKeys(keys []string) error {
+	for _, k := range keys {
+		if strings.TrimSpace(k) == "" {
+			return fmt.Errorf("%w: a subject key cannot be empty or only whitespace", ErrBadInput)
+		}
+	}
+	return nil
+}
