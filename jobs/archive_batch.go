@@ -50,5 +50,6 @@ func (w *ArchiveBatchWorker) Work(ctx context.Context, job *river.Job[ArchiveBat
 }
 
 // Timeout bounds one attempt.
-func (w *ArchiveBatchWorker) Timeout(*river.Job[ArchiveBatchArgs]) time.Duration { return 30 * time.Minute }
-
+func (w *ArchiveBatchWorker) Timeout(*river.Job[ArchiveBatchArgs]) time.Duration {
+	return 30 * time.Minute
+}
