@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -171,12 +172,17 @@ func (a *Archiver) Versions(ctx context.Context, subjectHMAC string) ([]Version,
 }
 
 // Prune deletes every version and delete marker of the subject's object
-// except keep. With keep empty it deletes them all. It returns the ids of
+// except keep. With keep empty it deletes them all. If keep is not among
+// the versions, it deletes nothing and fails: the manifest and the bucket
+// disagree, which needs a person. It returns the ids of
 // the versions it deleted. Deleting what is already gone is not an error.
 func (a *Archiver) Prune(ctx context.Context, subjectHMAC, keep string) ([]string, error) {
 	vs, err := a.Versions(ctx, subjectHMAC)
 	if err != nil {
 		return nil, err
+	}
+	if keep != "" && !slices.ContainsFunc(vs, func(v Version) bool { return v.ID == keep && !v.DeleteMarker }) {
+		return nil, fmt.Errorf("error pruning object versions: the version to keep, %s, is not in the bucket; nothing was deleted", keep)
 	}
 	key := a.ObjectKey(subjectHMAC)
 	var deleted []string

@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
 
+	"github.com/lethehq/lethe/archive"
 	"github.com/lethehq/lethe/retention"
 )
 
@@ -35,6 +37,15 @@ func (w *ArchiveBatchWorker) Work(ctx context.Context, job *river.Job[ArchiveBat
 		return river.JobSnooze(30 * time.Second)
 	}
 	if err != nil {
+		// A refusal that retrying cannot fix ends the job now; the batch is
+		// marked failed and the next sweep requeues it once it is fixed.
+		if permanent(err) {
+			if rerr := w.Mover.RecordFailure(ctx, job.Args.BatchID, err, true); rerr != nil {
+				w.Logger.Error("could not record batch failure", "batch_id", job.Args.BatchID, "error", rerr)
+			}
+			w.Logger.Error("batch failed and will not be retried", "batch_id", job.Args.BatchID, "job_id", job.ID, "error", err)
+			return river.JobCancel(err)
+		}
 		final := job.Attempt >= job.MaxAttempts
 		if rerr := w.Mover.RecordFailure(ctx, job.Args.BatchID, err, final); rerr != nil {
 			w.Logger.Error("could not record batch failure", "batch_id", job.Args.BatchID, "error", rerr)
@@ -47,6 +58,17 @@ func (w *ArchiveBatchWorker) Work(ctx context.Context, job *river.Job[ArchiveBat
 		"destroyed", res.Destroyed, "skipped", res.Skipped, "rows", res.Rows, "bytes", res.Bytes,
 		"duration_ms", time.Since(start).Milliseconds())
 	return nil
+}
+
+// permanent reports whether retrying err cannot help until an operator acts:
+// the object store refuses the credentials or has no such bucket, or the
+// database refuses the delete because of a foreign key.
+func permanent(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23503" {
+		return true
+	}
+	return errors.Is(err, archive.ErrAccessDenied) || errors.Is(err, archive.ErrNoBucket)
 }
 
 // Timeout bounds one attempt.

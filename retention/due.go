@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -26,15 +27,21 @@ type DueCount struct {
 }
 
 // CountDue counts, per policy, the subjects due at now. It changes nothing.
+// The counts run in a read-only transaction, so not even a predicate that
+// calls a function with side effects can change anything.
 func CountDue(ctx context.Context, pool *pgxpool.Pool, plan *Plan, now time.Time) ([]DueCount, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	tx, err := pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("error counting due subjects: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // read-only
 	out := make([]DueCount, 0, len(plan.Policies))
 	for _, pp := range plan.Policies {
 		c := DueCount{Policy: pp.Name, Then: pp.Then, Retain: pp.RetainDays.String(), Cutoff: pp.Cutoff(now)}
-		qctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		args := append([]any{c.Cutoff}, plan.hmacp.args()...)
-		err := pool.QueryRow(qctx, plan.sql.dueCount[pp.Name], args...).Scan(&c.Due, &c.Protected, &c.Held)
-		cancel()
-		if err != nil {
+		if err := tx.QueryRow(ctx, plan.sql.dueCount[pp.Name], args...).Scan(&c.Due, &c.Protected, &c.Held); err != nil {
 			return nil, fmt.Errorf("error counting due subjects of policy %s: %w", pp.Name, err)
 		}
 		out = append(out, c)

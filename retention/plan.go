@@ -47,6 +47,8 @@ type Node struct {
 	ConfigKey string
 	// Ident is the table's schema-qualified name as it is in the catalog.
 	Ident pgx.Identifier
+	// OID is the table's oid.
+	OID uint32
 	// Parent is nil for the root.
 	Parent *Node
 	// Depth is 0 for the root.
@@ -129,7 +131,7 @@ func Compile(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (*Plan
 		if parent != nil && n.Parent == nil {
 			return // the parent is unusable; its error is reported
 		}
-		ident, cols, err := lookupTable(ctx, tx, t.Table)
+		oid, ident, cols, err := lookupTable(ctx, tx, t.Table)
 		if err != nil {
 			if !config.IsConfigError(err) {
 				walkErr = err
@@ -138,7 +140,7 @@ func Compile(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (*Plan
 			errs = append(errs, config.Errorf(key+".table", "%v", err.(*config.Error).Msg))
 			return
 		}
-		n.Ident, n.columns = ident, cols
+		n.OID, n.Ident, n.columns = oid, ident, cols
 		if depth == 0 {
 			k, _ := config.ParseIdent(t.Key)
 			c, ok := cols[k]
@@ -178,6 +180,12 @@ func Compile(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (*Plan
 		return nil, errors.Join(errs...)
 	}
 	p.Root = p.Nodes[0]
+
+	// Tables outside the graph that reference it would make deletes fail
+	// (NO ACTION, RESTRICT) or delete rows lethe never archived (CASCADE).
+	if err := p.checkOutsideReferences(ctx, tx); err != nil {
+		errs = append(errs, err)
+	}
 
 	// Joins: the column types must compare.
 	for _, n := range p.Nodes[1:] {
@@ -230,10 +238,10 @@ func Compile(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (*Plan
 
 // lookupTable resolves a configured table name in the catalog and returns
 // its qualified identifier and its columns.
-func lookupTable(ctx context.Context, tx pgx.Tx, name string) (pgx.Identifier, map[string]column, error) {
+func lookupTable(ctx context.Context, tx pgx.Tx, name string) (uint32, pgx.Identifier, map[string]column, error) {
 	parts, err := config.ParseQualified(name)
 	if err != nil {
-		return nil, nil, &config.Error{Msg: err.Error()}
+		return 0, nil, nil, &config.Error{Msg: err.Error()}
 	}
 	var oid uint32
 	var schema, rel, kind string
@@ -242,13 +250,13 @@ func lookupTable(ctx context.Context, tx pgx.Tx, name string) (pgx.Identifier, m
 		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.oid = to_regclass($1)`, pgx.Identifier(parts).Sanitize()).Scan(&oid, &schema, &rel, &kind)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil, &config.Error{Msg: fmt.Sprintf("table %q does not exist (or lethe's role cannot see it)", name)}
+		return 0, nil, nil, &config.Error{Msg: fmt.Sprintf("table %q does not exist (or lethe's role cannot see it)", name)}
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("error looking up table %q: %w", name, err)
+		return 0, nil, nil, fmt.Errorf("error looking up table %q: %w", name, err)
 	}
 	if kind != "r" && kind != "p" {
-		return nil, nil, &config.Error{Msg: fmt.Sprintf("%q is not a table (relkind %s): lethe deletes rows, so it needs tables", name, kind)}
+		return 0, nil, nil, &config.Error{Msg: fmt.Sprintf("%q is not a table (relkind %s): lethe deletes rows, so it needs tables", name, kind)}
 	}
 	rows, err := tx.Query(ctx, `
 		SELECT a.attname, format_type(a.atttypid, NULL),
@@ -258,21 +266,21 @@ func lookupTable(ctx context.Context, tx pgx.Tx, name string) (pgx.Identifier, m
 		FROM pg_catalog.pg_attribute a
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`, oid)
 	if err != nil {
-		return nil, nil, fmt.Errorf("error reading columns of %q: %w", name, err)
+		return 0, nil, nil, fmt.Errorf("error reading columns of %q: %w", name, err)
 	}
 	cols := map[string]column{}
 	for rows.Next() {
 		var n string
 		var c column
 		if err := rows.Scan(&n, &c.typ, &c.unique); err != nil {
-			return nil, nil, fmt.Errorf("error reading columns of %q: %w", name, err)
+			return 0, nil, nil, fmt.Errorf("error reading columns of %q: %w", name, err)
 		}
 		cols[n] = c
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("error reading columns of %q: %w", name, err)
+		return 0, nil, nil, fmt.Errorf("error reading columns of %q: %w", name, err)
 	}
-	return pgx.Identifier{schema, rel}, cols, nil
+	return oid, pgx.Identifier{schema, rel}, cols, nil
 }
 
 // checkPredicate parses a predicate on the subject table for real. The
@@ -301,6 +309,47 @@ func parse(ctx context.Context, tx pgx.Tx, q string) error {
 		return err
 	}
 	return sp.Commit(ctx)
+}
+
+// checkOutsideReferences finds foreign keys from tables outside the graph
+// into it whose ON DELETE would block or cascade a subject's deletion. SET
+// NULL and SET DEFAULT are the schema's own way of letting go and are fine.
+func (p *Plan) checkOutsideReferences(ctx context.Context, tx pgx.Tx) error {
+	oids := make([]uint32, len(p.Nodes))
+	byOID := map[uint32]*Node{}
+	for i, n := range p.Nodes {
+		oids[i] = n.OID
+		byOID[n.OID] = n
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT c.conname, c.conrelid::regclass::text, c.confrelid, c.confdeltype::text
+		FROM pg_catalog.pg_constraint c
+		WHERE c.contype = 'f' AND c.confrelid = ANY ($1::oid[]) AND NOT c.conrelid = ANY ($1::oid[])
+		  AND c.confdeltype IN ('a', 'r', 'c')
+		ORDER BY c.conrelid::regclass::text, c.conname`, oids)
+	if err != nil {
+		return fmt.Errorf("error reading foreign keys: %w", err)
+	}
+	defer rows.Close()
+	var errs []error
+	for rows.Next() {
+		var name, from, action string
+		var to uint32
+		if err := rows.Scan(&name, &from, &to, &action); err != nil {
+			return fmt.Errorf("error reading foreign keys: %w", err)
+		}
+		n := byOID[to]
+		what := "deleting a subject would fail"
+		if action == "c" {
+			what = "deleting a subject would cascade to rows lethe never archived"
+		}
+		errs = append(errs, config.Errorf(n.ConfigKey+".table", "table %s references %s through foreign key %s, and %s: add %s to the graph under %s (or make the key ON DELETE SET NULL)",
+			from, n.Name, name, what, from, n.Name))
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("error reading foreign keys: %w", err)
+	}
+	return errors.Join(errs...)
 }
 
 func quote(col string) string { return pgx.Identifier{col}.Sanitize() }

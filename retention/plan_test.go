@@ -141,3 +141,36 @@ func TestCompileRefusesASecondStatementEvenPastTheScreen(t *testing.T) {
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = 'crm' AND tablename = 'notes'`).Scan(&n))
 	require.Equal(t, 1, n)
 }
+
+func TestCompileRefusesForeignKeysFromOutsideTheGraph(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	for _, tt := range []struct {
+		onDelete string
+		ok       bool
+		key      string
+	}{
+		{"NO ACTION", false, "subject.table"},
+		{"RESTRICT", false, "subject.table"},
+		{"CASCADE", false, "subject.table"},
+		{"SET NULL", true, ""},
+	} {
+		t.Run(tt.onDelete, func(t *testing.T) {
+			t.Parallel()
+
+			db := testenv.NewDB(t)
+			_, err := db.Pool.Exec(ctx, crmSchema+`CREATE TABLE crm.invoices (id int PRIMARY KEY, customer_code text REFERENCES crm.customers (code) ON DELETE `+tt.onDelete+`);`)
+			require.NoError(t, err)
+			cfg := testenv.Config(t, db, testenv.NewBucket(t), testenv.NewIdentity(t).Recipient().String(), crmConfig)
+			_, err = retention.Compile(ctx, db.Pool, cfg)
+			if tt.ok {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			require.True(t, config.IsConfigError(err))
+			require.Contains(t, err.Error(), tt.key+": table crm.invoices references crm.customers")
+		})
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lethehq/lethe/archive"
 	"github.com/lethehq/lethe/internal/audit"
+	"github.com/lethehq/lethe/internal/config"
 )
 
 func runRestore(ctx context.Context, env *cliEnv, args []string) error {
@@ -70,14 +71,23 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 	res, err := r.Restore(ctx, hmac, subject, version, sum, a.plan.Tables(), identities)
 	switch {
 	case errors.Is(err, archive.ErrAccessDenied):
-		return fmt.Errorf("the bucket refused the restore credentials (restore.credentials): %w", err)
+		return config.Errorf("restore.credentials", "the bucket refused them (%v): check the reader's access key and the bucket policy", rootCause(err))
 	case errors.Is(err, archive.ErrWrongIdentity):
 		return fmt.Errorf("%s cannot decrypt this subject: %w; use the identity whose recipient was in archive.recipients when it was archived", identityPath, err)
 	case err != nil:
 		return err
 	}
 
-	// The restore is audited before anything is written.
+	// The bundle is staged, then the restore is audited, then the file
+	// appears: no restore leaves a file without an audit entry, and an
+	// audit entry of a written file means the file exists.
+	var stage *staged
+	if out != "" {
+		if stage, err = stageFile(out, res.Plaintext); err != nil {
+			return err
+		}
+		defer stage.discard()
+	}
 	who := "unknown"
 	if u, err := user.Current(); err == nil {
 		who = u.Username
@@ -93,7 +103,7 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 		_, err := env.stdout.Write(res.Plaintext)
 		return err
 	}
-	if err := writeFileAtomic(out, res.Plaintext); err != nil {
+	if err := stage.commit(); err != nil {
 		return err
 	}
 	rows := 0
@@ -125,26 +135,44 @@ func readIdentities(path string) ([]age.Identity, error) {
 	return ids, nil
 }
 
-// writeFileAtomic writes b to path with mode 0600, all or nothing.
-func writeFileAtomic(path string, b []byte) error {
+// staged is a file written beside its destination, mode 0600, that appears
+// under its name only on commit.
+type staged struct {
+	tmp, path string
+}
+
+func stageFile(path string, b []byte) (*staged, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".lethe-restore-*")
 	if err != nil {
-		return fmt.Errorf("error writing %s: %w", path, err)
+		return nil, fmt.Errorf("error writing %s: %w", path, err)
 	}
-	defer os.Remove(tmp.Name()) //nolint:errcheck // gone after the rename
-	if err := tmp.Chmod(0o600); err != nil {
+	st := &staged{tmp: tmp.Name(), path: path}
+	if err := tmp.Chmod(0o600); err == nil {
+		_, err = tmp.Write(b)
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			return st, nil
+		}
+	} else {
 		tmp.Close()
-		return fmt.Errorf("error writing %s: %w", path, err)
 	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("error writing %s: %w", path, err)
+	st.discard()
+	return nil, fmt.Errorf("error writing %s: %w", path, err)
+}
+
+func (s *staged) commit() error {
+	if err := os.Rename(s.tmp, s.path); err != nil {
+		return fmt.Errorf("error writing %s: %w", s.path, err)
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("error writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("error writing %s: %w", path, err)
-	}
+	s.tmp = ""
 	return nil
+}
+
+// discard removes the staged file unless it was committed.
+func (s *staged) discard() {
+	if s.tmp != "" {
+		os.Remove(s.tmp) //nolint:errcheck // best effort: a temp file
+	}
 }

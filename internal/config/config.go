@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -228,6 +229,9 @@ func Load(r io.Reader, lookup func(string) (string, bool)) (*Config, error) {
 
 // decodeStrict decodes node into c, refusing unknown keys.
 func decodeStrict(node *yaml.Node, c *Config) error {
+	if err := unknownKeys(node, reflect.TypeOf(*c), ""); err != nil {
+		return err
+	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	if err := enc.Encode(node); err != nil {
@@ -237,6 +241,58 @@ func decodeStrict(node *yaml.Node, c *Config) error {
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return &Error{Msg: oneLine(strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:"))}
+	}
+	return nil
+}
+
+// unknownKeys reports the first mapping key below n that t (a struct, or
+// a slice or map of them) has no yaml field for, with its whole key path.
+func unknownKeys(n *yaml.Node, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if err := unknownKeys(c, t, path); err != nil {
+				return err
+			}
+		}
+	case yaml.SequenceNode:
+		if t.Kind() != reflect.Slice {
+			return nil // a type error, which decoding reports
+		}
+		for i, c := range n.Content {
+			if err := unknownKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	case yaml.MappingNode:
+		if t.Kind() != reflect.Struct {
+			return nil
+		}
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name != "" && name != "-" {
+				fields[name] = f.Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			key := k.Value
+			if path != "" {
+				key = path + "." + k.Value
+			}
+			ft, ok := fields[k.Value]
+			if !ok {
+				return Errorf(key, "unknown key (line %d): check its spelling against the README's configuration reference", k.Line)
+			}
+			if err := unknownKeys(n.Content[i+1], ft, key); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

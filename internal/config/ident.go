@@ -153,7 +153,10 @@ func CheckPredicate(key, s string) error {
 		case 0:
 			return Errorf(key, "contains a NUL byte: %s", hint)
 		case '\'', '"':
-			if c == '\'' && i > 0 && (s[i-1] == 'e' || s[i-1] == 'E') && (i == 1 || !isIdentByte(s[i-2])) {
+			// A string right after an e is an E'...' escape string (or a
+			// syntax error): refuse both, since backslash escapes would let
+			// a quote end where this scan does not expect.
+			if c == '\'' && i > 0 && (s[i-1] == 'e' || s[i-1] == 'E') {
 				return Errorf(key, "%q uses an E'...' escape string, which lethe does not accept: use a plain 'string'", s)
 			}
 			j := i + 1
@@ -171,9 +174,10 @@ func CheckPredicate(key, s string) error {
 			}
 			i = j
 		case '$':
-			if i == 0 || !isIdentByte(s[i-1]) {
-				return Errorf(key, "%q uses $ outside a name (a parameter or dollar quoting), which lethe does not accept: use 'single quotes'", s)
-			}
+			// A parameter ($1), dollar quoting ($$...$$, $tag$...$tag$), and
+			// after a digit either of those again: lethe accepts none, and
+			// names with $ must be quoted.
+			return Errorf(key, "%q uses $ outside quotes (a parameter, dollar quoting, or a name that needs \"quotes\"), which lethe does not accept", s)
 		case ';':
 			return Errorf(key, "%q contains ';': a predicate cannot hold a second statement; %s", s, hint)
 		case '-':

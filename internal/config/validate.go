@@ -142,7 +142,7 @@ func (c *Config) validate() error {
 // private key) with an error that says so: the worker must never hold one.
 func ParseRecipient(s string) (age.Recipient, error) {
 	s = strings.TrimSpace(s)
-	if strings.HasPrefix(strings.ToUpper(s), "AGE-SECRET-KEY-") {
+	if strings.Contains(strings.ToUpper(s), "AGE-SECRET-KEY-") {
 		return nil, errors.New("is an age identity (a private key), not a recipient: the worker must hold only public keys; give the output of age-keygen -y instead, and keep the identity offline")
 	}
 	recs, err := age.ParseRecipients(strings.NewReader(s))

@@ -389,7 +389,7 @@ func TestConfigMatchesSchema(t *testing.T) {
 	// A schema name that YAML would misread is quoted.
 	var odd struct{ Subject relation }
 	require.NoError(t, yaml.Unmarshal([]byte(Config("Demo: #1")), &odd))
-	require.Equal(t, "Demo: #1.subscribers", odd.Subject.Table)
+	require.Equal(t, `"Demo: #1".subscribers`, odd.Subject.Table)
 }
 
 func TestPersonalValues(t *testing.T) {
