@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -190,18 +191,23 @@ func IsConfigError(err error) bool {
 	return errors.As(err, &ce)
 }
 
-// LoadFile reads, expands, defaults and validates the config at path.
+// LoadFile reads, expands, defaults and validates the config at path. The
+// relative paths of *_file keys are read from the config file's directory.
 func LoadFile(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &Error{Msg: fmt.Sprintf("cannot read config file: %v (pass --config FILE or set LETHE_CONFIG)", err)}
 	}
-	return Load(bytes.NewReader(b), os.LookupEnv)
+	return load(bytes.NewReader(b), os.LookupEnv, filepath.Dir(path))
 }
 
 // Load reads a config from r, expanding ${VAR} with lookup, applies defaults
 // and validates everything that can be checked without a database.
 func Load(r io.Reader, lookup func(string) (string, bool)) (*Config, error) {
+	return load(r, lookup, "")
+}
+
+func load(r io.Reader, lookup func(string) (string, bool), dir string) (*Config, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(r)
 	if err := dec.Decode(&root); err != nil {
@@ -217,7 +223,7 @@ func Load(r io.Reader, lookup func(string) (string, bool)) (*Config, error) {
 	if err := decodeStrict(&root, &c); err != nil {
 		return nil, err
 	}
-	if err := c.readFiles(); err != nil {
+	if err := c.readFiles(dir); err != nil {
 		return nil, err
 	}
 	c.applyDefaults()
@@ -302,7 +308,13 @@ func oneLine(s string) string {
 }
 
 // readFiles resolves the *_file variants of secrets.
-func (c *Config) readFiles() error {
+func (c *Config) readFiles(dir string) error {
+	resolve := func(p string) string {
+		if dir == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
 	type pair struct {
 		key  string
 		file string
@@ -321,14 +333,14 @@ func (c *Config) readFiles() error {
 		if *p.dst != "" {
 			return Errorf(p.key, "set both %s and %s_file: keep one", p.key, p.key)
 		}
-		b, err := os.ReadFile(p.file)
+		b, err := os.ReadFile(resolve(p.file))
 		if err != nil {
 			return Errorf(p.key+"_file", "cannot read %q: %v", p.file, err)
 		}
 		*p.dst = strings.TrimSpace(string(b))
 	}
 	if c.Archive.RecipientsFile != "" {
-		b, err := os.ReadFile(c.Archive.RecipientsFile)
+		b, err := os.ReadFile(resolve(c.Archive.RecipientsFile))
 		if err != nil {
 			return Errorf("archive.recipients_file", "cannot read %q: %v", c.Archive.RecipientsFile, err)
 		}

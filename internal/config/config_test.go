@@ -550,6 +550,15 @@ func TestLoadFile(t *testing.T) {
 	require.Error(t, err)
 	require.True(t, config.IsConfigError(err))
 	require.Contains(t, err.Error(), "--config")
+
+	// A relative *_file path is read from the config file's directory,
+	// wherever lethe runs.
+	dir := t.TempDir()
+	writeFile(t, dir, "key_secret", "relative-key-secret-0123456789\n")
+	text = replace(t, text, "  key_secret: 0123456789abcdef0123456789abcdef\n", "  key_secret_file: key_secret\n")
+	cfg, err = config.LoadFile(writeFile(t, dir, "lethe.yaml", text))
+	require.NoError(t, err)
+	require.Equal(t, "relative-key-secret-0123456789", cfg.Archive.KeySecret)
 }
 
 func TestConfigErrors(t *testing.T) {
