@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"time"
 
 	"github.com/riverqueue/river"
 
@@ -35,7 +34,7 @@ type HoldSyncWorker struct {
 func (w *HoldSyncWorker) Work(ctx context.Context, job *river.Job[HoldSyncArgs]) error {
 	err := w.Holds.Sync(ctx, job.Args.SubjectHMAC)
 	if errors.Is(err, retention.ErrRetryLater) {
-		return river.JobSnooze(5 * time.Second)
+		return river.JobSnooze(busySnooze())
 	}
 	if err != nil {
 		w.Logger.Warn("hold sync failed; it will be retried", "subject_hmac", job.Args.SubjectHMAC, "attempt", job.Attempt, "error", err)

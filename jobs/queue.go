@@ -2,6 +2,8 @@ package jobs
 
 import (
 	"context"
+	"math/rand/v2"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -38,4 +40,10 @@ func (q Queue) EnqueueRequest(ctx context.Context, tx pgx.Tx, requestID int64) (
 // EnqueueHoldSync queues a hold-sync job.
 func (q Queue) EnqueueHoldSync(ctx context.Context, tx pgx.Tx, subjectHMAC string) (int64, error) {
 	return q.insert(ctx, tx, HoldSyncArgs{SubjectHMAC: subjectHMAC})
+}
+
+// busySnooze is how long a job waits when its subject is busy: two to four
+// seconds, varied so that two jobs waiting on each other fall out of step.
+func busySnooze() time.Duration {
+	return 2*time.Second + rand.N(2*time.Second)
 }

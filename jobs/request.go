@@ -35,7 +35,7 @@ type RequestWorker struct {
 func (w *RequestWorker) Work(ctx context.Context, job *river.Job[RequestArgs]) error {
 	err := w.Requests.Process(ctx, job.Args.RequestID)
 	if errors.Is(err, retention.ErrRetryLater) {
-		return river.JobSnooze(5 * time.Second)
+		return river.JobSnooze(busySnooze())
 	}
 	if err != nil {
 		if job.Attempt >= job.MaxAttempts {

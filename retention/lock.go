@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -58,24 +59,39 @@ type subjectSession struct {
 	key  int32
 }
 
-// trySubjectSession takes the subject's lock for the session, or returns nil
-// if someone else holds it.
+// subjectLockWait is how long a job waits for a subject's lock before it
+// gives up and tries again later.
+const subjectLockWait = 3 * time.Second
+
+// trySubjectSession takes the subject's lock for the session, waiting up to
+// subjectLockWait, or returns nil if someone else holds it all that time.
 func trySubjectSession(ctx context.Context, pool *pgxpool.Pool, subjectHMAC string) (*subjectSession, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("error acquiring connection: %w", err)
 	}
 	s := &subjectSession{conn: conn, key: subjectLockKey(subjectHMAC)}
-	var ok bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, subjectLockClass, s.key).Scan(&ok); err != nil {
-		conn.Release()
-		return nil, fmt.Errorf("error locking subject: %w", err)
+	deadline := time.Now().Add(subjectLockWait)
+	for {
+		var ok bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, subjectLockClass, s.key).Scan(&ok); err != nil {
+			conn.Release()
+			return nil, fmt.Errorf("error locking subject: %w", err)
+		}
+		if ok {
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			conn.Release()
+			return nil, nil
+		}
+		select {
+		case <-ctx.Done():
+			conn.Release()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	if !ok {
-		conn.Release()
-		return nil, nil
-	}
-	return s, nil
 }
 
 func (s *subjectSession) release(ctx context.Context) {

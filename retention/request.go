@@ -249,6 +249,14 @@ func (r *Requests) Process(ctx context.Context, id int64) error {
 		return nil // ended, or waiting for a hold to be released
 	}
 	hmac := req.SubjectHMAC
+	// A hold being lifted must finish first; checking before taking the
+	// subject's lock leaves the lock to the sync job that needs it.
+	if pending, err := syncPending(ctx, r.pool, hmac); err != nil || pending {
+		if err != nil {
+			return err
+		}
+		return ErrRetryLater
+	}
 	sess, err := trySubjectSession(ctx, r.pool, hmac)
 	if err != nil {
 		return err
@@ -266,11 +274,10 @@ func (r *Requests) Process(ctx context.Context, id int64) error {
 	if len(matters) > 0 {
 		return r.block(ctx, sess.conn, hmac, matters)
 	}
-	var pending bool
-	if err := sess.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM lethe.hold_sync WHERE subject_hmac = $1 AND synced < generation)`, hmac).Scan(&pending); err != nil {
-		return fmt.Errorf("error reading hold syncs: %w", err)
-	}
-	if pending {
+	if pending, err := syncPending(ctx, sess.conn, hmac); err != nil || pending {
+		if err != nil {
+			return err
+		}
 		return ErrRetryLater // the S3 legal hold is still being lifted
 	}
 
@@ -304,6 +311,17 @@ func (r *Requests) Process(ctx context.Context, id int64) error {
 		}
 	}
 	return r.complete(ctx, sess.conn, hmac)
+}
+
+// syncPending reports whether the subject's S3 legal hold is not yet what
+// its holds say.
+func syncPending(ctx context.Context, db querier, hmac string) (bool, error) {
+	var pending bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM lethe.hold_sync WHERE subject_hmac = $1 AND synced < generation)`, hmac).Scan(&pending)
+	if err != nil {
+		return false, fmt.Errorf("error reading hold syncs: %w", err)
+	}
+	return pending, nil
 }
 
 func holdMatters(ctx context.Context, db querier, hmac string) ([]string, error) {
