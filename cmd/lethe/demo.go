@@ -11,23 +11,17 @@ import (
 )
 
 func runDemo(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 {
-		return usagef("demo: usage: lethe demo seed|config [flags]")
+	return dispatch(ctx, env, "demo", args, subcommand{"seed", runDemoSeed}, subcommand{"config", runDemoConfig})
+}
+
+func runDemoConfig(_ context.Context, env *cliEnv, args []string) error {
+	fs := newFlagSet(env, "demo config", "[--schema S]")
+	schema := fs.String("schema", "demo", "schema of the demo tables")
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	switch args[0] {
-	case "seed":
-		return runDemoSeed(ctx, env, args[1:])
-	case "config":
-		fs := newFlagSet(env, "demo config", "[--schema S]")
-		schema := fs.String("schema", "demo", "schema of the demo tables")
-		if err := parseFlags(fs, args[1:]); err != nil {
-			return err
-		}
-		fmt.Fprint(env.stdout, demo.Config(*schema))
-		return nil
-	default:
-		return usagef("demo: unknown subcommand %q: use seed or config", args[0])
-	}
+	fmt.Fprint(env.stdout, demo.Config(*schema))
+	return nil
 }
 
 func runDemoSeed(ctx context.Context, env *cliEnv, args []string) error {

@@ -17,19 +17,8 @@ func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
 
 func runHold(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 {
-		return usagef("hold: usage: lethe hold place|release|list [flags]")
-	}
-	switch args[0] {
-	case "place":
-		return runHoldPlace(ctx, env, args[1:])
-	case "release":
-		return runHoldRelease(ctx, env, args[1:])
-	case "list":
-		return runHoldList(ctx, env, args[1:])
-	default:
-		return usagef("hold: unknown subcommand %q: use place, release or list", args[0])
-	}
+	return dispatch(ctx, env, "hold", args,
+		subcommand{"place", runHoldPlace}, subcommand{"release", runHoldRelease}, subcommand{"list", runHoldList})
 }
 
 func runHoldPlace(ctx context.Context, env *cliEnv, args []string) error {

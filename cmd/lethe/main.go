@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	_ "time/tzdata" // timezone: works on machines without a zoneinfo database
 
@@ -95,6 +96,27 @@ func printUsage(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "The config comes from --config FILE or $LETHE_CONFIG. Exit codes: 0 ok, 1 failure, 2 usage or config error.")
+}
+
+// subcommand is one verb of a command group, such as hold place.
+type subcommand struct {
+	name string
+	run  func(ctx context.Context, env *cliEnv, args []string) error
+}
+
+// dispatch runs the subcommand args[0] of group.
+func dispatch(ctx context.Context, env *cliEnv, group string, args []string, subs ...subcommand) error {
+	names := make([]string, len(subs))
+	for i, sc := range subs {
+		names[i] = sc.name
+		if len(args) > 0 && args[0] == sc.name {
+			return sc.run(ctx, env, args[1:])
+		}
+	}
+	if len(args) == 0 {
+		return usagef("%s: usage: lethe %s %s [flags]", group, group, strings.Join(names, "|"))
+	}
+	return usagef("%s: unknown subcommand %q: use %s", group, args[0], strings.Join(names, ", "))
 }
 
 // exitCode prints err on one line and maps it to an exit code.

@@ -16,19 +16,8 @@ import (
 )
 
 func runRequest(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 {
-		return usagef("request: usage: lethe request delete|show|list [flags]")
-	}
-	switch args[0] {
-	case "delete":
-		return runRequestDelete(ctx, env, args[1:])
-	case "show":
-		return runRequestShow(ctx, env, args[1:])
-	case "list":
-		return runRequestList(ctx, env, args[1:])
-	default:
-		return usagef("request: unknown subcommand %q: use delete, show or list", args[0])
-	}
+	return dispatch(ctx, env, "request", args,
+		subcommand{"delete", runRequestDelete}, subcommand{"show", runRequestShow}, subcommand{"list", runRequestList})
 }
 
 func runRequestDelete(ctx context.Context, env *cliEnv, args []string) error {
