@@ -4,7 +4,7 @@ GO ?= go
 ROOT := $(abspath .)
 export LETHE_VERSITYGW := $(ROOT)/bin/versitygw
 export LETHE_AGE := $(ROOT)/bin/age
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: help build tools test test-short lint fmt demo demo-stop bench clean FORCE
 

@@ -85,12 +85,3 @@ func (h *Holds) Sync(ctx context.Context, subjectHMAC string) error {
 func recordSyncError(ctx context.Context, conn *pgxpool.Conn, subjectHMAC string, cause error) {
 	_, _ = conn.Exec(context.WithoutCancel(ctx), `UPDATE lethe.hold_sync SET last_error = $2 WHERE subject_hmac = $1`, subjectHMAC, cause.Error())
 }
-
-// PendingSync is a subject whose S3 legal hold is not yet what its holds
-// want.
-type PendingSync struct {
-	SubjectHMAC string  `json:"subject_hmac"`
-	Held        bool    `json:"held"`
-	Since       string  `json:"since"`
-	LastError   *string `json:"last_error"`
-}

@@ -100,14 +100,6 @@ func nonNil(s []string) []string {
 	return s
 }
 
-func (s snapshot) rowsOf(key string) []string {
-	var out []string
-	for _, rows := range s[key] {
-		out = append(out, rows...)
-	}
-	return out
-}
-
 func TestCrashAtEveryStepConverges(t *testing.T) {
 	t.Parallel()
 

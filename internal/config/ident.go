@@ -202,7 +202,3 @@ func CheckPredicate(key, s string) error {
 	}
 	return nil
 }
-
-func isIdentByte(c byte) bool {
-	return c == '_' || c == '$' || c >= 0x80 || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9')
-}

@@ -83,11 +83,11 @@ func (opts Options) withDefaults() Options {
 func (opts Options) validate() error {
 	switch {
 	case opts.Subjects < 0:
-		return fmt.Errorf("Subjects must not be negative, got %d", opts.Subjects)
+		return fmt.Errorf("demo: Subjects must not be negative, got %d", opts.Subjects)
 	case opts.FirstID < 0:
-		return fmt.Errorf("FirstID must be positive, got %d", opts.FirstID)
+		return fmt.Errorf("demo: FirstID must be positive, got %d", opts.FirstID)
 	case opts.FirstID > maxSubscriberID-int64(opts.Subjects)+1:
-		return fmt.Errorf("FirstID+Subjects-1 must not exceed %d", int64(maxSubscriberID))
+		return fmt.Errorf("demo: FirstID+Subjects-1 must not exceed %d", int64(maxSubscriberID))
 	}
 	return nil
 }
