@@ -67,6 +67,7 @@ func (h *Holds) Place(ctx context.Context, queue Queue, matter string, keys []st
 	if err := checkKeys(keys); err != nil {
 		return nil, err
 	}
+	keys = unique(keys)
 	res := &PlaceResult{}
 	hmacs := h.hmacs(keys)
 	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
@@ -127,6 +128,7 @@ func (h *Holds) Release(ctx context.Context, queue Queue, matter string, keys []
 	if err := checkKeys(keys); err != nil {
 		return nil, err
 	}
+	keys = unique(keys)
 	res := &ReleaseResult{}
 	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
 		*res = ReleaseResult{}
@@ -190,6 +192,15 @@ func (h *Holds) Release(ctx context.Context, queue Queue, matter string, keys []
 			return fmt.Errorf("error reading holds: %w", err)
 		}
 		res.Freed = len(freed)
+		// Requests still blocked by another matter: their reason names the
+		// matters left.
+		if _, err := tx.Exec(ctx, `
+			UPDATE lethe.request r SET reason = 'held under matter ' || m.matters, updated_at = now()
+			FROM (SELECT subject_hmac, string_agg(DISTINCT matter, ', ' ORDER BY matter) AS matters
+			      FROM lethe.hold WHERE released_at IS NULL AND subject_hmac = ANY ($1) GROUP BY subject_hmac) m
+			WHERE r.subject_hmac = m.subject_hmac AND r.state = 'blocked_by_hold'`, targets); err != nil {
+			return fmt.Errorf("error updating blocked requests: %w", err)
+		}
 		for _, hm := range freed {
 			if err := requestSync(ctx, tx, queue, hm, false); err != nil {
 				return err
@@ -316,6 +327,19 @@ func nonBlank(fields map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// unique returns keys without repeats, in order.
+func unique(keys []string) []string {
+	seen := make(map[string]bool, len(keys))
+	out := keys[:0:0]
+	for _, k := range keys {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func checkKeys(keys []string) error {

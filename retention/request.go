@@ -187,7 +187,7 @@ func scanRequest(row pgx.Row) (*Request, error) {
 		q.Receipt = &raw
 	}
 	left := time.Until(q.Deadline).Hours() / 24
-	q.DaysLeft = int(math.Floor(left))
+	q.DaysLeft = int(math.Ceil(left))
 	return &q, nil
 }
 

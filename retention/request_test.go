@@ -150,7 +150,7 @@ func TestRequestStateMachine(t *testing.T) {
 	require.Equal(t, archived, *r1.Subject)
 	require.Equal(t, []int64{r1.ID}, p.q.requests)
 	require.WithinDuration(t, r1.ReceivedAt.Add(45*24*time.Hour), r1.Deadline, time.Second)
-	require.Equal(t, 44, r1.DaysLeft)
+	require.Equal(t, 45, r1.DaysLeft)
 	p.work(t)
 	r1 = p.get(t, r1.ID)
 	require.Equal(t, retention.StateCompleted, r1.State)
@@ -250,10 +250,12 @@ func TestHeldSubjectIsNeverDestroyed(t *testing.T) {
 	free := groups["due"][1]
 	version := p.objectVersions(t, held)[0]
 
-	// Placing the hold locks the archived object, through the sync job.
-	res, err := p.holds.Place(ctx, p.q, "Doe v. Carrier", []string{held}, "litigation", "legal")
+	// Placing the hold locks the archived object, through the sync job. A
+	// subject named twice is held once.
+	res, err := p.holds.Place(ctx, p.q, "Doe v. Carrier", []string{held, held}, "litigation", "legal")
 	require.NoError(t, err)
 	require.Len(t, res.Placed, 1)
+	require.Zero(t, res.Already)
 	p.work(t)
 	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.legalHold(t, held, version))
 	// The lock is real: the worker's own credentials cannot delete it.
@@ -298,6 +300,7 @@ func TestHeldSubjectIsNeverDestroyed(t *testing.T) {
 	require.Zero(t, rel.Resumed)
 	p.work(t)
 	require.Equal(t, retention.StateBlockedByHold, p.get(t, r.ID).State)
+	require.Equal(t, "held under matter Second matter", *p.get(t, r.ID).Reason, "the reason names the matters left")
 	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.legalHold(t, held, version))
 
 	// Bad releases change nothing.

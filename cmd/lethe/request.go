@@ -115,18 +115,21 @@ func runRequestShow(ctx context.Context, env *cliEnv, args []string) error {
 	c.register(fs, "warn")
 	fs.StringVar(&ticket, "ticket", "", "find the request by its ticket")
 	fs.BoolVar(&asJSON, "json", false, "print the request as JSON")
-	// The id may come before or after the flags.
+	// The id may stand before, between or after the flags.
 	var id string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		return parseFlags(fs, args)
-	}
-	if id == "" && fs.NArg() > 0 {
-		id = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return usagef("request show: unexpected argument %q", fs.Arg(0))
+	rest := args
+	for {
+		if err := parseFlagsOnly(fs, rest); err != nil {
+			return err
+		}
+		rest = fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if id != "" {
+			return usagef("request show: unexpected argument %q", rest[0])
+		}
+		id, rest = rest[0], rest[1:]
 	}
 	if (id == "") == (ticket == "") {
 		return usagef("request show: give a request ID or --ticket ID")
@@ -172,6 +175,9 @@ func runRequestList(ctx context.Context, env *cliEnv, args []string) error {
 	fs.BoolVar(&asJSON, "json", false, "print the requests as a JSON array")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if limit < 1 {
+		return usagef("request list: --limit %d: give 1 or more", limit)
 	}
 	a, err := c.open(ctx, env, true)
 	if err != nil {

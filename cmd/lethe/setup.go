@@ -47,6 +47,18 @@ func newFlagSet(env *cliEnv, name, usage string) *flag.FlagSet {
 
 // parseFlags parses args and refuses stray arguments.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return nil
+}
+
+// parseFlagsOnly parses the flags at the front of args, leaving the rest in
+// fs.Args().
+func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
 	// The flag package prints a bad flag's error and the whole usage before
 	// returning; a usage error must be the one line exitCode prints, so the
 	// usage is printed here, for -h only.
@@ -62,9 +74,6 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 			return err
 		}
 		return usagef("%s: %v (run %s -h for its flags)", fs.Name(), err, fs.Name())
-	}
-	if fs.NArg() > 0 {
-		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
 	}
 	return nil
 }
