@@ -110,6 +110,25 @@ type Requests struct {
 	logger *slog.Logger
 	// Now returns the current time; tests move it.
 	Now func() time.Time
+	// Fault, when set, is called at each request fault point; an error it
+	// returns aborts the request there as a crash would. Tests only.
+	Fault func(point string) error
+}
+
+// Request fault points.
+const (
+	FaultRequestAfterHot     = "request_after_hot"     // hot rows deleted, archive untouched
+	FaultRequestAfterObjects = "request_after_objects" // object versions deleted, not yet completed
+)
+
+func (r *Requests) fault(point string) error {
+	if r.Fault == nil {
+		return nil
+	}
+	if err := r.Fault(point); err != nil {
+		return fmt.Errorf("fault injected at %s: %w", point, err)
+	}
+	return nil
 }
 
 // NewRequests returns the request service. store may be nil for a process
@@ -286,6 +305,9 @@ func (r *Requests) Process(ctx context.Context, id int64) error {
 	if err != nil || done {
 		return err
 	}
+	if err := r.fault(FaultRequestAfterHot); err != nil {
+		return err
+	}
 
 	// The archive: every version and delete marker.
 	vs, err := r.store.Versions(ctx, hmac)
@@ -309,6 +331,9 @@ func (r *Requests) Process(ctx context.Context, id int64) error {
 		if _, err := r.store.Prune(ctx, hmac, ""); err != nil {
 			return err
 		}
+	}
+	if err := r.fault(FaultRequestAfterObjects); err != nil {
+		return err
 	}
 	return r.complete(ctx, sess.conn, hmac)
 }

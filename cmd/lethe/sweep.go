@@ -99,6 +99,9 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
 		return err
 	}
 	deps := jobs.NewDeps(a.pool, a.plan, arch, a.cfg, a.logger)
+	if err := installFault(env.getenv, deps); err != nil {
+		return err
+	}
 	sweeper := deps.Sweeper
 	client, err := jobs.NewClient(a.pool, a.cfg, deps, jobs.Options{}, a.logger)
 	if err != nil {

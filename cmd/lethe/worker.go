@@ -24,7 +24,11 @@ func runWorker(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	client, err := jobs.NewClient(a.pool, a.cfg, jobs.NewDeps(a.pool, a.plan, arch, a.cfg, a.logger), jobs.Options{Periodic: true}, a.logger)
+	deps := jobs.NewDeps(a.pool, a.plan, arch, a.cfg, a.logger)
+	if err := installFault(env.getenv, deps); err != nil {
+		return err
+	}
+	client, err := jobs.NewClient(a.pool, a.cfg, deps, jobs.Options{Periodic: true}, a.logger)
 	if err != nil {
 		return fmt.Errorf("error creating the queue client: %w", err)
 	}
