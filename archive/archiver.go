@@ -100,15 +100,17 @@ func (a *Archiver) Put(ctx context.Context, subjectHMAC string, b *Bundle, legal
 	if err := enc.Close(); err != nil {
 		return nil, fmt.Errorf("error encrypting bundle: %w", err)
 	}
-	sum := h.Sum(nil)
-	sum64 := base64.StdEncoding.EncodeToString(sum)
-	key := a.ObjectKey(subjectHMAC)
+	return a.put(ctx, a.ObjectKey(subjectHMAC), buf.Bytes(), h.Sum(nil), legalHold)
+}
 
+// put puts body under key with its SHA-256 sum and checks the echo.
+func (a *Archiver) put(ctx context.Context, key string, body, sum []byte, legalHold bool) (*Stored, error) {
+	sum64 := base64.StdEncoding.EncodeToString(sum)
 	in := &s3.PutObjectInput{
 		Bucket:         aws.String(a.bucket),
 		Key:            aws.String(key),
-		Body:           bytes.NewReader(buf.Bytes()),
-		ContentLength:  aws.Int64(int64(buf.Len())),
+		Body:           bytes.NewReader(body),
+		ContentLength:  aws.Int64(int64(len(body))),
 		ContentType:    aws.String("application/octet-stream"),
 		ChecksumSHA256: aws.String(sum64),
 	}
@@ -133,7 +135,7 @@ func (a *Archiver) Put(ctx context.Context, subjectHMAC string, b *Bundle, legal
 	if out.VersionId == nil || *out.VersionId == "" || *out.VersionId == "null" {
 		return nil, errors.New("error verifying object: the server returned no version id; turn on versioning and object lock for the bucket")
 	}
-	return &Stored{Key: key, VersionID: *out.VersionId, SHA256: hex.EncodeToString(sum), Size: int64(buf.Len())}, nil
+	return &Stored{Key: key, VersionID: *out.VersionId, SHA256: hex.EncodeToString(sum), Size: int64(len(body))}, nil
 }
 
 // Version is one version (or delete marker) of an object.

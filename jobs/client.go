@@ -43,7 +43,11 @@ type Options struct {
 // every lethe job kind with cfg.Worker.Concurrency workers.
 func NewClient(pool *pgxpool.Pool, cfg *config.Config, deps *Deps, opts Options, logger *slog.Logger) (*river.Client[pgx.Tx], error) {
 	rc := &river.Config{
-		Schema: migrations.Schema,
+		// Fetch as soon as a worker frees up: the default cooldown of 100 ms
+		// caps short jobs at a few dozen a second.
+		FetchCooldown:     10 * time.Millisecond,
+		FetchPollInterval: 500 * time.Millisecond,
+		Schema:            migrations.Schema,
 		// River reports its own statistics at info every few seconds; only
 		// its warnings and errors reach lethe's log.
 		Logger:               slog.New(atLeast{logger.Handler(), slog.LevelWarn}),
@@ -62,7 +66,13 @@ func NewClient(pool *pgxpool.Pool, cfg *config.Config, deps *Deps, opts Options,
 		river.AddWorker(workers, &HoldSyncWorker{Holds: deps.Holds, Logger: logger})
 		river.AddWorker(workers, &ExpireWorker{Expirer: deps.Expirer})
 		rc.Workers = workers
-		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Worker.Concurrency}}
+		// Batches and sweeps are long and heavy; requests and hold syncs are
+		// short and mostly wait on the network, so they get a queue with
+		// more workers of their own.
+		rc.Queues = map[string]river.QueueConfig{
+			river.QueueDefault: {MaxWorkers: cfg.Worker.Concurrency},
+			QueueSubjects:      {MaxWorkers: 4 * cfg.Worker.Concurrency},
+		}
 	}
 	if opts.Periodic {
 		rc.PeriodicJobs = []*river.PeriodicJob{
@@ -76,6 +86,10 @@ func NewClient(pool *pgxpool.Pool, cfg *config.Config, deps *Deps, opts Options,
 	}
 	return river.NewClient(riverpgxv5.New(pool), rc)
 }
+
+// QueueSubjects is the queue of per-subject jobs: deletion requests and
+// hold syncs.
+const QueueSubjects = "subjects"
 
 // NewDeps builds every service the workers call into, over one plan and one
 // archiver with the worker's credentials.

@@ -371,7 +371,9 @@ type due struct {
 
 func (m *batchRun) archive(ctx context.Context, batchID int64, pp *PolicyPlan, items []item, res *BatchResult) error {
 	now := m.Now().UTC().Truncate(time.Microsecond)
+	t0 := time.Now()
 	subjects, err := m.read(ctx, pp, items, now)
+	tRead := time.Since(t0)
 	if err != nil {
 		return err
 	}
@@ -409,7 +411,9 @@ func (m *batchRun) archive(ctx context.Context, batchID int64, pp *PolicyPlan, i
 	if err := m.fault(FaultBeforePut); err != nil {
 		return err
 	}
+	t1 := time.Now()
 	putErr := m.putAll(ctx, subjects)
+	tPut := time.Since(t1)
 	var stored []*due
 	for _, s := range subjects {
 		if s.stored != nil {
@@ -421,9 +425,12 @@ func (m *batchRun) archive(ctx context.Context, batchID int64, pp *PolicyPlan, i
 		return err
 	}
 	if len(stored) > 0 {
+		t2 := time.Now()
 		if err := m.commitArchive(ctx, batchID, pp, stored, now, res); err != nil {
 			return err
 		}
+		m.logger.Debug("batch phases", "batch_id", batchID, "subjects", len(subjects), "read_ms", tRead.Milliseconds(),
+			"put_ms", tPut.Milliseconds(), "commit_ms", time.Since(t2).Milliseconds())
 	}
 	if putErr != nil {
 		return putErr
@@ -701,9 +708,6 @@ func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan
 	if err != nil {
 		return nil, 0, fmt.Errorf("error recording manifest: %w", err)
 	}
-	if err := audit.Append(ctx, tx, entries...); err != nil {
-		return nil, 0, err
-	}
 	// A subject put more than once, or archived before, may have other
 	// versions: its item stays, marked committed, until they are pruned.
 	var bytes int64
@@ -727,6 +731,11 @@ func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan
 		UPDATE lethe.batch SET archived = archived + $2, rows_moved = rows_moved + $3, bytes = bytes + $4 WHERE id = $1`,
 		batchID, len(subjects), rows, bytes); err != nil {
 		return nil, 0, fmt.Errorf("error counting batch: %w", err)
+	}
+	// The audit append locks the chain's head until the commit: last, so
+	// that concurrent batches wait on each other as briefly as possible.
+	if err := audit.Append(ctx, tx, entries...); err != nil {
+		return nil, 0, err
 	}
 	if err := m.fault(FaultBeforeCommit); err != nil {
 		return nil, 0, err
@@ -811,9 +820,6 @@ func (m *batchRun) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, i
 			}
 			entries = append(entries, e)
 		}
-		if err := audit.Append(ctx, tx, entries...); err != nil {
-			return err
-		}
 		if _, err := tx.Exec(ctx, `DELETE FROM lethe.work_item WHERE subject_hmac = ANY ($1)`, hmacs); err != nil {
 			return fmt.Errorf("error dropping work items: %w", err)
 		}
@@ -821,6 +827,9 @@ func (m *batchRun) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, i
 		if _, err := tx.Exec(ctx, `UPDATE lethe.batch SET destroyed = destroyed + $2, skipped = skipped + $3, held = held + $4, rows_moved = rows_moved + $5 WHERE id = $1`,
 			batchID, len(dueKeys), skipped, len(held), total); err != nil {
 			return fmt.Errorf("error counting batch: %w", err)
+		}
+		if err := audit.Append(ctx, tx, entries...); err != nil {
+			return err
 		}
 		if err := m.fault(FaultBeforeCommit); err != nil {
 			return err
@@ -895,4 +904,43 @@ func (p *Plan) rowsByTable(ds []deleted) map[string]int64 {
 		}
 	}
 	return out
+}
+
+// ReadAndDelete runs, for the subjects with keys, the SQL an archive batch
+// runs — the bundle reads in one snapshot, the root locks and the deletes,
+// children first, in one transaction — with no encryption, no object store,
+// no manifest and no audit. It is the database half of the pipeline alone,
+// which lethe bench measures. It returns how many subjects were due and
+// deleted.
+func (m *Mover) ReadAndDelete(ctx context.Context, policy string, keys []string) (int, error) {
+	pp := m.plan.Policy(policy)
+	if pp == nil {
+		return 0, fmt.Errorf("no policy %q", policy)
+	}
+	conn, err := m.pool.Acquire(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("error acquiring connection: %w", err)
+	}
+	defer conn.Release()
+	b := &batchRun{Mover: m, db: conn}
+	items := make([]item, len(keys))
+	for i, k := range keys {
+		items[i] = item{key: k, hmac: m.plan.hasher.HMAC(k), state: "claimed"}
+	}
+	subjects, err := b.read(ctx, pp, items, m.Now().UTC())
+	if err != nil {
+		return 0, err
+	}
+	due := make([]string, len(subjects))
+	for i, s := range subjects {
+		due[i] = s.key
+	}
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, m.plan.sql.lockRoots, due); err != nil {
+			return fmt.Errorf("error locking subjects: %w", err)
+		}
+		_, _, err := m.plan.deleteGraph(ctx, tx, due, nil)
+		return err
+	})
+	return len(due), err
 }

@@ -54,6 +54,7 @@ func commands() []command {
 		{"status", "what is due, archived, unsettled, and the last runs", runStatus},
 		{"audit", "audit verify: check the audit log's hash chain", runAudit},
 		{"demo", "demo seed: create synthetic customers; demo config: print their config", runDemo},
+		{"bench", "measure throughput on synthetic subjects in a scratch schema, then clean up", runBench},
 	}
 }
 

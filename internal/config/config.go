@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,7 +56,9 @@ type Database struct {
 	URL string `yaml:"url"`
 	// URLFile names a file holding URL, for secrets mounted as files.
 	URLFile string `yaml:"url_file"`
-	// MaxConns caps lethe's connection pool. Default: worker.concurrency + 4.
+	// MaxConns caps lethe's connection pool. Default: 5 × worker.concurrency
+	// + 4: a connection for each batch worker and each of the four times as
+	// many request workers, and some for the queue itself.
 	MaxConns int `yaml:"max_conns"`
 }
 
@@ -378,7 +381,7 @@ func (c *Config) applyDefaults() {
 		c.Worker.MaxAttempts = 10
 	}
 	if c.Database.MaxConns == 0 {
-		c.Database.MaxConns = c.Worker.Concurrency + 4
+		c.Database.MaxConns = 5*c.Worker.Concurrency + 4
 	}
 	for i := range c.Policies {
 		if c.Policies[i].Then == "" {
@@ -419,4 +422,29 @@ func (c *Config) Redacted() *Config {
 		r.Restore.Credentials.SecretAccessKey = hidden
 	}
 	return &r
+}
+
+// WithGraph returns a copy of c whose subject, policies and requests come
+// from fragment (YAML with those three keys), validated like a whole config.
+// lethe bench uses it to point the configured database and bucket at its own
+// scratch tables.
+func (c *Config) WithGraph(fragment string) (*Config, error) {
+	var g struct {
+		Subject  Table    `yaml:"subject"`
+		Policies []Policy `yaml:"policies"`
+		Requests Requests `yaml:"requests"`
+	}
+	dec := yaml.NewDecoder(strings.NewReader(fragment))
+	dec.KnownFields(true)
+	if err := dec.Decode(&g); err != nil {
+		return nil, &Error{Msg: "graph: " + oneLine(err.Error())}
+	}
+	out := *c
+	out.Subject, out.Policies, out.Requests = g.Subject, g.Policies, g.Requests
+	out.Archive.Recipients = slices.Clone(c.Archive.Recipients)
+	out.applyDefaults()
+	if err := out.validate(); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }

@@ -162,7 +162,7 @@ func TestLoadFullConfig(t *testing.T) {
 	require.Equal(t, 16, cfg.Archive.Concurrency)
 	require.Equal(t, 4, cfg.Worker.Concurrency)
 	require.Equal(t, 10, cfg.Worker.MaxAttempts)
-	require.Equal(t, 8, cfg.Database.MaxConns, "max_conns defaults to worker.concurrency + 4")
+	require.Equal(t, 24, cfg.Database.MaxConns, "max_conns defaults to 5 × worker.concurrency + 4")
 	require.Equal(t, config.ThenArchive, cfg.Policies[2].Then, "then defaults to archive")
 
 	// The subject graph, as written.
@@ -224,7 +224,7 @@ worker:
 	require.Equal(t, 5, cfg.Archive.Concurrency)
 	require.Equal(t, 7, cfg.Worker.Concurrency)
 	require.Equal(t, 3, cfg.Worker.MaxAttempts)
-	require.Equal(t, 11, cfg.Database.MaxConns)
+	require.Equal(t, 39, cfg.Database.MaxConns)
 }
 
 func TestCronRunsInTimezone(t *testing.T) {

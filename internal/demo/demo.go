@@ -57,6 +57,11 @@ type Options struct {
 	// Progress, if set, is called about every 10,000 subjects and once at the
 	// end, one call at a time, with done increasing up to total.
 	Progress func(done, total int)
+
+	// AllDue makes every subscriber a former customer who left more than
+	// 730 days before Now, so that the demo config archives all of them:
+	// what a benchmark wants.
+	AllDue bool
 }
 
 // withDefaults returns opts with the defaults applied.
@@ -145,6 +150,7 @@ func Seed(ctx context.Context, db *pgxpool.Pool, opts Options) (*Stats, error) {
 	for range workers {
 		wg.Go(func() {
 			g := newGenerator(opts.Seed, opts.Now)
+			g.allDue = opts.AllDue
 			b := new(batch)
 			for ctx.Err() == nil {
 				mu.Lock()

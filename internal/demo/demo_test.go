@@ -437,3 +437,16 @@ func TestOptionsValidate(t *testing.T) {
 		require.Contains(t, err.Error(), strings.TrimSuffix(name, "+"))
 	}
 }
+
+func TestAllDue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	stats := b.seed(t, Options{Subjects: 2000, AllDue: true})
+	require.Equal(t, 2000, stats.Former)
+	require.Equal(t, int64(2000), b.count(t, `SELECT count(*) FROM $schema.subscribers WHERE status = 'former' AND closed_at < $1`, testNow.Add(-730*24*time.Hour)))
+	rows := int64(0)
+	for _, n := range stats.Rows {
+		rows += n
+	}
+	require.InDelta(t, 6.0, float64(rows)/2000, 1.0, "about six rows per subject")
+}

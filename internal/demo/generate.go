@@ -26,11 +26,12 @@ const (
 // subject's rows depend on nothing else: not on Subjects, not on the chunk it
 // falls in, not on which goroutine made it.
 type generator struct {
-	seed uint64
-	now  time.Time
-	src  rand.PCG
-	r    *rand.Rand
-	buf  []byte
+	allDue bool
+	seed   uint64
+	now    time.Time
+	src    rand.PCG
+	r      *rand.Rand
+	buf    []byte
 }
 
 func newGenerator(seed int64, now time.Time) *generator {
@@ -56,6 +57,8 @@ func (g *generator) subject(id int64, b *batch) string {
 
 	var status string
 	switch u := g.r.Float64(); {
+	case g.allDue:
+		status = statusFormer
 	case u < 0.60:
 		status = statusActive
 	case u < 0.85:
@@ -74,6 +77,9 @@ func (g *generator) subject(id int64, b *batch) string {
 		// Draw the closing first so that two thirds close more than two
 		// years before now, then a start at least 60 days before it.
 		closedAgo := g.duration(day, 6*year)
+		if g.allDue {
+			closedAgo = g.duration(731*day, 6*year)
+		}
 		created = now.Add(-g.duration(max(2*year, closedAgo+60*day), 12*year))
 		end = now.Add(-closedAgo)
 		closed = end

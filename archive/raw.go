@@ -1,0 +1,110 @@
+package archive
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// RawPut puts n copies of body under the archiver's prefix + sub, inflight
+// at a time, the way Put does (checksum sent and checked, same client),
+// without encryption. It returns puts per second, then deletes what it put.
+// lethe bench uses it to measure what the object store can do alone.
+func (a *Archiver) RawPut(ctx context.Context, sub string, body []byte, n, inflight int) (float64, error) {
+	sum := sha256.Sum256(body)
+	next := make(chan int)
+	go func() {
+		defer close(next)
+		for i := range n {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range max(inflight, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if _, err := a.put(ctx, a.prefix+sub+strconv.Itoa(i), body, sum[:], false); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	rate := float64(n) / time.Since(start).Seconds()
+	_, derr := a.DeletePrefix(ctx, sub)
+	if err := errors.Join(firstErr, derr); err != nil {
+		return 0, err
+	}
+	return rate, nil
+}
+
+// DeletePrefix deletes every version and delete marker under the
+// archiver's prefix + sub, and returns how many it deleted.
+func (a *Archiver) DeletePrefix(ctx context.Context, sub string) (int, error) {
+	in := &s3.ListObjectVersionsInput{Bucket: aws.String(a.bucket), Prefix: aws.String(a.prefix + sub)}
+	deleted := 0
+	for {
+		out, err := a.store.ListObjectVersions(ctx, in)
+		if err != nil {
+			return deleted, fmt.Errorf("error listing object versions: %w", classify(err))
+		}
+		// Versions of one key are deleted one after the other: some servers
+		// mishandle concurrent deletes of the same key's versions.
+		byKey := map[string][]string{}
+		for _, v := range out.Versions {
+			byKey[aws.ToString(v.Key)] = append(byKey[aws.ToString(v.Key)], aws.ToString(v.VersionId))
+		}
+		for _, m := range out.DeleteMarkers {
+			byKey[aws.ToString(m.Key)] = append(byKey[aws.ToString(m.Key)], aws.ToString(m.VersionId))
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var firstErr error
+		sem := make(chan struct{}, 32)
+		for key, versions := range byKey {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				for _, v := range versions {
+					err := a.deleteVersion(ctx, key, v)
+					mu.Lock()
+					if err != nil && firstErr == nil {
+						firstErr = err
+					} else if err == nil {
+						deleted++
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return deleted, firstErr
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return deleted, nil
+		}
+		in.KeyMarker, in.VersionIdMarker = out.NextKeyMarker, out.NextVersionIdMarker
+	}
+}
