@@ -174,3 +174,35 @@ func TestCompileRefusesForeignKeysFromOutsideTheGraph(t *testing.T) {
 		})
 	}
 }
+
+func TestIndexAdviceNamesTheIndexToCreate(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	db := testenv.NewDB(t)
+	_, err := db.Pool.Exec(ctx, crmSchema+`DROP INDEX crm.lines_account_id_idx;`)
+	require.NoError(t, err)
+	cfg := testenv.Config(t, db, testenv.NewBucket(t), testenv.NewIdentity(t).Recipient().String(), crmConfig)
+	plan, err := retention.Compile(ctx, db.Pool, cfg)
+	require.NoError(t, err)
+	advice, err := plan.IndexAdvice(ctx, db.Pool)
+	require.NoError(t, err)
+	byKey := map[string]retention.Advice{}
+	for _, a := range advice {
+		byKey[a.Key] = a
+	}
+	require.Len(t, advice, 2, "%+v", advice)
+	// closed_at has an index; created_at, the spam policy's clock, has none.
+	require.NotContains(t, byKey, "policies[0].clock")
+	require.Equal(t, `CREATE INDEX CONCURRENTLY ON "crm"."customers" ("created_at") WHERE status = 'spam'`, byKey["policies[1].clock"].Create)
+	require.Equal(t, `CREATE INDEX CONCURRENTLY ON "crm"."lines" ("account_id")`, byKey["subject.related[0].related[0].join"].Create)
+
+	// Once created, the advice goes away.
+	for _, a := range advice {
+		_, err := db.Pool.Exec(ctx, a.Create)
+		require.NoError(t, err)
+	}
+	advice, err = plan.IndexAdvice(ctx, db.Pool)
+	require.NoError(t, err)
+	require.Empty(t, advice)
+}

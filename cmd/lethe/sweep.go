@@ -49,8 +49,15 @@ func sweepDryRun(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
 	if err != nil {
 		return err
 	}
+	advice, err := a.plan.IndexAdvice(ctx, a.pool)
+	if err != nil {
+		return err
+	}
 	if asJSON {
-		return writeJSON(env.stdout, map[string]any{"dry_run": true, "policies": counts})
+		if advice == nil {
+			advice = []retention.Advice{}
+		}
+		return writeJSON(env.stdout, map[string]any{"dry_run": true, "policies": counts, "index_advice": advice})
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "policy\tthen\tretain\tdue\theld\tprotected\t")
@@ -73,6 +80,9 @@ func sweepDryRun(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
 		if c.Protected > 0 {
 			fmt.Fprintf(env.stdout, "note: %d due subjects of policy %s match requests.protect; check that the policy is not too broad\n", c.Protected, c.Policy)
 		}
+	}
+	for _, ad := range advice {
+		fmt.Fprintf(env.stdout, "warning: %s: %s; create the index: %s;\n", ad.Key, ad.Problem, ad.Create)
 	}
 	return nil
 }

@@ -24,6 +24,11 @@ func runWorker(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	if advice, err := a.plan.IndexAdvice(ctx, a.pool); err == nil {
+		for _, ad := range advice {
+			a.logger.Warn("missing index: "+ad.Problem, "key", ad.Key, "create", ad.Create)
+		}
+	}
 	deps := jobs.NewDeps(a.pool, a.plan, arch, a.cfg, a.logger)
 	if err := installFault(env.getenv, deps); err != nil {
 		return err
