@@ -20,7 +20,9 @@ type HoldSyncArgs struct {
 func (HoldSyncArgs) Kind() string { return "lethe.hold_sync" }
 
 // InsertOpts retries for long: the sync must eventually succeed.
-func (HoldSyncArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{MaxAttempts: 25, Queue: QueueSubjects} }
+func (HoldSyncArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{MaxAttempts: 25, Queue: QueueSubjects}
+}
 
 // HoldSyncWorker works HoldSyncArgs.
 type HoldSyncWorker struct {

@@ -22,7 +22,9 @@ func (RequestArgs) Kind() string { return "lethe.request" }
 
 // InsertOpts gives a request more attempts than other jobs: it has a
 // deadline of weeks, not minutes, and must not fail over a short outage.
-func (RequestArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{MaxAttempts: 20, Queue: QueueSubjects} }
+func (RequestArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{MaxAttempts: 20, Queue: QueueSubjects}
+}
 
 // RequestWorker works RequestArgs.
 type RequestWorker struct {
