@@ -200,6 +200,21 @@ func (a *Archiver) Prune(ctx context.Context, subjectHMAC, keep string) ([]strin
 	return deleted, nil
 }
 
+// DeleteVersions deletes the given versions of the subject's object, one
+// after the other (some servers mishandle concurrent deletes of one key),
+// and returns their ids. Deleting what is already gone is not an error.
+func (a *Archiver) DeleteVersions(ctx context.Context, subjectHMAC string, vs []Version) ([]string, error) {
+	key := a.ObjectKey(subjectHMAC)
+	deleted := make([]string, 0, len(vs))
+	for _, v := range vs {
+		if err := a.deleteVersion(ctx, key, v.ID); err != nil {
+			return deleted, err
+		}
+		deleted = append(deleted, v.ID)
+	}
+	return deleted, nil
+}
+
 func (a *Archiver) deleteVersion(ctx context.Context, key, versionID string) error {
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()

@@ -22,6 +22,7 @@ type archiver interface {
 	ObjectKey(subjectHMAC string) string
 	Put(ctx context.Context, subjectHMAC string, b *archive.Bundle, legalHold bool) (*archive.Stored, error)
 	Versions(ctx context.Context, subjectHMAC string) ([]archive.Version, error)
+	DeleteVersions(ctx context.Context, subjectHMAC string, vs []archive.Version) ([]string, error)
 	Prune(ctx context.Context, subjectHMAC, keep string) ([]string, error)
 	SetLegalHold(ctx context.Context, subjectHMAC string, on bool) (int, error)
 }

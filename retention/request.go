@@ -328,7 +328,9 @@ func (r *Requests) Process(ctx context.Context, id int64) error {
 			WHERE subject_hmac = $1 AND state IN ('received', 'processing')`, hmac, b); err != nil {
 			return fmt.Errorf("error recording object versions: %w", err)
 		}
-		if _, err := r.store.Prune(ctx, hmac, ""); err != nil {
+		// No version can appear meanwhile: the subject's lock is held, it
+		// has no work item, and it is not held. So what was listed is all.
+		if _, err := r.store.DeleteVersions(ctx, hmac, vs); err != nil {
 			return err
 		}
 	}

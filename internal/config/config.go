@@ -139,9 +139,9 @@ type Archive struct {
 	KeySecret string `yaml:"key_secret"`
 	// KeySecretFile names a file holding KeySecret.
 	KeySecretFile string `yaml:"key_secret_file"`
-	// BatchSize is how many subjects one archive-batch job moves. Default 200.
+	// BatchSize is how many subjects one archive-batch job moves. Default 500.
 	BatchSize int `yaml:"batch_size"`
-	// Concurrency is how many puts one batch keeps in flight. Default 16.
+	// Concurrency is how many puts one batch keeps in flight. Default 32.
 	Concurrency int `yaml:"concurrency"`
 
 	// ParsedRecipients are Recipients and RecipientsFile, parsed.
@@ -369,10 +369,10 @@ func (c *Config) applyDefaults() {
 		c.Archive.Region = "us-east-1"
 	}
 	if c.Archive.BatchSize == 0 {
-		c.Archive.BatchSize = 200
+		c.Archive.BatchSize = 500
 	}
 	if c.Archive.Concurrency == 0 {
-		c.Archive.Concurrency = 16
+		c.Archive.Concurrency = 32
 	}
 	if c.Worker.Concurrency == 0 {
 		c.Worker.Concurrency = 4
