@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -64,8 +65,10 @@ func (h *Holds) Place(ctx context.Context, queue Queue, matter string, keys []st
 	if err := nonBlank(map[string]string{"matter": matter, "reason": reason, "by": by}); err != nil {
 		return nil, err
 	}
-	if err := checkKeys(keys); err != nil {
-		return nil, err
+	for _, k := range keys {
+		if err := h.plan.CheckKey(ctx, h.pool, k); err != nil {
+			return nil, err
+		}
 	}
 	keys = unique(keys)
 	res := &PlaceResult{}
@@ -322,8 +325,14 @@ var ErrBadInput = errors.New("bad input")
 func nonBlank(fields map[string]string) error {
 	for _, name := range []string{"matter", "ticket", "reason", "by"} {
 		v, ok := fields[name]
-		if ok && strings.TrimSpace(v) == "" {
+		if !ok {
+			continue
+		}
+		if strings.TrimSpace(v) == "" {
 			return fmt.Errorf("%w: --%s is required and cannot be blank", ErrBadInput, name)
+		}
+		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return fmt.Errorf("%w: --%s is not valid UTF-8 text", ErrBadInput, name)
 		}
 	}
 	return nil
@@ -345,8 +354,25 @@ func unique(keys []string) []string {
 func checkKeys(keys []string) error {
 	for _, k := range keys {
 		if strings.TrimSpace(k) == "" {
-			return fmt.Errorf("%w: a subject key cannot be empty or only whitespace", ErrBadInput)
+			return fmt.Errorf("%w: --subject: a subject key cannot be empty or only whitespace", ErrBadInput)
 		}
+		if !utf8.ValidString(k) || strings.ContainsRune(k, 0) {
+			return fmt.Errorf("%w: --subject: a subject key must be valid UTF-8 text without NUL", ErrBadInput)
+		}
+	}
+	return nil
+}
+
+// CheckKey checks that key is a well-formed key of the subject table: not
+// blank, valid text, and convertible to the key column's type. The error
+// does not repeat the key, which may be personal data typed by mistake.
+func (p *Plan) CheckKey(ctx context.Context, db querier, key string) error {
+	if err := checkKeys([]string{key}); err != nil {
+		return err
+	}
+	var ok bool
+	if err := db.QueryRow(ctx, "SELECT $1::text::"+p.KeyType+" IS NOT NULL", key).Scan(&ok); err != nil || !ok {
+		return fmt.Errorf("%w: --subject: the subject key is not a valid %s, the type of %s.%s", ErrBadInput, p.KeyType, p.Root.Name, p.keyCol)
 	}
 	return nil
 }

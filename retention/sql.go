@@ -39,7 +39,10 @@ func (s *statements) all() []namedSQL {
 			namedSQL{"locks due subjects of policy " + name, s.lockDue[name]})
 	}
 	for i, q := range s.read {
-		out = append(out, namedSQL{fmt.Sprintf("reads table %d of the graph", i), q}, namedSQL{fmt.Sprintf("deletes from table %d of the graph", i), s.delete[i]})
+		if q != "" { // the root is read per policy
+			out = append(out, namedSQL{fmt.Sprintf("reads table %d of the graph", i), q})
+		}
+		out = append(out, namedSQL{fmt.Sprintf("deletes from table %d of the graph", i), s.delete[i]})
 	}
 	return append(out, namedSQL{"locks subjects", s.lockRoots}, namedSQL{"checks requests.protect", s.lockProtect},
 		namedSQL{"finds erased subjects", s.suppressed})

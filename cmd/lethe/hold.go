@@ -158,7 +158,7 @@ func runHoldList(ctx context.Context, env *cliEnv, args []string) error {
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "matter\tsubject\tplaced\tby\treason")
 	for _, h := range holds {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Matter, h.Subject, h.PlacedAt.Format(time.DateTime), h.PlacedBy, h.Reason)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", safeText(h.Matter), safeText(h.Subject), h.PlacedAt.Format(time.DateTime), safeText(h.PlacedBy), safeText(h.Reason))
 	}
 	return tw.Flush()
 }

@@ -217,7 +217,7 @@ func printRequest(w io.Writer, r *retention.Request, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "request %d  ticket %s  state %s\n", r.ID, r.Ticket, r.State)
 	if r.Subject != nil {
-		fmt.Fprintf(w, "  subject:   %s\n", *r.Subject)
+		fmt.Fprintf(w, "  subject:   %s\n", safeText(*r.Subject))
 	} else {
 		fmt.Fprintf(w, "  subject:   erased from lethe's records (hmac %s)\n", r.SubjectHMAC)
 	}

@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 
 	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
@@ -31,6 +32,9 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	if strings.TrimSpace(subject) == "" {
 		return usagef("restore: --subject is required and cannot be blank")
+	}
+	if !utf8.ValidString(subject) {
+		return usagef("restore: --subject: a subject key must be valid UTF-8 text")
 	}
 	if identityPath == "" {
 		return usagef("restore: --identity FILE is required")

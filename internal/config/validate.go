@@ -147,7 +147,9 @@ func ParseRecipient(s string) (age.Recipient, error) {
 	}
 	recs, err := age.ParseRecipients(strings.NewReader(s))
 	if err != nil || len(recs) != 1 {
-		return nil, fmt.Errorf("%q is not an age recipient (age1... as printed by age-keygen)", s)
+		// The value is not quoted back: a mistaken paste may be a secret
+		// (an SSH private key, say).
+		return nil, errors.New("is not an age recipient: give a public key, age1... as age-keygen -y prints it")
 	}
 	return recs[0], nil
 }
