@@ -590,7 +590,8 @@ func TestConfigErrors(t *testing.T) {
 		{name: "bad timezone", old: "", new: "timezone: Mars/Olympus_Mons\n", keys: []string{"timezone"}, msg: "Mars/Olympus_Mons"},
 		{name: "empty recipients", old: "  recipients:\n    - " + testRecipient + "\n", new: "  recipients: []\n", keys: []string{"archive.recipients"}, msg: "at least one age public key"},
 		{name: "recipients missing", old: "  recipients:\n    - " + testRecipient + "\n", new: "", keys: []string{"archive.recipients"}, msg: "is empty"},
-		{name: "malformed recipient", old: "    - " + testRecipient + "\n", new: "    - " + testRecipient + "\n    - age1notakey\n", keys: []string{"archive.recipients[1]"}, msg: "age1notakey"},
+		{name: "malformed recipient", old: "    - " + testRecipient + "\n", new: "    - " + testRecipient + "\n    - age1notakey\n", keys: []string{"archive.recipients[1]"}, msg: "is not an age recipient"},
+		// (the value itself is not quoted back: TestParseRecipient checks it never is)
 		{name: "ssh key as recipient", old: "    - " + testRecipient + "\n", new: "    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN\n", keys: []string{"archive.recipients[0]"}, msg: "not an age recipient"},
 		{name: "identity as recipient", old: "    - " + testRecipient + "\n", new: "    - " + testIdentity + "\n", keys: []string{"archive.recipients[0]"}, msg: "private key"},
 		{name: "lower-case identity as recipient", old: "    - " + testRecipient + "\n", new: "    - \" " + strings.ToLower(testIdentity) + "\"\n", keys: []string{"archive.recipients[0]"}, msg: "private key"},
