@@ -6,7 +6,7 @@ export LETHE_VERSITYGW := $(ROOT)/bin/versitygw
 export LETHE_AGE := $(ROOT)/bin/age
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build tools test test-short lint fmt demo demo-stop bench clean FORCE
+.PHONY: help build tools test test-short lint fmt demo demo-stop bench bench-stop clean FORCE
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -50,9 +50,13 @@ demo: build tools ## run the whole pipeline on 10,000 synthetic customers, local
 demo-stop: bin/s3dev ## stop the demo's S3 server
 	bin/s3dev stop --dir .demo/s3
 
-bench: tools ## run the benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./archive/ ./retention/
+bench: build tools ## lethe bench at 100,000 subjects on local PostgreSQL and versitygw; report in bench/results/
+	scripts/bench
+
+bench-stop: bin/s3dev ## stop the bench's S3 server
+	bin/s3dev stop --dir .bench/s3
 
 clean: ## remove bin/ and the demo's state
 	-bin/s3dev stop --dir .demo/s3 2>/dev/null
-	rm -rf bin .demo
+	-bin/s3dev stop --dir .bench/s3 2>/dev/null
+	rm -rf bin .demo .bench

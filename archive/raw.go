@@ -59,7 +59,8 @@ func (a *Archiver) RawPut(ctx context.Context, sub string, body []byte, n, infli
 }
 
 // DeletePrefix deletes every version and delete marker under the
-// archiver's prefix + sub, and returns how many it deleted.
+// archiver's prefix + sub, a page at a time until none is left, and returns
+// how many it deleted.
 func (a *Archiver) DeletePrefix(ctx context.Context, sub string) (int, error) {
 	in := &s3.ListObjectVersionsInput{Bucket: aws.String(a.bucket), Prefix: aws.String(a.prefix + sub)}
 	deleted := 0
@@ -102,9 +103,11 @@ func (a *Archiver) DeletePrefix(ctx context.Context, sub string) (int, error) {
 		if firstErr != nil {
 			return deleted, firstErr
 		}
-		if !aws.ToBool(out.IsTruncated) {
+		if len(byKey) == 0 {
 			return deleted, nil
 		}
-		in.KeyMarker, in.VersionIdMarker = out.NextKeyMarker, out.NextVersionIdMarker
+		// Everything listed is gone, so list again from the start: paging
+		// on with markers through what was just deleted is not reliable on
+		// every server.
 	}
 }
