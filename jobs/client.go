@@ -26,6 +26,7 @@ import (
 // Deps are what the workers call into; every field must be set. A nil Deps
 // makes an insert-only client.
 type Deps struct {
+	Pool     *pgxpool.Pool
 	Sweeper  *retention.Sweeper
 	Mover    *retention.Mover
 	Requests *retention.Requests
@@ -56,7 +57,7 @@ func NewClient(pool *pgxpool.Pool, cfg *config.Config, deps *Deps, opts Options,
 		RescueStuckJobsAfter: sweepTimeout + time.Hour,
 	}
 	if deps != nil {
-		if deps.Sweeper == nil || deps.Mover == nil || deps.Requests == nil || deps.Holds == nil || deps.Expirer == nil {
+		if deps.Pool == nil || deps.Sweeper == nil || deps.Mover == nil || deps.Requests == nil || deps.Holds == nil || deps.Expirer == nil {
 			return nil, errors.New("error creating the queue client: every worker needs its service")
 		}
 		workers := river.NewWorkers()
@@ -65,6 +66,7 @@ func NewClient(pool *pgxpool.Pool, cfg *config.Config, deps *Deps, opts Options,
 		river.AddWorker(workers, &RequestWorker{Requests: deps.Requests, Logger: logger})
 		river.AddWorker(workers, &HoldSyncWorker{Holds: deps.Holds, Logger: logger})
 		river.AddWorker(workers, &ExpireWorker{Expirer: deps.Expirer})
+		river.AddWorker(workers, &ReconcileWorker{Pool: deps.Pool, Logger: logger})
 		rc.Workers = workers
 		// Batches and sweeps are long and heavy; requests and hold syncs are
 		// short and mostly wait on the network, so they get a queue with
@@ -82,6 +84,9 @@ func NewClient(pool *pgxpool.Pool, cfg *config.Config, deps *Deps, opts Options,
 			river.NewPeriodicJob(cfg.Cron, func() (river.JobArgs, *river.InsertOpts) {
 				return ExpireArgs{Slot: time.Now().UTC().Truncate(time.Minute)}, nil
 			}, &river.PeriodicJobOpts{ID: "lethe.expire"}),
+			river.NewPeriodicJob(river.PeriodicInterval(time.Minute), func() (river.JobArgs, *river.InsertOpts) {
+				return ReconcileArgs{}, nil
+			}, &river.PeriodicJobOpts{ID: "lethe.reconcile", RunOnStart: true}),
 		}
 	}
 	return river.NewClient(riverpgxv5.New(pool), rc)
@@ -95,6 +100,7 @@ const QueueSubjects = "subjects"
 // archiver with the worker's credentials.
 func NewDeps(pool *pgxpool.Pool, plan *retention.Plan, arch *archive.Archiver, cfg *config.Config, logger *slog.Logger) *Deps {
 	return &Deps{
+		Pool:     pool,
 		Sweeper:  retention.NewSweeper(pool, plan, cfg.Archive.BatchSize, logger),
 		Mover:    retention.NewMover(pool, plan, arch, cfg.Archive.Concurrency, logger),
 		Requests: retention.NewRequests(pool, plan, arch, logger),

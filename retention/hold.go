@@ -232,8 +232,8 @@ func (h *Holds) Release(ctx context.Context, queue Queue, matter string, keys []
 			return fmt.Errorf("error resuming requests: %w", err)
 		}
 		for _, r := range rs {
-			if _, err := queue.EnqueueRequest(ctx, tx, r.id); err != nil {
-				return fmt.Errorf("error queueing request %d: %w", r.id, err)
+			if err := enqueueRequest(ctx, tx, queue, r.id); err != nil {
+				return err
 			}
 			entries = append(entries, audit.Entry{Kind: audit.KindRequestResumed, Actor: by, SubjectHMAC: r.hmac,
 				Detail: map[string]any{"request_id": r.id, "matter": matter}})
@@ -257,10 +257,7 @@ func requestSync(ctx context.Context, tx pgx.Tx, queue Queue, subjectHMAC string
 	if err != nil {
 		return fmt.Errorf("error recording hold sync: %w", err)
 	}
-	if _, err := queue.EnqueueHoldSync(ctx, tx, subjectHMAC); err != nil {
-		return fmt.Errorf("error queueing hold sync: %w", err)
-	}
-	return nil
+	return enqueueHoldSync(ctx, tx, queue, subjectHMAC)
 }
 
 // List returns the active holds, optionally of one matter or one subject.

@@ -171,8 +171,8 @@ func (r *Requests) Submit(ctx context.Context, queue Queue, key, ticket, by stri
 			return fmt.Errorf("error recording request: %w", err)
 		}
 		created = true
-		if _, err := queue.EnqueueRequest(ctx, tx, id); err != nil {
-			return fmt.Errorf("error queueing request: %w", err)
+		if err := enqueueRequest(ctx, tx, queue, id); err != nil {
+			return err
 		}
 		if err := audit.Append(ctx, tx, audit.Entry{Kind: audit.KindRequestReceived, Actor: by, SubjectHMAC: hmac,
 			Detail: map[string]any{"request_id": id, "ticket": ticket, "force": force}}); err != nil {

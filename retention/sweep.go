@@ -75,6 +75,17 @@ type SweepResult struct {
 // is not claimed again.
 func (s *Sweeper) Sweep(ctx context.Context, runID int64, queue Queue) (*SweepResult, error) {
 	res := &SweepResult{RunID: runID, Claimed: map[string]int{}}
+	// Hold the run's lock while claiming, so that a later sweep can tell
+	// this run is alive.
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return res, fmt.Errorf("error acquiring connection: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, runLockKey(runID)); err != nil {
+		return res, fmt.Errorf("error locking run: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, runLockKey(runID)) //nolint:errcheck // released with the session anyway
 	n, err := s.recover(ctx, runID, queue)
 	if err != nil {
 		return res, s.failRun(ctx, runID, err)
@@ -306,41 +317,100 @@ func (s *Sweeper) claimSuppressed(ctx context.Context, runID int64, queue Queue)
 // PolicySuppressed is the policy name of erase batches.
 const PolicySuppressed = "suppressed"
 
-// recover requeues, into runID, every batch that still has work items but
-// no job that will work it: its job was discarded after its last attempt,
-// or the process working it died. A batch whose lock is held is being
-// worked and is left alone.
+// recover takes over, into runID, every unfinished batch of an earlier run
+// that nobody is selecting any more: its subjects are still claimed (or it
+// never got marked done, if its worker died after the commit). A batch with
+// no job that will work it (discarded after its last attempt, or its
+// process killed) gets a new job; one whose job is still queued keeps it.
+// Either way it now belongs to this run, so that sweep --wait waits for it.
+// A batch whose lock is held is being worked and is left where it is. The
+// earlier runs are then closed: done or failed, by what is left in them, or
+// failed outright when they died while selecting.
 func (s *Sweeper) recover(ctx context.Context, runID int64, queue Queue) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
 	defer cancel()
 	rows, err := s.pool.Query(ctx, `
-		SELECT b.id FROM lethe.batch b
-		WHERE EXISTS (SELECT 1 FROM lethe.work_item w WHERE w.batch_id = b.id)
-		  AND NOT EXISTS (SELECT 1 FROM lethe.river_job j
-		                  WHERE j.id = b.job_id AND j.state IN ('available', 'pending', 'retryable', 'scheduled'))
-		ORDER BY b.id`)
+		SELECT b.id, b.run_id,
+		       EXISTS (SELECT 1 FROM lethe.river_job j
+		               WHERE j.id = b.job_id AND j.state IN ('available', 'pending', 'retryable', 'scheduled')) AS queued
+		FROM lethe.batch b JOIN lethe.run r ON r.id = b.run_id
+		WHERE b.run_id <> $1 AND b.state <> 'done'
+		  AND (b.state = 'queued' OR EXISTS (SELECT 1 FROM lethe.work_item w WHERE w.batch_id = b.id))
+		ORDER BY b.id`, runID)
 	if err != nil {
 		return 0, fmt.Errorf("error finding unfinished batches: %w", err)
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	type orphan struct {
+		id, run int64
+		queued  bool
+	}
+	orphans, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (orphan, error) {
+		var o orphan
+		return o, r.Scan(&o.id, &o.run, &o.queued)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("error finding unfinished batches: %w", err)
 	}
 	n := 0
-	for _, id := range ids {
-		ok, err := s.requeue(ctx, runID, id, queue)
+	runs := map[int64]bool{}
+	for _, o := range orphans {
+		if s.selecting(ctx, o.run) {
+			continue // its sweep is still claiming; it will wait for it
+		}
+		ok, err := s.requeue(ctx, runID, o.id, !o.queued, queue)
 		if err != nil {
-			return n, fmt.Errorf("error requeueing batch %d: %w", id, err)
+			return n, fmt.Errorf("error taking over batch %d: %w", o.id, err)
 		}
 		if ok {
 			n++
-			s.logger.Warn("requeued an unfinished batch", "run_id", runID, "batch_id", id)
+			runs[o.run] = true
+			s.logger.Warn("took over an unfinished batch of an earlier run", "run_id", runID, "batch_id", o.id, "from_run_id", o.run, "new_job", !o.queued)
+		}
+	}
+	// Close the earlier runs that nobody will close: those whose batches
+	// moved here, and those that died while selecting.
+	rows, err = s.pool.Query(ctx, `SELECT id, state FROM lethe.run WHERE id <> $1 AND state IN ('selecting', 'working') ORDER BY id`, runID)
+	if err != nil {
+		return n, fmt.Errorf("error finding unfinished runs: %w", err)
+	}
+	type openRun struct {
+		id    int64
+		state string
+	}
+	open, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (openRun, error) {
+		var o openRun
+		return o, r.Scan(&o.id, &o.state)
+	})
+	if err != nil {
+		return n, fmt.Errorf("error finding unfinished runs: %w", err)
+	}
+	for _, o := range open {
+		switch {
+		case o.state == "selecting" && !s.selecting(ctx, o.id):
+			if _, err := s.pool.Exec(ctx, `UPDATE lethe.run SET state = 'failed', finished_at = now(),
+				error = $2 WHERE id = $1 AND state = 'selecting'`, o.id, fmt.Sprintf("interrupted while claiming; run %d took over its batches", runID)); err != nil {
+				return n, fmt.Errorf("error closing run %d: %w", o.id, err)
+			}
+		case o.state == "working" && runs[o.id]:
+			if _, err := FinishRun(ctx, s.pool, o.id); err != nil {
+				return n, err
+			}
 		}
 	}
 	return n, nil
 }
 
-func (s *Sweeper) requeue(ctx context.Context, runID, batchID int64, queue Queue) (bool, error) {
+// selecting reports whether runID's sweep is still claiming: it holds the
+// run's lock for as long as it does.
+func (s *Sweeper) selecting(ctx context.Context, runID int64) bool {
+	var free bool
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, runLockKey(runID)).Scan(&free)
+	})
+	return err != nil || !free
+}
+
+func (s *Sweeper) requeue(ctx context.Context, runID, batchID int64, newJob bool, queue Queue) (bool, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return false, err
@@ -353,16 +423,24 @@ func (s *Sweeper) requeue(ctx context.Context, runID, batchID int64, queue Queue
 	if !free {
 		return false, nil
 	}
-	jobID, err := queue.EnqueueBatch(ctx, tx, batchID)
-	if err != nil {
-		return false, err
+	if newJob {
+		jobID, err := queue.EnqueueBatch(ctx, tx, batchID)
+		if err != nil {
+			return false, err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE lethe.batch SET job_id = $2 WHERE id = $1`, batchID, jobID); err != nil {
+			return false, err
+		}
 	}
-	if _, err := tx.Exec(ctx, `UPDATE lethe.batch SET run_id = $2, state = 'queued', job_id = $3, finished_at = NULL WHERE id = $1`,
-		batchID, runID, jobID); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE lethe.batch SET run_id = $2, state = 'queued', finished_at = NULL WHERE id = $1`,
+		batchID, runID); err != nil {
 		return false, err
 	}
 	return true, tx.Commit(ctx)
 }
+
+// runLockKey is the advisory lock a sweep holds while it claims.
+func runLockKey(runID int64) int64 { return 0x4c52<<48 | runID }
 
 // batchLockKey is the advisory lock that whoever works a batch holds.
 func batchLockKey(batchID int64) int64 { return 0x4c45<<48 | batchID }

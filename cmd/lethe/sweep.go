@@ -176,19 +176,30 @@ func waitRun(ctx context.Context, a *app, runID int64, start time.Time, prog *pr
 	defer tick.Stop()
 	reported := map[int64]int{}
 	lastPrint := time.Time{}
+	var downSince time.Time
 	for {
 		t, err := retention.Totals(ctx, a.pool, runID)
 		if err != nil && ctx.Err() == nil {
-			return nil, err
+			// The database may be restarting: the queue client reconnects
+			// by itself, so keep waiting, for a while.
+			if downSince.IsZero() {
+				downSince = time.Now()
+				prog.linef("run %d: cannot read progress (%s); waiting for the database", runID, pgReason(err))
+			} else if time.Since(downSince) > 5*time.Minute {
+				return nil, fmt.Errorf("the database has been unreachable for 5 minutes: %w", err)
+			}
+		} else if err == nil && !downSince.IsZero() {
+			prog.linef("run %d: the database is back", runID)
+			downSince = time.Time{}
 		}
 		if err == nil {
 			if t.State == "done" || t.State == "failed" {
 				prog.done()
 				return t, nil
 			}
-			if err := reportBatchErrors(ctx, a, runID, reported, prog); err != nil && ctx.Err() == nil {
-				return nil, err
-			}
+			// Errors are reported as they come; a failed read of them is
+			// not itself worth stopping for.
+			_ = reportBatchErrors(ctx, a, runID, reported, prog)
 			if prog.tty || time.Since(lastPrint) >= 5*time.Second {
 				settled := t.Archived + t.Destroyed + t.Skipped
 				prog.statusf("run %d: %d/%d subjects settled (%d archived, %d destroyed), %s, %.0f/s, %d/%d batches open",

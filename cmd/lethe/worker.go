@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lethehq/lethe/jobs"
+	"github.com/lethehq/lethe/retention"
 )
 
 func runWorker(ctx context.Context, env *cliEnv, args []string) error {
@@ -41,6 +42,13 @@ func runWorker(ctx context.Context, env *cliEnv, args []string) error {
 	// not stop with it, so that it can finish cleanly.
 	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("error starting the queue client: %w", err)
+	}
+	// Requests and hold syncs whose worker died are queued again at once,
+	// not only when the leader's periodic reconcile comes round.
+	if res, err := retention.Reconcile(ctx, a.pool, jobs.Queue{Client: client}); err != nil {
+		a.logger.Warn("could not queue lost work again", "error", err)
+	} else if res.Requests+res.HoldSyncs > 0 {
+		a.logger.Warn("queued lost work again", "requests", res.Requests, "hold_syncs", res.HoldSyncs)
 	}
 	next := a.cfg.Cron.Next(time.Now())
 	a.logger.Info("worker started", "schedule", a.cfg.Schedule, "timezone", a.cfg.Timezone,
