@@ -123,7 +123,7 @@ func TestConfigErrors(t *testing.T) {
 			want: []string{"schedule"}},
 		{name: "malformed recipient",
 			old: b.identity.Recipient().String(), new: "age1notarecipient",
-			want: []string{"archive.recipients[0]", "age1notarecipient"}},
+			want: []string{"archive.recipients[0]", "is not an age recipient"}},
 		{name: "identity given as recipient",
 			old: b.identity.Recipient().String(), new: secretKey,
 			want: []string{"archive.recipients[0]", "identity"},
