@@ -466,3 +466,31 @@ func TestRequestsRacingASweepLeaveNothingBehind(t *testing.T) {
 	require.Equal(t, 0, p.workItems(t))
 	p.requireAuditIntact(t)
 }
+
+// A hold placed after the sweep claimed a subject for destruction, but
+// before its batch runs, still saves it.
+func TestHoldPlacedAfterTheClaimStillSavesTheSubject(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	p := setupPrivacy(t)
+	groups := p.seedCRM(t, 3)
+	run, err := p.sweeper.StartRun(ctx, retention.TriggerCLI, 0)
+	require.NoError(t, err)
+	_, err = p.sweeper.Sweep(ctx, run, p.q)
+	require.NoError(t, err)
+	spam := groups["spam"][1]
+	_, err = p.holds.Place(ctx, p.q, "Late matter", []string{spam}, "late", "legal")
+	require.NoError(t, err)
+	p.work(t)
+	hot := p.crmSnapshot(t)
+	require.Contains(t, hot, spam, "a held subject must survive its then: delete batch")
+	for _, k := range groups["spam"] {
+		if k != spam {
+			require.NotContains(t, hot, k)
+		}
+	}
+	var held int
+	require.NoError(t, p.db.Pool.QueryRow(ctx, `SELECT sum(held) FROM lethe.batch WHERE run_id = $1`, run).Scan(&held))
+	require.Equal(t, 1, held)
+}
