@@ -68,10 +68,18 @@ func (p *Plan) buildStatements() statements {
 		earlier = append(earlier, pp.Where)
 		due := fmt.Sprintf("%s AND %s < $1::timestamptz", match, clock)
 		s.claimFirst[pp.Name] = fmt.Sprintf(
-			"SELECT %[2]s::text, %[3]s::text FROM %[1]s WHERE %[4]s ORDER BY %[3]s, %[2]s LIMIT $2 FOR UPDATE SKIP LOCKED",
+			"SELECT %[2]s::text AS k, %[3]s::text AS c FROM %[1]s WHERE %[4]s ORDER BY %[1]s.%[3]s, %[1]s.%[2]s LIMIT $2 FOR UPDATE SKIP LOCKED",
 			root, key, clock, due)
 		s.claimNext[pp.Name] = fmt.Sprintf(
-			"SELECT %[2]s::text, %[3]s::text FROM %[1]s WHERE %[4]s AND (%[3]s, %[2]s) > ($2::text::%[5]s, $3::text::%[6]s) ORDER BY %[3]s, %[2]s LIMIT $4 FOR UPDATE SKIP LOCKED",
+			// "after (clock, key)" is spelled out rather than written as a
+			// row comparison, whose selectivity the planner misjudges: so an
+			// index on the clock (alone, or after the predicate's columns)
+			// starts the scan at the last position and an incremental sort
+			// orders keys within one clock value. Each page then costs its
+			// own size, not the backlog's. ORDER BY names the table's
+			// columns, not the text outputs of the same names.
+			"SELECT %[2]s::text AS k, %[3]s::text AS c FROM %[1]s WHERE %[4]s AND %[3]s >= $2::text::%[5]s "+
+				"AND (%[3]s > $2::text::%[5]s OR %[2]s > $3::text::%[6]s) ORDER BY %[1]s.%[3]s, %[1]s.%[2]s LIMIT $4 FOR UPDATE SKIP LOCKED",
 			root, key, clock, due, pp.ClockType, p.KeyType)
 		protect := "FALSE"
 		if strings.TrimSpace(p.Protect) != "" {
