@@ -36,30 +36,23 @@ func runHoldPlace(ctx context.Context, env *cliEnv, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	switch {
-	case strings.TrimSpace(matter) == "":
-		return usagef("hold place: --matter is required and cannot be blank")
-	case len(subjects) == 0:
+	if err := required("hold place", "matter", matter); err != nil {
+		return err
+	}
+	if len(subjects) == 0 {
 		return usagef("hold place: give at least one --subject")
-	case strings.TrimSpace(reason) == "":
-		return usagef("hold place: --reason is required and cannot be blank")
-	case strings.TrimSpace(by) == "":
-		return usagef("hold place: --by is required and cannot be blank")
 	}
-	for _, s := range subjects {
-		if strings.TrimSpace(s) == "" {
-			return usagef("hold place: a --subject cannot be empty or only whitespace")
-		}
+	if err := required("hold place", "reason", reason, "by", by); err != nil {
+		return err
 	}
-	a, err := c.open(ctx, env, true)
+	if err := nonBlankSubjects("hold place", subjects); err != nil {
+		return err
+	}
+	a, queue, err := c.openWithQueue(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer a.close()
-	queue, err := a.queue()
-	if err != nil {
-		return err
-	}
 	res, err := retention.NewHolds(a.pool, a.plan, nil, a.logger).Place(ctx, queue, matter, subjects, reason, by)
 	if err != nil {
 		return err
@@ -89,26 +82,17 @@ func runHoldRelease(ctx context.Context, env *cliEnv, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	switch {
-	case strings.TrimSpace(matter) == "":
-		return usagef("hold release: --matter is required and cannot be blank")
-	case strings.TrimSpace(by) == "":
-		return usagef("hold release: --by is required and cannot be blank")
+	if err := required("hold release", "matter", matter, "by", by); err != nil {
+		return err
 	}
-	for _, s := range subjects {
-		if strings.TrimSpace(s) == "" {
-			return usagef("hold release: a --subject cannot be empty or only whitespace")
-		}
+	if err := nonBlankSubjects("hold release", subjects); err != nil {
+		return err
 	}
-	a, err := c.open(ctx, env, true)
+	a, queue, err := c.openWithQueue(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer a.close()
-	queue, err := a.queue()
-	if err != nil {
-		return err
-	}
 	res, err := retention.NewHolds(a.pool, a.plan, nil, a.logger).Release(ctx, queue, matter, subjects, by)
 	if err != nil {
 		return err

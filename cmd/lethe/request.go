@@ -40,20 +40,15 @@ func runRequestDelete(ctx context.Context, env *cliEnv, args []string) error {
 		return usagef("request delete: --subject is required")
 	case strings.TrimSpace(subject) == "":
 		return usagef("request delete: --subject cannot be empty or only whitespace")
-	case strings.TrimSpace(ticket) == "":
-		return usagef("request delete: --ticket is required and cannot be blank")
-	case strings.TrimSpace(by) == "":
-		return usagef("request delete: --by is required and cannot be blank")
 	}
-	a, err := c.open(ctx, env, true)
+	if err := required("request delete", "ticket", ticket, "by", by); err != nil {
+		return err
+	}
+	a, queue, err := c.openWithQueue(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer a.close()
-	queue, err := a.queue()
-	if err != nil {
-		return err
-	}
 	reqs := retention.NewRequests(a.pool, a.plan, nil, a.logger)
 	req, created, err := reqs.Submit(ctx, queue, subject, ticket, by, force)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/lethehq/lethe/archive"
 	"github.com/lethehq/lethe/internal/config"
+	"github.com/lethehq/lethe/jobs"
 	"github.com/lethehq/lethe/migrations"
 	"github.com/lethehq/lethe/retention"
 )
@@ -267,4 +268,39 @@ func safeText(s string) string {
 		}
 	}
 	return s
+}
+
+// required returns a usage error for the first of the flags (name, value
+// pairs) that is blank.
+func required(cmd string, nameValue ...string) error {
+	for i := 0; i+1 < len(nameValue); i += 2 {
+		if strings.TrimSpace(nameValue[i+1]) == "" {
+			return usagef("%s: --%s is required and cannot be blank", cmd, nameValue[i])
+		}
+	}
+	return nil
+}
+
+// nonBlankSubjects returns a usage error if any --subject is blank.
+func nonBlankSubjects(cmd string, subjects []string) error {
+	for _, s := range subjects {
+		if strings.TrimSpace(s) == "" {
+			return usagef("%s: a --subject cannot be empty or only whitespace", cmd)
+		}
+	}
+	return nil
+}
+
+// openWithQueue is open with a plan, and an insert-only job queue.
+func (c *common) openWithQueue(ctx context.Context, env *cliEnv) (*app, jobs.Queue, error) {
+	a, err := c.open(ctx, env, true)
+	if err != nil {
+		return nil, jobs.Queue{}, err
+	}
+	q, err := a.queue()
+	if err != nil {
+		a.close()
+		return nil, jobs.Queue{}, err
+	}
+	return a, q, nil
 }
