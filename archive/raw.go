@@ -34,28 +34,68 @@ func (a *Archiver) RawPut(ctx context.Context, sub string, body []byte, n, infli
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
+	put := make([]KeyVersion, 0, n)
 	for range max(inflight, 1) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				if _, err := a.put(ctx, a.prefix+sub+strconv.Itoa(i), body, sum[:], false); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
+				st, err := a.put(ctx, a.prefix+sub+strconv.Itoa(i), body, sum[:], false)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				} else if err == nil {
+					put = append(put, KeyVersion{Key: st.Key, VersionID: st.VersionID})
 				}
+				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
 	rate := float64(n) / time.Since(start).Seconds()
-	_, derr := a.DeletePrefix(ctx, sub)
+	derr := a.DeleteKnown(ctx, put)
 	if err := errors.Join(firstErr, derr); err != nil {
 		return 0, err
 	}
 	return rate, nil
+}
+
+// KeyVersion names one object version.
+type KeyVersion struct {
+	Key, VersionID string
+}
+
+// DeleteKnown deletes the given object versions, 32 at a time, the
+// versions of one key one after the other. It lists nothing, so its cost
+// does not grow with the bucket.
+func (a *Archiver) DeleteKnown(ctx context.Context, vs []KeyVersion) error {
+	byKey := map[string][]string{}
+	for _, v := range vs {
+		byKey[v.Key] = append(byKey[v.Key], v.VersionID)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	sem := make(chan struct{}, 32)
+	for key, versions := range byKey {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			for _, v := range versions {
+				if err := a.deleteVersion(ctx, key, v); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
 }
 
 // DeletePrefix deletes every version and delete marker under the
