@@ -20,6 +20,9 @@ type SweepArgs struct {
 	// the job unique, so a leader change inside one minute cannot start the
 	// same nightly sweep twice.
 	Slot time.Time `json:"slot" river:"unique"`
+	// Limit, when not 0, caps the subjects the sweep claims (lethe sweep
+	// --limit, for a bounded first run).
+	Limit int `json:"limit,omitempty"`
 }
 
 // Kind is the job kind. It never changes.
@@ -43,7 +46,7 @@ func (w *SweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error
 		return err
 	}
 	client := river.ClientFromContext[pgx.Tx](ctx)
-	if _, err := w.Sweeper.Sweep(ctx, runID, Queue{Client: client}); err != nil {
+	if _, err := w.Sweeper.SweepAtMost(ctx, runID, Queue{Client: client}, job.Args.Limit); err != nil {
 		return fmt.Errorf("error sweeping (run %d): %w", runID, err)
 	}
 	return nil

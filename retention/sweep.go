@@ -74,6 +74,17 @@ type SweepResult struct {
 // rows another sweep has locked are skipped, and a subject already claimed
 // is not claimed again.
 func (s *Sweeper) Sweep(ctx context.Context, runID int64, queue Queue) (*SweepResult, error) {
+	return s.SweepAtMost(ctx, runID, queue, 0)
+}
+
+// SweepAtMost is Sweep claiming at most limit due subjects over all
+// policies, in policy order (0: no limit), for a bounded first run over a
+// large backlog. Subjects erased on request that came back are always
+// claimed, and unfinished work of earlier runs is always taken over.
+func (s *Sweeper) SweepAtMost(ctx context.Context, runID int64, queue Queue, limit int) (*SweepResult, error) {
+	if limit < 0 {
+		return nil, fmt.Errorf("error sweeping: limit %d is negative", limit)
+	}
 	res := &SweepResult{RunID: runID, Claimed: map[string]int{}}
 	// Hold the run's lock while claiming, so that a later sweep can tell
 	// this run is alive.
@@ -101,8 +112,17 @@ func (s *Sweeper) Sweep(ctx context.Context, runID int64, queue Queue) (*SweepRe
 		s.logger.Warn("subjects erased on request are back in the hot tables; erasing them again", "run_id", runID, "subjects", claimed)
 	}
 	now := s.Now()
+	total := 0
 	for _, pp := range s.plan.Policies {
-		batches, claimed, err := s.claimPolicy(ctx, runID, pp, pp.Cutoff(now), queue)
+		left := 0
+		if limit > 0 {
+			if left = limit - total; left <= 0 {
+				res.Claimed[pp.Name] = 0
+				continue
+			}
+		}
+		batches, claimed, err := s.claimPolicy(ctx, runID, pp, pp.Cutoff(now), queue, left)
+		total += claimed
 		res.Batches += batches
 		res.Claimed[pp.Name] = claimed
 		if err != nil {
@@ -126,7 +146,9 @@ func (s *Sweeper) failRun(ctx context.Context, runID int64, cause error) error {
 	return cause
 }
 
-func (s *Sweeper) claimPolicy(ctx context.Context, runID int64, pp *PolicyPlan, cutoff time.Time, queue Queue) (batches, claimed int, err error) {
+// claimPolicy claims the policy's due subjects, at most limit of them
+// unless limit is 0.
+func (s *Sweeper) claimPolicy(ctx context.Context, runID int64, pp *PolicyPlan, cutoff time.Time, queue Queue, limit int) (batches, claimed int, err error) {
 	var lastClock, lastKey string
 	first := true
 	action := ActionArchive
@@ -134,7 +156,13 @@ func (s *Sweeper) claimPolicy(ctx context.Context, runID int64, pp *PolicyPlan, 
 		action = ActionDelete
 	}
 	for {
-		n, got, clock, key, err := s.claimPage(ctx, runID, pp, action, cutoff, first, lastClock, lastKey, queue)
+		size := s.BatchSize
+		if limit > 0 {
+			if size = min(size, limit-claimed); size <= 0 {
+				return batches, claimed, nil
+			}
+		}
+		n, got, clock, key, err := s.claimPage(ctx, runID, pp, action, cutoff, first, lastClock, lastKey, size, queue)
 		if err != nil {
 			return batches, claimed, fmt.Errorf("error claiming subjects of policy %s: %w", pp.Name, err)
 		}
@@ -142,7 +170,7 @@ func (s *Sweeper) claimPolicy(ctx context.Context, runID int64, pp *PolicyPlan, 
 			batches++
 			claimed += n
 		}
-		if got < s.BatchSize {
+		if got < size {
 			return batches, claimed, nil
 		}
 		first, lastClock, lastKey = false, clock, key
@@ -152,7 +180,7 @@ func (s *Sweeper) claimPolicy(ctx context.Context, runID int64, pp *PolicyPlan, 
 // claimPage claims one page of due subjects, after (lastClock, lastKey)
 // unless first. It returns how many it claimed, how many rows it saw, and
 // the position of the last one.
-func (s *Sweeper) claimPage(ctx context.Context, runID int64, pp *PolicyPlan, action string, cutoff time.Time, first bool, lastClock, lastKey string, queue Queue) (claimed, seen int, clock, key string, err error) {
+func (s *Sweeper) claimPage(ctx context.Context, runID int64, pp *PolicyPlan, action string, cutoff time.Time, first bool, lastClock, lastKey string, size int, queue Queue) (claimed, seen int, clock, key string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
 	defer cancel()
 	tx, err := s.pool.Begin(ctx)
@@ -163,9 +191,9 @@ func (s *Sweeper) claimPage(ctx context.Context, runID int64, pp *PolicyPlan, ac
 
 	var rows pgx.Rows
 	if first {
-		rows, err = tx.Query(ctx, s.plan.sql.claimFirst[pp.Name], cutoff, s.BatchSize)
+		rows, err = tx.Query(ctx, s.plan.sql.claimFirst[pp.Name], cutoff, size)
 	} else {
-		rows, err = tx.Query(ctx, s.plan.sql.claimNext[pp.Name], cutoff, lastClock, lastKey, s.BatchSize)
+		rows, err = tx.Query(ctx, s.plan.sql.claimNext[pp.Name], cutoff, lastClock, lastKey, size)
 	}
 	if err != nil {
 		return 0, 0, "", "", err

@@ -18,16 +18,24 @@ import (
 func runSweep(ctx context.Context, env *cliEnv, args []string) error {
 	var c common
 	var dryRun, wait, asJSON bool
-	fs := newFlagSet(env, "sweep", "[--dry-run | --wait] [--json] [--config FILE]")
+	var limit int
+	fs := newFlagSet(env, "sweep", "[--dry-run | --wait] [--limit N] [--json] [--config FILE]")
 	c.register(fs, "warn")
 	fs.BoolVar(&dryRun, "dry-run", false, "count, per policy, the subjects due now; change nothing")
 	fs.BoolVar(&wait, "wait", false, "work the sweep and all its batches in this process, then print a summary")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	fs.IntVar(&limit, "limit", 0, "claim at most N due subjects (a bounded first run); 0: all")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if dryRun && wait {
 		return usagef("sweep: --dry-run and --wait exclude each other")
+	}
+	if limit < 0 {
+		return usagef("sweep: --limit %d: give 0 (no limit) or more", limit)
+	}
+	if dryRun && limit != 0 {
+		return usagef("sweep: --limit does nothing with --dry-run, which changes nothing")
 	}
 	a, err := c.open(ctx, env, true)
 	if err != nil {
@@ -38,9 +46,9 @@ func runSweep(ctx context.Context, env *cliEnv, args []string) error {
 	case dryRun:
 		return sweepDryRun(ctx, env, a, asJSON)
 	case wait:
-		return sweepWait(ctx, env, a, asJSON)
+		return sweepWait(ctx, env, a, asJSON, limit)
 	default:
-		return sweepEnqueue(ctx, env, a, asJSON)
+		return sweepEnqueue(ctx, env, a, asJSON, limit)
 	}
 }
 
@@ -87,12 +95,12 @@ func sweepDryRun(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
 	return nil
 }
 
-func sweepEnqueue(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
+func sweepEnqueue(ctx context.Context, env *cliEnv, a *app, asJSON bool, limit int) error {
 	client, err := jobs.NewClient(a.pool, a.cfg, nil, jobs.Options{}, a.logger)
 	if err != nil {
 		return fmt.Errorf("error creating the queue client: %w", err)
 	}
-	res, err := client.Insert(ctx, jobs.SweepArgs{Trigger: retention.TriggerCLI, Slot: time.Now().UTC()}, nil)
+	res, err := client.Insert(ctx, jobs.SweepArgs{Trigger: retention.TriggerCLI, Slot: time.Now().UTC(), Limit: limit}, nil)
 	if err != nil {
 		return fmt.Errorf("error queueing the sweep: %w", err)
 	}
@@ -103,7 +111,7 @@ func sweepEnqueue(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
 	return nil
 }
 
-func sweepWait(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
+func sweepWait(ctx context.Context, env *cliEnv, a *app, asJSON bool, limit int) error {
 	arch, err := a.workerArchive(ctx)
 	if err != nil {
 		return err
@@ -137,7 +145,7 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
 	}
 	prog := newProgress(env.stderr)
 	prog.linef("run %d: selecting due subjects", runID)
-	sres, err := sweeper.Sweep(ctx, runID, jobs.Queue{Client: client})
+	sres, err := sweeper.SweepAtMost(ctx, runID, jobs.Queue{Client: client}, limit)
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,9 @@ type Config struct {
 	Archive Archive `yaml:"archive"`
 	// Database says how to reach PostgreSQL.
 	Database Database `yaml:"database"`
+	// HTTP configures the API, metrics and health server of lethe worker and
+	// lethe serve.
+	HTTP HTTP `yaml:"http"`
 	// Policies are the retention rules, tried in order; the first policy whose
 	// predicate matches a subject decides what happens to it.
 	Policies []Policy `yaml:"policies"`
@@ -169,6 +172,46 @@ type Worker struct {
 	// discarded. Default 10.
 	MaxAttempts int `yaml:"max_attempts"`
 }
+
+// HTTP configures lethe's HTTP server.
+type HTTP struct {
+	// Listen is the address to listen on. Default 127.0.0.1:8080; "off"
+	// turns the server off in lethe worker.
+	Listen string `yaml:"listen"`
+	// TLSCert and TLSKey are PEM files; with both set the server speaks
+	// only TLS.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// Tokens are the API's bearer tokens. Only their SHA-256 is stored.
+	Tokens []Token `yaml:"tokens"`
+	// MaxBodyBytes caps a request body. Default 65536.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// Token is one bearer token of the API.
+type Token struct {
+	// Name is who holds the token; the audit log records calls under it.
+	Name string `yaml:"name"`
+	// Role is privacy, legal, auditor or ops.
+	Role string `yaml:"role"`
+	// SHA256 is the hex SHA-256 of the token (sha256sum of it, without a
+	// newline).
+	SHA256 string `yaml:"sha256"`
+
+	// Hash is SHA256, decoded. Set by Load.
+	Hash [32]byte `yaml:"-"`
+}
+
+// The roles a token may have.
+const (
+	RolePrivacy = "privacy"
+	RoleLegal   = "legal"
+	RoleAuditor = "auditor"
+	RoleOps     = "ops"
+)
+
+// HTTPListenOff in http.listen turns lethe worker's server off.
+const HTTPListenOff = "off"
 
 // Error is a configuration problem that names the key at fault.
 type Error struct {
@@ -379,6 +422,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Worker.MaxAttempts == 0 {
 		c.Worker.MaxAttempts = 10
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:8080"
+	}
+	if c.HTTP.MaxBodyBytes == 0 {
+		c.HTTP.MaxBodyBytes = 64 << 10
 	}
 	if c.Database.MaxConns == 0 {
 		c.Database.MaxConns = 5*c.Worker.Concurrency + 4

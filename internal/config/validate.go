@@ -1,8 +1,10 @@
 package config
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -134,6 +136,59 @@ func (c *Config) validate() error {
 	}
 	if c.Worker.MaxAttempts < 1 || c.Worker.MaxAttempts > 100 {
 		add(Errorf("worker.max_attempts", "%d is out of range 1..100", c.Worker.MaxAttempts))
+	}
+	add(c.HTTP.validate())
+	return errors.Join(errs...)
+}
+
+var tokenName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$`)
+
+func (h *HTTP) validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if h.Listen != HTTPListenOff {
+		if _, port, err := net.SplitHostPort(h.Listen); err != nil || port == "" {
+			add(Errorf("http.listen", "%q is not host:port (such as 127.0.0.1:8080), nor off", h.Listen))
+		}
+	}
+	if (h.TLSCert == "") != (h.TLSKey == "") {
+		add(Errorf("http.tls_cert", "and http.tls_key go together: set both for TLS, or neither"))
+	}
+	if h.MaxBodyBytes < 1024 || h.MaxBodyBytes > 64<<20 {
+		add(Errorf("http.max_body_bytes", "%d is out of range 1024..67108864", h.MaxBodyBytes))
+	}
+	names := map[string]bool{}
+	hashes := map[[32]byte]bool{}
+	for i := range h.Tokens {
+		t := &h.Tokens[i]
+		key := fmt.Sprintf("http.tokens[%d]", i)
+		if !tokenName.MatchString(t.Name) {
+			add(Errorf(key+".name", "%q must be letters, digits, . _ @ and - (at most 63)", t.Name))
+		} else if names[t.Name] {
+			add(Errorf(key+".name", "%q is used by an earlier token: names must be unique", t.Name))
+		}
+		names[t.Name] = true
+		switch t.Role {
+		case RolePrivacy, RoleLegal, RoleAuditor, RoleOps:
+		default:
+			add(Errorf(key+".role", "%q is not a role: use privacy, legal, auditor or ops", t.Role))
+		}
+		b, err := hex.DecodeString(strings.TrimSpace(t.SHA256))
+		if err != nil || len(b) != 32 {
+			// The value is not repeated: it may be the token itself,
+			// pasted by mistake.
+			add(Errorf(key+".sha256", "is not 64 hex digits: store the SHA-256 of the token (printf %%s TOKEN | sha256sum), never the token"))
+			continue
+		}
+		copy(t.Hash[:], b)
+		if hashes[t.Hash] {
+			add(Errorf(key+".sha256", "is the same token as an earlier one: give each holder a token of its own"))
+		}
+		hashes[t.Hash] = true
 	}
 	return errors.Join(errs...)
 }
