@@ -10,6 +10,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/lethehq/lethe/archive"
+	"github.com/lethehq/lethe/metrics"
 	"github.com/lethehq/lethe/retention"
 )
 
@@ -25,8 +26,9 @@ func (ArchiveBatchArgs) Kind() string { return "lethe.archive_batch" }
 // ArchiveBatchWorker works ArchiveBatchArgs.
 type ArchiveBatchWorker struct {
 	river.WorkerDefaults[ArchiveBatchArgs]
-	Mover  *retention.Mover
-	Logger *slog.Logger
+	Mover   *retention.Mover
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics
 }
 
 // Work archives (or destroys) the batch's remaining subjects.
@@ -54,6 +56,9 @@ func (w *ArchiveBatchWorker) Work(ctx context.Context, job *river.Job[ArchiveBat
 			"max_attempts", job.MaxAttempts, "final", final, "error", err)
 		return err
 	}
+	w.Metrics.ObserveBatch(res.Policy, res.Archived, res.Destroyed, res.Bytes, time.Since(start))
+	// The job's own line (jobLog) says it completed; this one adds what it
+	// moved.
 	w.Logger.Info("batch done", "batch_id", job.Args.BatchID, "run_id", res.RunID, "archived", res.Archived,
 		"destroyed", res.Destroyed, "skipped", res.Skipped, "rows", res.Rows, "bytes", res.Bytes,
 		"duration_ms", time.Since(start).Milliseconds())

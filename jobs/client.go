@@ -19,6 +19,7 @@ import (
 
 	"github.com/lethehq/lethe/archive"
 	"github.com/lethehq/lethe/internal/config"
+	"github.com/lethehq/lethe/metrics"
 	"github.com/lethehq/lethe/migrations"
 	"github.com/lethehq/lethe/retention"
 )
@@ -32,6 +33,8 @@ type Deps struct {
 	Requests *retention.Requests
 	Holds    *retention.Holds
 	Expirer  *retention.Expirer
+	// Metrics counts what the workers do; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Options shape the client.
@@ -62,12 +65,13 @@ func NewClient(pool *pgxpool.Pool, cfg *config.Config, deps *Deps, opts Options,
 		}
 		workers := river.NewWorkers()
 		river.AddWorker(workers, &SweepWorker{Sweeper: deps.Sweeper})
-		river.AddWorker(workers, &ArchiveBatchWorker{Mover: deps.Mover, Logger: logger})
-		river.AddWorker(workers, &RequestWorker{Requests: deps.Requests, Logger: logger})
+		river.AddWorker(workers, &ArchiveBatchWorker{Mover: deps.Mover, Logger: logger, Metrics: deps.Metrics})
+		river.AddWorker(workers, &RequestWorker{Requests: deps.Requests, Logger: logger, Metrics: deps.Metrics})
 		river.AddWorker(workers, &HoldSyncWorker{Holds: deps.Holds, Logger: logger})
-		river.AddWorker(workers, &ExpireWorker{Expirer: deps.Expirer})
+		river.AddWorker(workers, &ExpireWorker{Expirer: deps.Expirer, Metrics: deps.Metrics})
 		river.AddWorker(workers, &ReconcileWorker{Pool: deps.Pool, Logger: logger})
 		rc.Workers = workers
+		rc.Middleware = []rivertype.Middleware{&jobLog{logger: logger, metrics: deps.Metrics}}
 		// Batches and sweeps are long and heavy; requests and hold syncs are
 		// short and mostly wait on the network, so they get a queue with
 		// more workers of their own.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/riverqueue/river"
 
+	"github.com/lethehq/lethe/metrics"
 	"github.com/lethehq/lethe/retention"
 )
 
@@ -28,11 +29,17 @@ func (ExpireArgs) InsertOpts() river.InsertOpts {
 type ExpireWorker struct {
 	river.WorkerDefaults[ExpireArgs]
 	Expirer *retention.Expirer
+	Metrics *metrics.Metrics
 }
 
 // Work runs the expiry.
 func (w *ExpireWorker) Work(ctx context.Context, _ *river.Job[ExpireArgs]) error {
-	_, err := w.Expirer.Expire(ctx)
+	res, err := w.Expirer.Expire(ctx)
+	if res != nil {
+		for policy, n := range res.ByPolicy {
+			w.Metrics.ArchivesExpired(policy, n)
+		}
+	}
 	return err
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/riverqueue/river"
 
+	"github.com/lethehq/lethe/metrics"
 	"github.com/lethehq/lethe/retention"
 )
 
@@ -31,6 +32,7 @@ type RequestWorker struct {
 	river.WorkerDefaults[RequestArgs]
 	Requests *retention.Requests
 	Logger   *slog.Logger
+	Metrics  *metrics.Metrics
 }
 
 // Work processes the request; a busy subject is tried again shortly.
@@ -39,15 +41,28 @@ func (w *RequestWorker) Work(ctx context.Context, job *river.Job[RequestArgs]) e
 	if errors.Is(err, retention.ErrRetryLater) {
 		return river.JobSnooze(busySnooze())
 	}
+	if errors.Is(err, retention.ErrNoRequest) {
+		// The row is gone (removed by hand, or by lethe bench's clean-up):
+		// there is nothing to carry out, now or later.
+		w.Logger.Warn("deletion request no longer exists; job cancelled", "request_id", job.Args.RequestID, "job_id", job.ID)
+		return river.JobCancel(err)
+	}
 	if err != nil {
 		if job.Attempt >= job.MaxAttempts {
 			if ferr := w.Requests.Fail(ctx, job.Args.RequestID, err); ferr != nil {
 				w.Logger.Error("could not mark request failed", "request_id", job.Args.RequestID, "error", ferr)
+			} else {
+				w.Metrics.RequestDone(retention.StateFailed)
 			}
 		}
 		w.Logger.Warn("deletion request attempt failed", "request_id", job.Args.RequestID, "attempt", job.Attempt,
 			"max_attempts", job.MaxAttempts, "error", err)
 		return err
+	}
+	if w.Metrics != nil {
+		if req, err := w.Requests.Get(ctx, job.Args.RequestID); err == nil && req.State != retention.StateProcessing {
+			w.Metrics.RequestDone(req.State)
+		}
 	}
 	return nil
 }

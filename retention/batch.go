@@ -96,6 +96,8 @@ type BatchResult struct {
 	Bytes   int64
 	// RunID is the run the batch belongs to.
 	RunID int64
+	// Policy is the batch's policy.
+	Policy string
 }
 
 // batchRun is one call of RunBatch: the Mover and the one connection the
@@ -146,6 +148,7 @@ func (m *Mover) RunBatch(ctx context.Context, batchID int64) (*BatchResult, erro
 	if err != nil {
 		return nil, fmt.Errorf("error reading batch: %w", err)
 	}
+	res.Policy = policyName
 	items, err := b.items(ctx, batchID)
 	if err != nil {
 		return nil, err

@@ -40,12 +40,14 @@ type ExpireResult struct {
 	// Busy copies were due but their subject was being worked on; the next
 	// run takes them.
 	Busy int `json:"busy"`
+	// ByPolicy counts the expired copies of each policy.
+	ByPolicy map[string]int `json:"by_policy"`
 }
 
 // Expire destroys every expired, unheld archived copy. Each destruction is
 // audited with the versions deleted. It is safe to run again at any point.
 func (x *Expirer) Expire(ctx context.Context) (*ExpireResult, error) {
-	res := &ExpireResult{}
+	res := &ExpireResult{ByPolicy: map[string]int{}}
 	now := x.Now()
 	for _, pp := range x.plan.Policies {
 		if !pp.Archive() || pp.ArchiveRetainDays == 0 {
@@ -139,5 +141,6 @@ func (x *Expirer) expireOne(ctx context.Context, pp *PolicyPlan, hmac, version s
 		return fmt.Errorf("error recording expiry: %w", err)
 	}
 	res.Expired++
+	res.ByPolicy[pp.Name]++
 	return nil
 }

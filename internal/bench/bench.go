@@ -379,6 +379,9 @@ func workerConfig(cfg *config.Config) string {
 			"batch_size": cfg.Archive.BatchSize, "concurrency": cfg.Archive.Concurrency,
 		},
 		"worker": map[string]any{"concurrency": cfg.Worker.Concurrency, "max_attempts": cfg.Worker.MaxAttempts},
+		// Several workers on one machine cannot share a port; the bench
+		// reads its figures from the database, not from /metrics.
+		"http": map[string]any{"listen": config.HTTPListenOff},
 	}
 	out, _ := yaml.Marshal(doc) // maps, strings and config structs always encode
 	return string(out)
@@ -585,7 +588,8 @@ func (b *run) cleanup(ctx context.Context) error {
 	}
 	_, err := b.pool.Exec(ctx, `
 		WITH r AS (DELETE FROM lethe.request WHERE ticket LIKE $1 RETURNING id),
-		     s AS (DELETE FROM lethe.suppression WHERE request_id IN (SELECT id FROM r))
+		     s AS (DELETE FROM lethe.suppression WHERE request_id IN (SELECT id FROM r)),
+		     j AS (DELETE FROM lethe.river_job WHERE kind = 'lethe.request' AND (args ->> 'request_id')::bigint IN (SELECT id FROM r))
 		SELECT 1`, "bench-"+b.id+"-%")
 	if err != nil {
 		errs = append(errs, err)
@@ -595,6 +599,10 @@ func (b *run) cleanup(ctx context.Context) error {
 		args []any
 	}{
 		{`DELETE FROM lethe.manifest WHERE policy = $1 AND object_key LIKE $2`, []any{PolicyName, b.prefix + "%"}},
+		// Jobs left queued by an interrupted run would otherwise be worked
+		// by the next one, against rows that no longer exist.
+		{`DELETE FROM lethe.river_job WHERE kind = 'lethe.archive_batch'
+			AND (args ->> 'batch_id')::bigint IN (SELECT id FROM lethe.batch WHERE run_id = ANY ($1))`, []any{b.runIDs}},
 		{`DELETE FROM lethe.work_item WHERE batch_id IN (SELECT id FROM lethe.batch WHERE run_id = ANY ($1))`, []any{b.runIDs}},
 		{`DELETE FROM lethe.batch WHERE run_id = ANY ($1)`, []any{b.runIDs}},
 		{`DELETE FROM lethe.run WHERE id = ANY ($1)`, []any{b.runIDs}},

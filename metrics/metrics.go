@@ -1,0 +1,195 @@
+// Package metrics holds lethe's Prometheus metrics: counters of what this
+// process did (subjects archived and destroyed, bytes, batch durations, job
+// failures) and gauges read from the database at each scrape (requests by
+// state and by deadline, holds, hold syncs, failed jobs), which every
+// process reports alike. Labels carry policy names, states and job kinds,
+// never a subject.
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/lethehq/lethe/retention"
+)
+
+// Metrics holds lethe's Prometheus metrics on a registry of its own. Every
+// method is safe on a nil *Metrics, which records nothing.
+type Metrics struct {
+	registry  *prometheus.Registry
+	archived  *prometheus.CounterVec
+	destroyed *prometheus.CounterVec
+	bytes     *prometheus.CounterVec
+	expired   *prometheus.CounterVec
+	failures  *prometheus.CounterVec
+	finished  *prometheus.CounterVec
+	batches   *prometheus.HistogramVec
+	logger    *slog.Logger
+}
+
+// New registers the process and Go collectors, lethe's counters, and, when
+// pool is not nil, the collector that reads the database at each scrape.
+func New(pool *pgxpool.Pool, logger *slog.Logger) *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		archived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lethe_subjects_archived_total",
+			Help: "Subjects this process archived and deleted from the hot tables."}, []string{"policy"}),
+		destroyed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lethe_subjects_destroyed_total",
+			Help: "Subjects this process destroyed without archiving (then: delete, or erased again after a request)."}, []string{"policy"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lethe_archive_bytes_total",
+			Help: "Ciphertext bytes this process put in the archive."}, []string{"policy"}),
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lethe_archives_expired_total",
+			Help: "Archived copies this process destroyed because they outlived archive_retain."}, []string{"policy"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lethe_job_failures_total",
+			Help: "Failed attempts of jobs this process worked."}, []string{"kind"}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lethe_requests_finished_total",
+			Help: "Deletion requests this process brought to a state where they wait or end."}, []string{"state"}),
+		batches: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "lethe_batch_duration_seconds",
+			Help: "Durations of archive batches.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}, []string{"policy"}),
+		logger: logger,
+	}
+	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.archived, m.destroyed, m.bytes, m.expired, m.failures, m.finished, m.batches)
+	if pool != nil {
+		m.registry.MustRegister(&dbCollector{pool: pool, logger: logger})
+	}
+	return m
+}
+
+// Registry is the registry the metrics are on.
+func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// Handler serves the metrics in Prometheus's text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(m.logger.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+}
+
+// ObserveBatch records one finished archive batch of a policy.
+func (m *Metrics) ObserveBatch(policy string, archived, destroyed int, bytes int64, took time.Duration) {
+	if m == nil || policy == "" {
+		return
+	}
+	m.archived.WithLabelValues(policy).Add(float64(archived))
+	m.destroyed.WithLabelValues(policy).Add(float64(destroyed))
+	m.bytes.WithLabelValues(policy).Add(float64(bytes))
+	m.batches.WithLabelValues(policy).Observe(took.Seconds())
+}
+
+// ArchivesExpired records archived copies of a policy destroyed by expiry.
+func (m *Metrics) ArchivesExpired(policy string, n int) {
+	if m == nil {
+		return
+	}
+	m.expired.WithLabelValues(policy).Add(float64(n))
+}
+
+// JobFailed records a failed attempt of a job of kind.
+func (m *Metrics) JobFailed(kind string) {
+	if m == nil {
+		return
+	}
+	m.failures.WithLabelValues(kind).Inc()
+}
+
+// RequestDone records a deletion request reaching state.
+func (m *Metrics) RequestDone(state string) {
+	if m == nil {
+		return
+	}
+	m.finished.WithLabelValues(state).Inc()
+}
+
+// dbCollector reads lethe's state from the database at each scrape.
+type dbCollector struct {
+	pool   *pgxpool.Pool
+	logger *slog.Logger
+}
+
+var (
+	descUp = prometheus.NewDesc("lethe_database_up",
+		"1 when the database answered this scrape's queries, else 0 (and the database metrics are missing).", nil, nil)
+	descRequests = prometheus.NewDesc("lethe_requests",
+		"Deletion requests by state.", []string{"state"}, nil)
+	descOldest = prometheus.NewDesc("lethe_oldest_open_request_age_seconds",
+		"Age of the oldest request not yet ended (received, processing or blocked_by_hold); 0 when none.", nil, nil)
+	descDaysLeft = prometheus.NewDesc("lethe_open_request_min_days_left",
+		"The fewest days left to a deadline among open requests (negative when overdue); absent when none is open.", nil, nil)
+	descHolds = prometheus.NewDesc("lethe_holds_active",
+		"Active legal holds, one per (matter, subject).", nil, nil)
+	descHeld = prometheus.NewDesc("lethe_held_subjects",
+		"Subjects at least one active hold covers.", nil, nil)
+	descSyncs = prometheus.NewDesc("lethe_hold_syncs_pending",
+		"Subjects whose object-store legal hold is not yet what their holds say.", nil, nil)
+	descJobs = prometheus.NewDesc("lethe_jobs",
+		"lethe's River jobs that are retryable now, or were discarded in the last 7 days, by kind.", []string{"kind", "state"}, nil)
+)
+
+func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descUp, descRequests, descOldest, descDaysLeft, descHolds, descHeld, descSyncs, descJobs} {
+		ch <- d
+	}
+}
+
+// scrapeSQL reads everything in one round trip.
+const scrapeSQL = `
+	SELECT
+		(SELECT coalesce(jsonb_object_agg(state, n), '{}') FROM (SELECT state, count(*) AS n FROM lethe.request GROUP BY state) r),
+		(SELECT extract(epoch FROM now() - min(received_at))::float8 FROM lethe.request WHERE state IN ('received', 'processing', 'blocked_by_hold')),
+		(SELECT (extract(epoch FROM min(deadline) - now()) / 86400)::float8 FROM lethe.request WHERE state IN ('received', 'processing', 'blocked_by_hold')),
+		(SELECT count(*) FROM lethe.hold WHERE released_at IS NULL),
+		(SELECT count(DISTINCT subject_hmac) FROM lethe.hold WHERE released_at IS NULL),
+		(SELECT count(*) FROM lethe.hold_sync WHERE synced < generation),
+		(SELECT coalesce(jsonb_agg(jsonb_build_object('kind', kind, 'state', state, 'n', n)), '[]') FROM (
+			SELECT kind, state::text AS state, count(*) AS n FROM lethe.river_job
+			WHERE kind LIKE 'lethe.%' AND (state = 'retryable' OR state = 'discarded' AND finalized_at > now() - interval '7 days')
+			GROUP BY kind, state) j)`
+
+func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var (
+		byState          map[string]int64
+		oldest, daysLeft *float64
+		holds, held      int64
+		syncs            int64
+		jobs             []struct {
+			Kind  string `json:"kind"`
+			State string `json:"state"`
+			N     int64  `json:"n"`
+		}
+	)
+	err := c.pool.QueryRow(ctx, scrapeSQL).Scan(&byState, &oldest, &daysLeft, &holds, &held, &syncs, &jobs)
+	if err != nil {
+		c.logger.Warn("metrics: cannot read lethe's state from the database", "error", err)
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 1)
+	for _, state := range retention.RequestStates {
+		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.GaugeValue, float64(byState[state]), state)
+	}
+	age := 0.0
+	if oldest != nil {
+		age = *oldest
+	}
+	ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, age)
+	if daysLeft != nil {
+		ch <- prometheus.MustNewConstMetric(descDaysLeft, prometheus.GaugeValue, *daysLeft)
+	}
+	ch <- prometheus.MustNewConstMetric(descHolds, prometheus.GaugeValue, float64(holds))
+	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(held))
+	ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.GaugeValue, float64(syncs))
+	for _, j := range jobs {
+		ch <- prometheus.MustNewConstMetric(descJobs, prometheus.GaugeValue, float64(j.N), j.Kind, j.State)
+	}
+}
