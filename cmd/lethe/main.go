@@ -46,7 +46,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"migrate", "apply River's and lethe's migrations; safe to run again", runMigrate},
-		{"worker", "run the queue: nightly sweep, archive batches; stops on SIGTERM/SIGINT", runWorker},
+		{"worker", "run the queue (nightly sweep, archive, requests, holds) and the HTTP API; stops on SIGTERM/SIGINT", runWorker},
+		{"serve", "run only the HTTP API, metrics, health probes and River UI", runServe},
 		{"sweep", "run the sweep now (--dry-run: count only; --wait: work it here and summarise)", runSweep},
 		{"restore", "decrypt a subject's archive with an identity and write its bundle", runRestore},
 		{"request", "deletion requests: delete (queue one), show, list", runRequest},

@@ -210,20 +210,26 @@ func redactParseError(err error) string {
 // workerArchive returns the archiver with the worker's credentials, after
 // checking that the bucket accepts them.
 func (a *app) workerArchive(ctx context.Context) (*archive.Archiver, error) {
+	arch := a.newWorkerArchive()
+	if err := arch.Probe(ctx); err != nil {
+		if errors.Is(err, archive.ErrAccessDenied) {
+			return nil, config.Errorf("archive.credentials", "bucket %q refused them (%v): check the access key and the bucket policy", a.cfg.Archive.Bucket, rootCause(err))
+		}
+		return nil, err
+	}
+	return arch, nil
+}
+
+// newWorkerArchive returns the archive with the worker's credentials,
+// unchecked.
+func (a *app) newWorkerArchive() *archive.Archiver {
 	ac := a.cfg.Archive
 	client := archive.NewClient(archive.ClientConfig{
 		Endpoint: ac.Endpoint, Region: ac.Region, PathStyle: ac.PathStyle,
 		AccessKeyID: ac.Credentials.AccessKeyID, SecretAccessKey: ac.Credentials.SecretAccessKey,
 		MaxConns: ac.Concurrency * a.cfg.Worker.Concurrency,
 	})
-	arch := archive.NewArchiver(client, ac.Bucket, ac.Prefix, ac.ParsedRecipients)
-	if err := arch.Probe(ctx); err != nil {
-		if errors.Is(err, archive.ErrAccessDenied) {
-			return nil, config.Errorf("archive.credentials", "bucket %q refused them (%v): check the access key and the bucket policy", ac.Bucket, rootCause(err))
-		}
-		return nil, err
-	}
-	return arch, nil
+	return archive.NewArchiver(client, ac.Bucket, ac.Prefix, ac.ParsedRecipients)
 }
 
 // rootCause is the innermost error's message.

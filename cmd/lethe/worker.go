@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"time"
 
+	"github.com/lethehq/lethe/api"
+	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/jobs"
+	"github.com/lethehq/lethe/metrics"
 	"github.com/lethehq/lethe/retention"
 )
 
@@ -30,13 +34,27 @@ func runWorker(ctx context.Context, env *cliEnv, args []string) error {
 			a.logger.Warn("missing index: "+ad.Problem, "key", ad.Key, "create", ad.Create)
 		}
 	}
+	m := metrics.New(a.pool, a.logger)
 	deps := jobs.NewDeps(a.pool, a.plan, arch, a.cfg, a.logger)
+	deps.Metrics = m
 	if err := installFault(env.getenv, deps); err != nil {
 		return err
 	}
 	client, err := jobs.NewClient(a.pool, a.cfg, deps, jobs.Options{Periodic: true}, a.logger)
 	if err != nil {
 		return fmt.Errorf("error creating the queue client: %w", err)
+	}
+	// The HTTP server listens before the queue starts, so that a port in
+	// use stops the worker before it takes any work.
+	var srv *api.Server
+	var ln net.Listener
+	if a.cfg.HTTP.Listen != config.HTTPListenOff {
+		if srv, err = a.httpServer(ctx, client, arch, m); err != nil {
+			return err
+		}
+		if ln, err = srv.Listen(); err != nil {
+			return err
+		}
 	}
 	// The client runs until ctx is cancelled by SIGTERM or SIGINT; it must
 	// not stop with it, so that it can finish cleanly.
@@ -50,10 +68,29 @@ func runWorker(ctx context.Context, env *cliEnv, args []string) error {
 	} else if res.Requests+res.HoldSyncs > 0 {
 		a.logger.Warn("queued lost work again", "requests", res.Requests, "hold_syncs", res.HoldSyncs)
 	}
+	var served chan error // nil, which never delivers, without a server
+	if srv != nil {
+		served = make(chan error, 1)
+		go func() { served <- srv.Serve(ctx, ln) }()
+	}
 	next := a.cfg.Cron.Next(time.Now())
 	a.logger.Info("worker started", "schedule", a.cfg.Schedule, "timezone", a.cfg.Timezone,
 		"next_sweep", next.Format(time.RFC3339), "concurrency", a.cfg.Worker.Concurrency)
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		if err != nil {
+			// The API is part of the worker's contract: without it,
+			// stop rather than run unseen.
+			a.logger.Error("http server stopped; stopping the worker", "error", err)
+			stopClient(client, a.logger)
+			return err
+		}
+	}
 	a.logger.Info("stopping: finishing jobs in progress (a second signal cancels them)")
-	return stopClient(client, a.logger)
+	err = stopClient(client, a.logger)
+	if served != nil {
+		<-served
+	}
+	return err
 }

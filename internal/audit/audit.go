@@ -35,6 +35,7 @@ const (
 	KindHoldReleased     = "hold_released"     // a legal hold was released
 	KindHoldSynced       = "hold_synced"       // the S3 legal hold was brought in line
 	KindExpire           = "expire"            // an archived copy outlived archive_retain and was destroyed
+	KindAPICall          = "api_call"          // an API call that changes something, or was refused; the actor is token:NAME
 )
 
 // Entry is one audit record, before it is chained.

@@ -602,6 +602,14 @@ func TestConfigErrors(t *testing.T) {
 		{name: "missing database.url", old: "  url: ${DB_URL}\n", new: "  max_conns: 5\n", keys: []string{"database.url"}, msg: "database.url_file"},
 		{name: "max_conns too small", old: "  url: ${DB_URL}\n", new: "  url: ${DB_URL}\n  max_conns: 1\n", keys: []string{"database.max_conns"}, msg: "at least 2"},
 		{name: "join on the root", old: "  key: id\n", new: "  key: id\n  join: id = id\n", keys: []string{"subject.join"}, msg: "subject table"},
+		{name: "http listen", new: "http:\n  listen: localhost\n", keys: []string{"http.listen"}, msg: "not host:port"},
+		{name: "http tls half", new: "http:\n  tls_cert: c.pem\n", keys: []string{"http.tls_cert"}, msg: "set both"},
+		{name: "http body limit", new: "http:\n  max_body_bytes: 10\n", keys: []string{"http.max_body_bytes"}, msg: "out of range"},
+		{name: "token role", new: "http:\n  tokens:\n    - {name: intake, role: admin, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n", keys: []string{"http.tokens[0].role"}, msg: `"admin" is not a role`},
+		{name: "token name", new: "http:\n  tokens:\n    - {name: '', role: ops, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n", keys: []string{"http.tokens[0].name"}, msg: "letters, digits"},
+		{name: "token is not a hash", new: "http:\n  tokens:\n    - {name: intake, role: ops, sha256: s3cret-token-value}\n", keys: []string{"http.tokens[0].sha256"}, msg: "never the token"},
+		{name: "token twice", new: "http:\n  tokens:\n    - {name: a, role: ops, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n    - {name: b, role: legal, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n", keys: []string{"http.tokens[1].sha256"}, msg: "same token"},
+		{name: "token name twice", new: "http:\n  tokens:\n    - {name: a, role: ops, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}\n    - {name: a, role: legal, sha256: 0000000000000000000000000000000000000000000000000000000000000000}\n", keys: []string{"http.tokens[1].name"}, msg: "unique"},
 		{name: "key missing on the root", old: "  key: id\n", new: "", keys: []string{"subject.key"}, msg: "is empty"},
 		{name: "key on a related table", old: "          join: account_id = id\n", new: "          join: account_id = id\n          key: id\n", keys: []string{"subject.related[0].related[0].key"}, msg: "related table"},
 		{name: "missing join on a related table", old: "          join: account_id = id\n", new: "", keys: []string{"subject.related[0].related[0].join"}, msg: "is empty"},
@@ -801,4 +809,17 @@ func TestWalk(t *testing.T) {
 		"subject.related[0].related[0]|crm.lines|crm.accounts|2",
 		"subject.related[1]|crm.credit_checks|crm.customers|1",
 	}, got)
+}
+
+// TestTokenErrorDoesNotEchoTheValue: a token pasted where its hash belongs
+// must not be printed back.
+func TestTokenErrorDoesNotEchoTheValue(t *testing.T) {
+	t.Parallel()
+	_, err := load(t, fullYAML+"http:\n  tokens:\n    - {name: intake, role: ops, sha256: s3cret-token-value}\n", env)
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "s3cret-token-value")
+	cfg, err := load(t, fullYAML+"http:\n  tokens:\n    - {name: intake, role: ops, sha256: 9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08}\n", env)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:8080", cfg.HTTP.Listen, "the default address")
+	require.Equal(t, byte(0x9f), cfg.HTTP.Tokens[0].Hash[0], "upper-case hex is a hash too")
 }

@@ -36,6 +36,8 @@ restore:
     secret_access_key: %s
 worker:
   concurrency: 2
+http:
+  listen: 127.0.0.1:0
 %s`, db.URL, s.Endpoint, b.Name, s.Writer.AccessKeyID, s.Writer.SecretAccessKey, recipient, randomHex(16),
 		s.Reader.AccessKeyID, s.Reader.SecretAccessKey, strings.TrimLeft(fragment, "\n"))
 }
