@@ -203,6 +203,8 @@ func TestUsageErrors(t *testing.T) {
 		{"missing --config for migrate", []string{"migrate"}, []string{"--config"}},
 		{"config file that does not exist", []string{"sweep", "--config", cfg}, []string{"never-read.yaml"}},
 		{"dry-run and wait", []string{"sweep", "--dry-run", "--wait", "--config", cfg}, []string{"--dry-run"}},
+		{"negative limit", []string{"sweep", "--wait", "--limit", "-5", "--config", cfg}, []string{"--limit -5"}},
+		{"limit with dry-run", []string{"sweep", "--dry-run", "--limit", "5", "--config", cfg}, []string{"--limit"}},
 		{"restore without subject", []string{"restore", "--identity", cfg, "--config", cfg}, []string{"--subject"}},
 		{"restore with a blank subject", []string{"restore", "--subject", "  ", "--identity", cfg, "--config", cfg}, []string{"--subject"}},
 		{"restore without identity", []string{"restore", "--subject", "x", "--config", cfg}, []string{"--identity"}},
