@@ -37,6 +37,9 @@ type Metrics struct {
 // New registers the process and Go collectors, lethe's counters, and, when
 // pool is not nil, the collector that reads the database at each scrape.
 func New(pool *pgxpool.Pool, logger *slog.Logger) *Metrics {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
 		archived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lethe_subjects_archived_total",
@@ -63,11 +66,20 @@ func New(pool *pgxpool.Pool, logger *slog.Logger) *Metrics {
 	return m
 }
 
-// Registry is the registry the metrics are on.
-func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+// Registry is the registry the metrics are on; nil for a nil Metrics.
+func (m *Metrics) Registry() *prometheus.Registry {
+	if m == nil {
+		return nil
+	}
+	return m.registry
+}
 
-// Handler serves the metrics in Prometheus's text format.
+// Handler serves the metrics in Prometheus's text format; a nil Metrics
+// serves 404.
 func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return http.NotFoundHandler()
+	}
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(m.logger.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError,

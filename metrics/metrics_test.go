@@ -75,6 +75,10 @@ func TestCountersAndNil(t *testing.T) {
 	none.ArchivesExpired("p", 1)
 	none.JobFailed("k")
 	none.RequestDone("completed")
+	require.Nil(t, none.Registry())
+	rec := httptest.NewRecorder()
+	none.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	require.Equal(t, 404, rec.Code)
 
 	m := metrics.New(nil, slog.New(slog.DiscardHandler))
 	m.ObserveBatch("former", 500, 0, 1_000_000, 2*time.Second)
@@ -134,8 +138,9 @@ func TestDatabaseGauges(t *testing.T) {
 	require.Equal(t, 2.0, must(t, f, "lethe_held_subjects"))
 	require.Equal(t, 1.0, must(t, f, "lethe_hold_syncs_pending"))
 	require.Equal(t, 1.0, must(t, f, "lethe_jobs", "kind", "lethe.request", "state", "discarded"))
-	for _, secret := range []string{"SUBJECT-SECRET", "h1", "t1"} {
-		require.NotContains(t, body, `"`+secret, "labels never carry keys, hmacs or tickets")
+	require.NotContains(t, body, "SUBJECT-SECRET", "no key anywhere in the scrape")
+	for _, secret := range []string{"h1", "h2", "t1", "t2"} {
+		require.NotContains(t, body, `"`+secret+`"`, "labels never carry hmacs or tickets")
 	}
 
 	// No open request: no days-left sample, and an age of 0.
