@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -45,9 +46,19 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	opts.Progress = func(format string, args ...any) { prog.statusf("bench: "+format, args...) }
 	res, err := bench.Run(ctx, a.cfg, a.pool, opts, a.logger)
 	prog.done()
-	if err != nil {
+	var cleanupErr *bench.CleanupError
+	if err != nil && (res == nil || !errors.As(err, &cleanupErr)) {
 		return err
 	}
+	// The figures stand when only the clean-up failed: report them, then
+	// the error.
+	if err := printBench(ctx, env, a, res, report, asJSON); err != nil {
+		return err
+	}
+	return err
+}
+
+func printBench(ctx context.Context, env *cliEnv, a *app, res *bench.Result, report string, asJSON bool) error {
 	fmt.Fprintf(env.stdout, "archived %d subjects (%d rows) in %.1f s: %.0f subjects/s, %s/s\n",
 		res.Subjects, res.Rows, res.Seconds, res.SubjectsPerSec, humanBytes(int64(res.BytesPerSec)))
 	fmt.Fprintf(env.stdout, "limits in the same run: object store alone %.0f puts/s, database alone %.0f subjects/s; efficiency %.2f\n",

@@ -113,10 +113,14 @@ func Run(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool, opts Optio
 		schema: "lethe_bench_" + id, rawSchema: "lethe_bench_raw_" + id,
 		prefix: cfg.Archive.Prefix + "bench/" + id + "/", res: &Result{Subjects: opts.Subjects, Workers: opts.Workers}}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+		// Removing N objects one by one takes time in proportion: allow
+		// ten minutes plus a second per 500 subjects (43 minutes at 1M).
+		limit := 10*time.Minute + time.Duration(opts.Subjects/500)*time.Second
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 		defer cancel()
+		opts.Progress("removing the scratch schemas, objects and rows")
 		if cerr := b.cleanup(cctx); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("error cleaning up the bench: %w", cerr))
+			err = errors.Join(err, &CleanupError{Err: cerr, Prefix: b.prefix, Schema: b.schema})
 		}
 	}()
 	if err := b.prepare(ctx); err != nil {
@@ -140,6 +144,21 @@ func Run(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool, opts Optio
 	}
 	return r, nil
 }
+
+// CleanupError is a bench that measured but could not remove all it made.
+// Run returns its result with it.
+type CleanupError struct {
+	Err    error
+	Prefix string
+	Schema string
+}
+
+func (e *CleanupError) Error() string {
+	return fmt.Sprintf("error cleaning up the bench (objects under %s, schema %s and its bench rows may remain; run the bench again or remove them by hand): %v",
+		e.Prefix, e.Schema, e.Err)
+}
+
+func (e *CleanupError) Unwrap() error { return e.Err }
 
 type run struct {
 	cfg       *config.Config
@@ -253,20 +272,36 @@ func (b *run) archive(ctx context.Context) error {
 		return err
 	}
 	b.runIDs = append(b.runIDs, runID)
-	if _, err := deps.Sweeper.Sweep(ctx, runID, jobs.Queue{Client: client}); err != nil {
-		return err
-	}
+	// The sweep claims while the workers already archive what it has
+	// claimed: sample the whole run, claiming included.
+	swept := make(chan error, 1)
+	go func() {
+		_, err := deps.Sweeper.Sweep(ctx, runID, jobs.Queue{Client: client})
+		swept <- err
+	}()
+	claiming := true
 	var peak int64
 	pids := []int{os.Getpid()}
 	for _, c := range children {
 		pids = append(pids, c.Process.Pid)
 	}
 	for {
-		var archived int
+		if claiming {
+			select {
+			case err := <-swept:
+				if err != nil {
+					return err
+				}
+				claiming = false
+			default:
+			}
+		}
+		var archived, claimed int
 		var state string
 		err := b.pool.QueryRow(ctx, `
-			SELECT coalesce((SELECT sum(archived) FROM lethe.batch WHERE run_id = $1), 0)::int, state
-			FROM lethe.run WHERE id = $1`, runID).Scan(&archived, &state)
+			SELECT coalesce((SELECT sum(archived) FROM lethe.batch WHERE run_id = $1), 0)::int,
+			       coalesce((SELECT sum(subjects) FROM lethe.batch WHERE run_id = $1), 0)::int, state
+			FROM lethe.run WHERE id = $1`, runID).Scan(&archived, &claimed, &state)
 		if err != nil {
 			return fmt.Errorf("error reading progress: %w", err)
 		}
@@ -277,11 +312,15 @@ func (b *run) archive(ctx context.Context) error {
 		if state == "failed" {
 			return fmt.Errorf("the bench run %d failed: see lethe status", runID)
 		}
-		if state == "done" {
+		if state == "done" && !claiming {
 			break
 		}
 		if len(b.res.Timeline)%10 == 0 {
-			b.opts.Progress("archived %d/%d", archived, b.opts.Subjects)
+			if claiming {
+				b.opts.Progress("archived %d/%d (claimed %d so far)", archived, b.opts.Subjects, claimed)
+			} else {
+				b.opts.Progress("archived %d/%d", archived, b.opts.Subjects)
+			}
 		}
 		select {
 		case <-ctx.Done():
