@@ -63,7 +63,7 @@ func printBench(ctx context.Context, env *cliEnv, a *app, res *bench.Result, rep
 		res.Subjects, res.Rows, res.Seconds, res.SubjectsPerSec, humanBytes(int64(res.BytesPerSec)))
 	fmt.Fprintf(env.stdout, "limits in the same run: object store alone %.0f puts/s, database alone %.0f subjects/s; efficiency %.2f\n",
 		res.RawPutPerSec, res.RawDBPerSec, res.Efficiency)
-	fmt.Fprintf(env.stdout, "peak RSS %s; %d deletion requests at %.0f/s\n", humanBytes(res.PeakRSSBytes), res.Requests, res.RequestsPerSec)
+	fmt.Fprintf(env.stdout, "peak RSS %s; %d deletion requests at %s/s\n", humanBytes(res.PeakRSSBytes), res.Requests, bench.Rate(res.RequestsPerSec))
 	for _, w := range res.PerWorker {
 		fmt.Fprintf(env.stdout, "  worker %s: %d subjects, %.0f/s\n", w.Client, w.Subjects, w.SubjectsPerSec)
 	}

@@ -89,7 +89,7 @@ func WriteReport(dir string, r *Result, m Machine, now time.Time) (string, error
 	fmt.Fprintf(&b, "| raw_db_per_sec (database alone) | %.0f |\n", r.RawDBPerSec)
 	fmt.Fprintf(&b, "| efficiency = subjects_per_sec / min(raw) | **%.2f** |\n", r.Efficiency)
 	fmt.Fprintf(&b, "| peak_rss_bytes | %d (%.0f MiB) |\n", r.PeakRSSBytes, float64(r.PeakRSSBytes)/(1<<20))
-	fmt.Fprintf(&b, "| deletion requests | %d at %.0f requests/s |\n", r.Requests, r.RequestsPerSec)
+	fmt.Fprintf(&b, "| deletion requests | %d at %s requests/s |\n", r.Requests, Rate(r.RequestsPerSec))
 	fmt.Fprintf(&b, "| seeding (not timed above) | %.1f s |\n", r.SeedSeconds)
 	if len(r.PerWorker) > 0 {
 		fmt.Fprintf(&b, "\n| worker process (River client) | subjects | subjects/s |\n|---|---|---|\n")
@@ -160,4 +160,13 @@ func niceCeil(v float64) float64 {
 		}
 	}
 	return 10 * p
+}
+
+// Rate formats a per-second figure: whole numbers from 10 up, one decimal
+// below, so that a slow rate does not print as 0.
+func Rate(v float64) string {
+	if v >= 10 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%.1f", v)
 }
