@@ -73,9 +73,19 @@ func (a *Archiver) DeleteKnown(ctx context.Context, vs []KeyVersion) error {
 	for _, v := range vs {
 		byKey[v.Key] = append(byKey[v.Key], v.VersionID)
 	}
+	_, err := a.deleteByKey(ctx, byKey)
+	return err
+}
+
+// deleteByKey deletes the versions of 32 keys at a time, the versions of
+// one key one after the other: some servers mishandle concurrent deletes of
+// the same key's versions. A key's first failure ends its deletes; the
+// first error is returned with how many versions were deleted.
+func (a *Archiver) deleteByKey(ctx context.Context, byKey map[string][]string) (int, error) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
+	deleted := 0
 	sem := make(chan struct{}, 32)
 	for key, versions := range byKey {
 		wg.Add(1)
@@ -83,19 +93,23 @@ func (a *Archiver) DeleteKnown(ctx context.Context, vs []KeyVersion) error {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			for _, v := range versions {
-				if err := a.deleteVersion(ctx, key, v); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
+				err := a.deleteVersion(ctx, key, v)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				if err == nil {
+					deleted++
+				}
+				mu.Unlock()
+				if err != nil {
 					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	return firstErr
+	return deleted, firstErr
 }
 
 // DeletePrefix deletes every version and delete marker under the
@@ -109,8 +123,6 @@ func (a *Archiver) DeletePrefix(ctx context.Context, sub string) (int, error) {
 		if err != nil {
 			return deleted, fmt.Errorf("error listing object versions: %w", classify(err))
 		}
-		// Versions of one key are deleted one after the other: some servers
-		// mishandle concurrent deletes of the same key's versions.
 		byKey := map[string][]string{}
 		for _, v := range out.Versions {
 			byKey[aws.ToString(v.Key)] = append(byKey[aws.ToString(v.Key)], aws.ToString(v.VersionId))
@@ -118,30 +130,10 @@ func (a *Archiver) DeletePrefix(ctx context.Context, sub string) (int, error) {
 		for _, m := range out.DeleteMarkers {
 			byKey[aws.ToString(m.Key)] = append(byKey[aws.ToString(m.Key)], aws.ToString(m.VersionId))
 		}
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		var firstErr error
-		sem := make(chan struct{}, 32)
-		for key, versions := range byKey {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				for _, v := range versions {
-					err := a.deleteVersion(ctx, key, v)
-					mu.Lock()
-					if err != nil && firstErr == nil {
-						firstErr = err
-					} else if err == nil {
-						deleted++
-					}
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-		if firstErr != nil {
-			return deleted, firstErr
+		n, err := a.deleteByKey(ctx, byKey)
+		deleted += n
+		if err != nil {
+			return deleted, err
 		}
 		if len(byKey) == 0 {
 			return deleted, nil
