@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -221,34 +220,8 @@ func (l *leakRun) runWith(t *testing.T, cfg string, args ...string) result {
 // logging as JSON at debug level.
 func startJSONWorker(t *testing.T, cfg string) *worker {
 	t.Helper()
-	w := &worker{done: make(chan struct{})}
-	w.cmd = exec.Command(letheBin, "worker", "--config", cfg, "--log-level", "debug", "--log-format", "json")
-	w.cmd.Env = cleanEnv()
-	w.cmd.Dir = t.TempDir()
-	w.cmd.Stdout = lockedWriter{&w.mu, &w.stdout}
-	w.cmd.Stderr = lockedWriter{&w.mu, &w.stderr}
-	require.NoError(t, w.cmd.Start())
-	go func() {
-		w.err = w.cmd.Wait()
-		close(w.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-w.done:
-		default:
-			_ = w.cmd.Process.Kill()
-			<-w.done
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(w.output(), `"msg":"worker started"`) {
-		select {
-		case <-w.done:
-			require.FailNow(t, "lethe worker exited before it started", "%v\n%s", w.err, w.output())
-		case <-time.After(50 * time.Millisecond):
-		}
-		require.True(t, time.Now().Before(deadline), "lethe worker did not start in 30s\n%s", w.output())
-	}
+	w := spawn(t, nil, "worker", "--config", cfg, "--log-level", "debug", "--log-format", "json")
+	w.waitOutput(t, `"msg":"worker started"`, 30*time.Second)
 	return w
 }
 

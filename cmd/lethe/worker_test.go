@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -41,36 +40,7 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 // it started. The worker is killed when t ends if it still runs.
 func startWorker(t *testing.T, cfg string) *worker {
 	t.Helper()
-	w := &worker{done: make(chan struct{})}
-	w.cmd = exec.Command(letheBin, "worker", "--config", cfg, "--log-level", "debug")
-	w.cmd.Env = cleanEnv()
-	w.cmd.Dir = t.TempDir()
-	w.cmd.Stdout = lockedWriter{&w.mu, &w.stdout}
-	w.cmd.Stderr = lockedWriter{&w.mu, &w.stderr}
-	require.NoError(t, w.cmd.Start())
-	go func() {
-		w.err = w.cmd.Wait()
-		close(w.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-w.done:
-		default:
-			_ = w.cmd.Process.Kill()
-			<-w.done
-		}
-	})
-	deadline := time.After(30 * time.Second)
-	for !strings.Contains(w.output(), "worker started") {
-		select {
-		case <-w.done:
-			require.FailNow(t, "lethe worker exited before it started", "%v\n%s", w.err, w.output())
-		case <-deadline:
-			require.FailNow(t, "lethe worker did not start in 30s", "%s", w.output())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return w
+	return startWorkerEnv(t, cfg)
 }
 
 func (w *worker) output() string {
