@@ -37,9 +37,21 @@ func (q Queue) EnqueueRequest(ctx context.Context, tx pgx.Tx, requestID int64) (
 	return q.insert(ctx, tx, RequestArgs{RequestID: requestID})
 }
 
-// EnqueueHoldSync queues a hold-sync job.
-func (q Queue) EnqueueHoldSync(ctx context.Context, tx pgx.Tx, subjectHMAC string) (int64, error) {
-	return q.insert(ctx, tx, HoldSyncArgs{SubjectHMAC: subjectHMAC})
+// EnqueueHoldSyncs queues one hold-sync job per subject, in one insert.
+func (q Queue) EnqueueHoldSyncs(ctx context.Context, tx pgx.Tx, subjectHMACs []string) ([]int64, error) {
+	params := make([]river.InsertManyParams, len(subjectHMACs))
+	for i, h := range subjectHMACs {
+		params[i] = river.InsertManyParams{Args: HoldSyncArgs{SubjectHMAC: h}}
+	}
+	res, err := q.Client.InsertManyTx(ctx, tx, params)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]int64, len(res))
+	for i, r := range res {
+		ids[i] = r.Job.ID
+	}
+	return ids, nil
 }
 
 // busySnooze is how long a job waits when its subject is busy: two to four

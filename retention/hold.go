@@ -1,10 +1,12 @@
 package retention
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -65,41 +67,44 @@ func (h *Holds) Place(ctx context.Context, queue Queue, matter string, keys []st
 	if err := nonBlank(map[string]string{"matter": matter, "reason": reason, "by": by}); err != nil {
 		return nil, err
 	}
-	for _, k := range keys {
-		if err := h.plan.CheckKey(ctx, h.pool, k); err != nil {
-			return nil, err
-		}
+	keys, err := h.plan.CanonicalKeys(ctx, h.pool, keys)
+	if err != nil {
+		return nil, err
 	}
-	keys = unique(keys)
+	keys = uniqueKeys(keys)
 	res := &PlaceResult{}
 	hmacs := h.hmacs(keys)
-	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
 		res.Placed, res.Already = nil, 0
 		if err := lockSubjectsTx(ctx, tx, hmacs); err != nil {
 			return err
 		}
-		var entries []audit.Entry
-		for i, key := range keys {
-			var hold Hold
-			err := tx.QueryRow(ctx, `
-				INSERT INTO lethe.hold (matter, subject_hmac, subject_key, reason, placed_by)
-				VALUES ($1, $2, $3, $4, $5)
-				ON CONFLICT (matter, subject_hmac) WHERE released_at IS NULL DO NOTHING
-				RETURNING id, placed_at`, matter, hmacs[i], key, reason, by).Scan(&hold.ID, &hold.PlacedAt)
-			if errors.Is(err, pgx.ErrNoRows) {
-				res.Already++
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("error placing hold: %w", err)
-			}
-			hold.Matter, hold.Subject, hold.SubjectHMAC, hold.Reason, hold.PlacedBy = matter, key, hmacs[i], reason, by
-			res.Placed = append(res.Placed, hold)
-			entries = append(entries, audit.Entry{Kind: audit.KindHoldPlaced, Actor: by, SubjectHMAC: hmacs[i],
-				Detail: map[string]any{"hold_id": hold.ID, "matter": matter, "reason": reason}})
-			if err := requestSync(ctx, tx, queue, hmacs[i], true); err != nil {
-				return err
-			}
+		rows, err := tx.Query(ctx, `
+			INSERT INTO lethe.hold (matter, subject_hmac, subject_key, reason, placed_by)
+			SELECT $1, h, k, $4, $5 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u (h, k, i) ORDER BY i
+			ON CONFLICT (matter, subject_hmac) WHERE released_at IS NULL DO NOTHING
+			RETURNING id, subject_key, subject_hmac, placed_at`, matter, hmacs, keys, reason, by)
+		if err != nil {
+			return fmt.Errorf("error placing holds: %w", err)
+		}
+		res.Placed, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Hold, error) {
+			hold := Hold{Matter: matter, Reason: reason, PlacedBy: by}
+			return hold, r.Scan(&hold.ID, &hold.Subject, &hold.SubjectHMAC, &hold.PlacedAt)
+		})
+		if err != nil {
+			return fmt.Errorf("error placing holds: %w", err)
+		}
+		slices.SortFunc(res.Placed, func(a, b Hold) int { return cmp.Compare(a.ID, b.ID) })
+		res.Already = len(keys) - len(res.Placed)
+		entries := make([]audit.Entry, len(res.Placed))
+		placed := make([]string, len(res.Placed))
+		for i, hold := range res.Placed {
+			placed[i] = hold.SubjectHMAC
+			entries[i] = audit.Entry{Kind: audit.KindHoldPlaced, Actor: by, SubjectHMAC: hold.SubjectHMAC,
+				Detail: map[string]any{"hold_id": hold.ID, "matter": matter, "reason": reason}}
+		}
+		if err := requestSync(ctx, tx, queue, placed, true); err != nil {
+			return err
 		}
 		return audit.Append(ctx, tx, entries...)
 	})
@@ -128,12 +133,13 @@ func (h *Holds) Release(ctx context.Context, queue Queue, matter string, keys []
 	if err := nonBlank(map[string]string{"matter": matter, "by": by}); err != nil {
 		return nil, err
 	}
-	if err := checkKeys(keys); err != nil {
+	keys, err := h.plan.CanonicalKeys(ctx, h.pool, keys)
+	if err != nil {
 		return nil, err
 	}
-	keys = unique(keys)
+	keys = uniqueKeys(keys)
 	res := &ReleaseResult{}
-	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
 		*res = ReleaseResult{}
 		rows, err := tx.Query(ctx, `SELECT subject_hmac FROM lethe.hold WHERE matter = $1 AND released_at IS NULL`, matter)
 		if err != nil {
@@ -204,10 +210,8 @@ func (h *Holds) Release(ctx context.Context, queue Queue, matter string, keys []
 			WHERE r.subject_hmac = m.subject_hmac AND r.state = 'blocked_by_hold'`, targets); err != nil {
 			return fmt.Errorf("error updating blocked requests: %w", err)
 		}
-		for _, hm := range freed {
-			if err := requestSync(ctx, tx, queue, hm, false); err != nil {
-				return err
-			}
+		if err := requestSync(ctx, tx, queue, freed, false); err != nil {
+			return err
 		}
 		rows, err = tx.Query(ctx, `
 			UPDATE lethe.request SET state = 'received', reason = NULL, updated_at = now()
@@ -247,24 +251,31 @@ func (h *Holds) Release(ctx context.Context, queue Queue, matter string, keys []
 	return res, nil
 }
 
-// requestSync records that the subject's object should (or should not) be
-// under an S3 legal hold and queues the job that makes it so.
-func requestSync(ctx context.Context, tx pgx.Tx, queue Queue, subjectHMAC string, held bool) error {
+// requestSync records that the subjects' objects should (or should not) be
+// under an S3 legal hold and queues the jobs that make it so.
+func requestSync(ctx context.Context, tx pgx.Tx, queue Queue, subjectHMACs []string, held bool) error {
+	if len(subjectHMACs) == 0 {
+		return nil
+	}
 	_, err := tx.Exec(ctx, `
-		INSERT INTO lethe.hold_sync (subject_hmac, held) VALUES ($1, $2)
+		INSERT INTO lethe.hold_sync (subject_hmac, held) SELECT h, $2 FROM unnest($1::text[]) AS h
 		ON CONFLICT (subject_hmac) DO UPDATE SET held = excluded.held, generation = lethe.hold_sync.generation + 1,
-			requested_at = now(), last_error = NULL`, subjectHMAC, held)
+			requested_at = now(), last_error = NULL`, subjectHMACs, held)
 	if err != nil {
 		return fmt.Errorf("error recording hold sync: %w", err)
 	}
-	return enqueueHoldSync(ctx, tx, queue, subjectHMAC)
+	return enqueueHoldSyncs(ctx, tx, queue, subjectHMACs)
 }
 
 // List returns the active holds, optionally of one matter or one subject.
 func (h *Holds) List(ctx context.Context, matter, key string) ([]Hold, error) {
 	var hm *string
 	if key != "" {
-		s := h.plan.hasher.HMAC(key)
+		canon, err := h.plan.CanonicalKey(ctx, h.pool, key)
+		if err != nil {
+			return nil, err
+		}
+		s := h.plan.hasher.HMAC(canon)
 		hm = &s
 	}
 	var m *string
@@ -331,45 +342,6 @@ func nonBlank(fields map[string]string) error {
 		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
 			return fmt.Errorf("%w: --%s is not valid UTF-8 text", ErrBadInput, name)
 		}
-	}
-	return nil
-}
-
-// unique returns keys without repeats, in order.
-func unique(keys []string) []string {
-	seen := make(map[string]bool, len(keys))
-	out := keys[:0:0]
-	for _, k := range keys {
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
-func checkKeys(keys []string) error {
-	for _, k := range keys {
-		if strings.TrimSpace(k) == "" {
-			return fmt.Errorf("%w: --subject: a subject key cannot be empty or only whitespace", ErrBadInput)
-		}
-		if !utf8.ValidString(k) || strings.ContainsRune(k, 0) {
-			return fmt.Errorf("%w: --subject: a subject key must be valid UTF-8 text without NUL", ErrBadInput)
-		}
-	}
-	return nil
-}
-
-// CheckKey checks that key is a well-formed key of the subject table: not
-// blank, valid text, and convertible to the key column's type. The error
-// does not repeat the key, which may be personal data typed by mistake.
-func (p *Plan) CheckKey(ctx context.Context, db querier, key string) error {
-	if err := checkKeys([]string{key}); err != nil {
-		return err
-	}
-	var ok bool
-	if err := db.QueryRow(ctx, "SELECT $1::text::"+p.KeyType+" IS NOT NULL", key).Scan(&ok); err != nil || !ok {
-		return fmt.Errorf("%w: --subject: the subject key is not a valid %s, the type of %s.%s", ErrBadInput, p.KeyType, p.Root.Name, p.keyCol)
 	}
 	return nil
 }

@@ -21,6 +21,9 @@ const subjectLockClass = 0x4c455448
 // four bytes of its HMAC. Two subjects that share it merely wait for each
 // other.
 func subjectLockKey(subjectHMAC string) int32 {
+	if len(subjectHMAC) < 8 {
+		return 0
+	}
 	b, err := hex.DecodeString(subjectHMAC[:8])
 	if err != nil || len(b) < 4 {
 		return 0

@@ -32,6 +32,7 @@ type Plan struct {
 	Protect string
 
 	keyCol  string
+	keyBase string // the key type's base type, such as int8 or numeric
 	subject string // subject.table as written: part of every HMAC
 	hasher  *Hasher
 	hmacp   hmacParams // the same HMAC, computed by PostgreSQL
@@ -152,7 +153,16 @@ func Compile(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (*Plan
 				errs = append(errs, config.Errorf(key+".key", "column %q of %s has no unique index or primary key: the key must name one row", k, t.Table))
 				return
 			}
-			p.keyCol, p.KeyType = k, c.typ
+			typ, base, err := keyType(ctx, tx, oid, k)
+			if err != nil {
+				if !config.IsConfigError(err) {
+					walkErr = err
+					return
+				}
+				errs = append(errs, config.Errorf(key+".key", "column %q of %s %s", k, t.Table, err.(*config.Error).Msg))
+				return
+			}
+			p.keyCol, p.KeyType, p.keyBase = k, typ, base
 		} else {
 			child, par, _ := config.ParseJoin(t.Join)
 			if _, ok := cols[child]; !ok {
@@ -281,6 +291,37 @@ func lookupTable(ctx context.Context, tx pgx.Tx, name string) (uint32, pgx.Ident
 		return 0, nil, nil, fmt.Errorf("error reading columns of %q: %w", name, err)
 	}
 	return oid, pgx.Identifier{schema, rel}, cols, nil
+}
+
+// keyType returns the type to cast subject keys to and its base type, or a
+// *config.Error when the column cannot be a subject key: its type must print
+// each value one way (keyTypes), and its collation must not let two
+// different strings be equal.
+func keyType(ctx context.Context, tx pgx.Tx, rel uint32, col string) (cast, base string, err error) {
+	var typ, btype string
+	var domain, deterministic bool
+	err = tx.QueryRow(ctx, `
+		SELECT format_type(a.atttypid, NULL), b.typname, t.typtype = 'd',
+		       coalesce((SELECT c.collisdeterministic FROM pg_catalog.pg_collation c WHERE c.oid = a.attcollation), true)
+		FROM pg_catalog.pg_attribute a
+		JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+		JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+		WHERE a.attrelid = $1 AND a.attname = $2 AND NOT a.attisdropped`, rel, col).Scan(&typ, &btype, &domain, &deterministic)
+	if err != nil {
+		return "", "", fmt.Errorf("error reading the type of the key column %q: %w", col, err)
+	}
+	if !keyTypes[btype] {
+		return "", "", &config.Error{Msg: fmt.Sprintf("is %s: a subject key must be a %s column, whose text names exactly one value (choose another unique column)", typ, keyTypeNames)}
+	}
+	if !deterministic {
+		return "", "", &config.Error{Msg: "has a nondeterministic collation, under which different text is equal: a subject key must compare byte for byte (choose another unique column)"}
+	}
+	if btype == "bpchar" && !domain {
+		// format_type says "character", which as a cast means char(1) and
+		// would cut every key to one letter.
+		typ = "bpchar"
+	}
+	return typ, btype, nil
 }
 
 // checkPredicate parses a predicate on the subject table for real. The

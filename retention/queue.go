@@ -14,7 +14,8 @@ type Queue interface {
 	EnqueueBatch(ctx context.Context, tx pgx.Tx, batchID int64) (jobID int64, err error)
 	// EnqueueRequest queues the processing of a deletion request.
 	EnqueueRequest(ctx context.Context, tx pgx.Tx, requestID int64) (jobID int64, err error)
-	// EnqueueHoldSync queues bringing a subject's object-lock legal hold in
-	// line with its holds.
-	EnqueueHoldSync(ctx context.Context, tx pgx.Tx, subjectHMAC string) (jobID int64, err error)
+	// EnqueueHoldSyncs queues, for each subject, bringing its object-lock
+	// legal hold in line with its holds: one job per subject, inserted
+	// together, with their ids in the order of subjectHMACs.
+	EnqueueHoldSyncs(ctx context.Context, tx pgx.Tx, subjectHMACs []string) (jobIDs []int64, err error)
 }

@@ -21,13 +21,18 @@ func enqueueRequest(ctx context.Context, tx pgx.Tx, queue Queue, requestID int64
 	return nil
 }
 
-// enqueueHoldSync queues a subject's hold-sync job and records it.
-func enqueueHoldSync(ctx context.Context, tx pgx.Tx, queue Queue, subjectHMAC string) error {
-	jobID, err := queue.EnqueueHoldSync(ctx, tx, subjectHMAC)
+// enqueueHoldSyncs queues the subjects' hold-sync jobs and records them.
+func enqueueHoldSyncs(ctx context.Context, tx pgx.Tx, queue Queue, subjectHMACs []string) error {
+	if len(subjectHMACs) == 0 {
+		return nil
+	}
+	jobIDs, err := queue.EnqueueHoldSyncs(ctx, tx, subjectHMACs)
 	if err != nil {
 		return fmt.Errorf("error queueing hold sync: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `UPDATE lethe.hold_sync SET job_id = $2 WHERE subject_hmac = $1`, subjectHMAC, jobID); err != nil {
+	if _, err := tx.Exec(ctx, `
+		UPDATE lethe.hold_sync s SET job_id = u.j FROM unnest($1::text[], $2::bigint[]) AS u (h, j)
+		WHERE s.subject_hmac = u.h`, subjectHMACs, jobIDs); err != nil {
 		return fmt.Errorf("error recording hold sync job: %w", err)
 	}
 	return nil
@@ -85,7 +90,7 @@ func Reconcile(ctx context.Context, pool *pgxpool.Pool, queue Queue) (*Reconcile
 		return res, fmt.Errorf("error finding hold syncs without a job: %w", err)
 	}
 	for _, h := range syncs {
-		ok, err := requeueIfFree(ctx, pool, h, func(tx pgx.Tx) error { return enqueueHoldSync(ctx, tx, queue, h) })
+		ok, err := requeueIfFree(ctx, pool, h, func(tx pgx.Tx) error { return enqueueHoldSyncs(ctx, tx, queue, []string{h}) })
 		if err != nil {
 			return res, err
 		}

@@ -144,7 +144,8 @@ func (r *Requests) Submit(ctx context.Context, queue Queue, key, ticket, by stri
 	if err := nonBlank(map[string]string{"ticket": ticket, "by": by}); err != nil {
 		return nil, false, err
 	}
-	if err := r.plan.CheckKey(ctx, r.pool, key); err != nil {
+	key, err = r.plan.CanonicalKey(ctx, r.pool, key)
+	if err != nil {
 		return nil, false, err
 	}
 	hmac := r.plan.hasher.HMAC(key)

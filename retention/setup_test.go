@@ -354,11 +354,11 @@ func (r *recorder) EnqueueRequest(_ context.Context, _ pgx.Tx, id int64) (int64,
 	return 0, nil
 }
 
-func (r *recorder) EnqueueHoldSync(_ context.Context, _ pgx.Tx, h string) (int64, error) {
+func (r *recorder) EnqueueHoldSyncs(_ context.Context, _ pgx.Tx, hs []string) ([]int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.syncs = append(r.syncs, h)
-	return 0, nil
+	r.syncs = append(r.syncs, hs...)
+	return make([]int64, len(hs)), nil
 }
 
 // taken empties the recorder and returns what it held.

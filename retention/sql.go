@@ -68,8 +68,8 @@ func (p *Plan) buildStatements() statements {
 		earlier = append(earlier, pp.Where)
 		due := fmt.Sprintf("%s AND %s < $1::timestamptz", match, clock)
 		s.claimFirst[pp.Name] = fmt.Sprintf(
-			"SELECT %[2]s::text AS k, %[3]s::text AS c FROM %[1]s WHERE %[4]s ORDER BY %[1]s.%[3]s, %[1]s.%[2]s LIMIT $2 FOR UPDATE SKIP LOCKED",
-			root, key, clock, due)
+			"SELECT %[5]s AS k, %[3]s::text AS c FROM %[1]s WHERE %[4]s ORDER BY %[1]s.%[3]s, %[1]s.%[2]s LIMIT $2 FOR UPDATE SKIP LOCKED",
+			root, key, clock, due, p.keyText(key))
 		s.claimNext[pp.Name] = fmt.Sprintf(
 			// "after (clock, key)" is spelled out rather than written as a
 			// row comparison, whose selectivity the planner misjudges: so an
@@ -78,9 +78,9 @@ func (p *Plan) buildStatements() statements {
 			// orders keys within one clock value. Each page then costs its
 			// own size, not the backlog's. ORDER BY names the table's
 			// columns, not the text outputs of the same names.
-			"SELECT %[2]s::text AS k, %[3]s::text AS c FROM %[1]s WHERE %[4]s AND %[3]s >= $2::text::%[5]s "+
+			"SELECT %[7]s AS k, %[3]s::text AS c FROM %[1]s WHERE %[4]s AND %[3]s >= $2::text::%[5]s "+
 				"AND (%[3]s > $2::text::%[5]s OR %[2]s > $3::text::%[6]s) ORDER BY %[1]s.%[3]s, %[1]s.%[2]s LIMIT $4 FOR UPDATE SKIP LOCKED",
-			root, key, clock, due, pp.ClockType, p.KeyType)
+			root, key, clock, due, pp.ClockType, p.KeyType, p.keyText(key))
 		protect := "FALSE"
 		if strings.TrimSpace(p.Protect) != "" {
 			protect = "(" + p.Protect + ")"
@@ -89,21 +89,21 @@ func (p *Plan) buildStatements() statements {
 			"SELECT count(*), count(*) FILTER (WHERE coalesce(%s, false)), "+
 				"count(*) FILTER (WHERE CASE WHEN EXISTS (SELECT 1 FROM lethe.hold WHERE released_at IS NULL) "+
 				"THEN %s IN (SELECT subject_hmac FROM lethe.hold WHERE released_at IS NULL) ELSE false END) FROM %s WHERE %s",
-			protect, hmacSQL(key+"::text", 2), root, due)
+			protect, hmacSQL(p.keyText(key), 2), root, due)
 		stillDue := fmt.Sprintf("%s = ANY (%s) AND %s AND %s < $2::timestamptz", key, keys, match, clock)
 		s.readRoot[pp.Name] = fmt.Sprintf(
-			"SELECT s::text, agg::text, md5(agg::text) FROM (SELECT %[2]s AS s, jsonb_agg(to_jsonb(%[3]s)) AS agg FROM %[1]s WHERE %[4]s GROUP BY %[2]s) r",
-			root, key, rowRef, stillDue)
-		s.lockDue[pp.Name] = fmt.Sprintf("SELECT %[2]s::text FROM %[1]s WHERE %[3]s ORDER BY %[2]s FOR UPDATE", root, key, stillDue)
+			"SELECT %[5]s, agg::text, md5(agg::text) FROM (SELECT %[2]s AS s, jsonb_agg(to_jsonb(%[3]s)) AS agg FROM %[1]s WHERE %[4]s GROUP BY %[2]s) r",
+			root, key, rowRef, stillDue, p.keyText("s"))
+		s.lockDue[pp.Name] = fmt.Sprintf("SELECT %[4]s FROM %[1]s WHERE %[3]s ORDER BY %[2]s FOR UPDATE", root, key, stillDue, p.keyText(key))
 	}
 
 	for _, n := range p.Nodes {
 		if n.Parent == nil {
 			s.read = append(s.read, "") // the root is read by readRoot, per policy
 			s.delete = append(s.delete, fmt.Sprintf(
-				"WITH d AS (DELETE FROM %[1]s t WHERE t.%[2]s = ANY (%[3]s) RETURNING t.%[2]s::text AS s, to_jsonb(t) AS j) "+
+				"WITH d AS (DELETE FROM %[1]s t WHERE t.%[2]s = ANY (%[3]s) RETURNING %[4]s AS s, to_jsonb(t) AS j) "+
 					"SELECT s, count(*), md5(jsonb_agg(j ORDER BY j::text)::text) FROM d GROUP BY s",
-				root, key, keys))
+				root, key, keys, p.keyText("t."+key)))
 			continue
 		}
 		// The chain from this table up to the root: t, p1, ..., pN (root).
@@ -118,22 +118,22 @@ func (p *Plan) buildStatements() statements {
 		}
 		rootKey := alias + "." + key
 		s.read = append(s.read, fmt.Sprintf(
-			"SELECT s::text, agg::text, md5(agg::text) FROM (SELECT %[3]s AS s, jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text) AS agg "+
+			"SELECT %[5]s, agg::text, md5(agg::text) FROM (SELECT %[3]s AS s, jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text) AS agg "+
 				"FROM %[1]s t %[2]s WHERE %[3]s = ANY (%[4]s) GROUP BY %[3]s) r",
-			n.Ident.Sanitize(), strings.Join(from, " "), rootKey, keys))
+			n.Ident.Sanitize(), strings.Join(from, " "), rootKey, keys, p.keyText("s")))
 		s.delete = append(s.delete, fmt.Sprintf(
-			"WITH d AS (DELETE FROM %[1]s t USING %[2]s WHERE %[3]s AND %[4]s = ANY (%[5]s) RETURNING %[4]s::text AS s, to_jsonb(t) AS j) "+
+			"WITH d AS (DELETE FROM %[1]s t USING %[2]s WHERE %[3]s AND %[4]s = ANY (%[5]s) RETURNING %[6]s AS s, to_jsonb(t) AS j) "+
 				"SELECT s, count(*), md5(jsonb_agg(j ORDER BY j::text)::text) FROM d GROUP BY s",
-			n.Ident.Sanitize(), strings.Join(using, ", "), strings.Join(conds, " AND "), rootKey, keys))
+			n.Ident.Sanitize(), strings.Join(using, ", "), strings.Join(conds, " AND "), rootKey, keys, p.keyText(rootKey)))
 	}
 	protect := "FALSE"
 	if strings.TrimSpace(p.Protect) != "" {
 		protect = "(" + p.Protect + ")"
 	}
 	s.lockProtect = fmt.Sprintf("SELECT coalesce(%s, false) FROM %s WHERE %s = $1::text::%s FOR UPDATE", protect, root, key, p.KeyType)
-	s.suppressed = fmt.Sprintf("SELECT r.%[2]s::text FROM %[1]s r JOIN lethe.suppression s ON s.subject_hmac = %[3]s",
-		root, key, hmacSQL("r."+key+"::text", 1))
-	s.lockRoots = fmt.Sprintf("SELECT %[2]s::text FROM %[1]s WHERE %[2]s = ANY (%[3]s) ORDER BY %[2]s FOR UPDATE", root, key, keys)
+	s.suppressed = fmt.Sprintf("SELECT %[4]s FROM %[1]s r JOIN lethe.suppression s ON s.subject_hmac = %[3]s",
+		root, key, hmacSQL(p.keyText("r."+key), 1), p.keyText("r."+key))
+	s.lockRoots = fmt.Sprintf("SELECT %[4]s FROM %[1]s WHERE %[2]s = ANY (%[3]s) ORDER BY %[2]s FOR UPDATE", root, key, keys, p.keyText(key))
 	return s
 }
 

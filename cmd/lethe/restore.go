@@ -52,6 +52,9 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 
+	if subject, err = a.plan.CanonicalKey(ctx, a.pool, subject); err != nil {
+		return err
+	}
 	hmac := a.plan.Hasher().HMAC(subject)
 	var manifestVersion, sum string
 	err = a.pool.QueryRow(ctx, `SELECT version_id, sha256 FROM lethe.manifest WHERE subject_hmac = $1`, hmac).Scan(&manifestVersion, &sum)

@@ -1,0 +1,157 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// A subject key has one canonical form: the text PostgreSQL prints for it
+// once it is cast to the key column's type. "0111", "+111" and " 111 " are
+// all bigint subject 111, and "{A0EEBC99-...}" is the uuid a0eebc99-....
+// Every key that enters lethe is turned into that form before it is hashed,
+// looked up, stored or compared, so that a hold placed under one spelling
+// covers every other. See docs/ARCHITECTURE.md, "Subject keys".
+
+// keyTypes are the base types a subject key may have: those whose text form,
+// as keyText writes it, is one per value, so that two spellings of one row
+// always get one HMAC. Floating point (-0 = 0), money and the date and time
+// types (their text depends on session settings), and citext and
+// nondeterministic collations (equal values that print differently) are
+// refused when lethe starts.
+var keyTypes = map[string]bool{
+	"int2": true, "int4": true, "int8": true, "numeric": true,
+	"uuid": true, "text": true, "varchar": true, "bpchar": true,
+}
+
+// keyTypeNames is keyTypes for people, in config errors.
+const keyTypeNames = "smallint, integer, bigint, numeric, uuid, text, varchar or char"
+
+// keyText is the SQL expression of the canonical text of a key-typed
+// expression. numeric keeps its scale when printed (1.50 and 1.5 are one
+// value), so its trailing zeros are trimmed first.
+func (p *Plan) keyText(expr string) string {
+	if p.keyBase == "numeric" {
+		return "trim_scale(" + expr + ")::text"
+	}
+	return expr + "::text"
+}
+
+// canonicalBatch is how many keys one canonicalising query casts.
+const canonicalBatch = 5000
+
+// CanonicalKey returns key in its canonical form, or an error wrapping
+// ErrBadInput when it is not a key of the subject table: blank, not text,
+// or refused by the cast to the key column's type. The error never repeats
+// the key, which may be personal data typed by mistake.
+func (p *Plan) CanonicalKey(ctx context.Context, db querier, key string) (string, error) {
+	keys, err := p.CanonicalKeys(ctx, db, []string{key})
+	if err != nil {
+		return "", err
+	}
+	return keys[0], nil
+}
+
+// CanonicalKeys returns keys in their canonical form, in order, with one
+// query per few thousand keys. Two spellings of one subject come back equal;
+// the caller removes repeats. The first key that is not a key of the subject
+// table fails the whole call, naming its position.
+func (p *Plan) CanonicalKeys(ctx context.Context, db querier, keys []string) ([]string, error) {
+	for i, k := range keys {
+		if err := checkKeyText(k, i, len(keys)); err != nil {
+			return nil, err
+		}
+	}
+	q := fmt.Sprintf("SELECT %s FROM unnest($1::text[]) WITH ORDINALITY AS u (k, i) ORDER BY i", p.keyText("k::"+p.KeyType))
+	out := make([]string, 0, len(keys))
+	for start := 0; start < len(keys); start += canonicalBatch {
+		page := keys[start:min(start+canonicalBatch, len(keys))]
+		got, err := p.castKeys(ctx, db, q, page)
+		if isCastError(err) {
+			// Find the first key the cast refuses, halving the page each
+			// time: a handful of queries, and only on this path.
+			lo, hi := 0, len(page)
+			for hi-lo > 1 {
+				mid := (lo + hi) / 2
+				if _, err := p.castKeys(ctx, db, q, page[lo:mid]); isCastError(err) {
+					hi = mid
+				} else if err != nil {
+					return nil, err
+				} else {
+					lo = mid
+				}
+			}
+			return nil, fmt.Errorf("%w: %s: not a valid %s, the type of %s.%s", ErrBadInput,
+				keyPosition(start+lo, len(keys)), p.KeyType, p.Root.Name, p.keyCol)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
+
+func (p *Plan) castKeys(ctx context.Context, db querier, q string, keys []string) ([]string, error) {
+	rows, err := db.Query(ctx, q, keys)
+	if err != nil {
+		return nil, err
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	if len(got) != len(keys) {
+		return nil, fmt.Errorf("error checking subject keys: %d keys in, %d out", len(keys), len(got))
+	}
+	return got, nil
+}
+
+// checkKeyText refuses what is not a key of any type, before asking the
+// database: blank text, and text that is not UTF-8 or holds NUL.
+func checkKeyText(k string, i, n int) error {
+	switch {
+	case strings.TrimSpace(k) == "":
+		return fmt.Errorf("%w: %s: a subject key cannot be empty or only whitespace", ErrBadInput, keyPosition(i, n))
+	case !utf8.ValidString(k) || strings.ContainsRune(k, 0):
+		return fmt.Errorf("%w: %s: a subject key must be valid UTF-8 text without NUL", ErrBadInput, keyPosition(i, n))
+	}
+	return nil
+}
+
+// keyPosition names the flag of the ith of n keys: --subject, or with
+// several, which one.
+func keyPosition(i, n int) string {
+	if n == 1 {
+		return "--subject"
+	}
+	return fmt.Sprintf("--subject (number %d of %d)", i+1, n)
+}
+
+// isCastError reports whether err is PostgreSQL refusing a value for a type:
+// a data exception (class 22) or a domain's check (23514).
+func isCastError(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	return strings.HasPrefix(pgErr.Code, "22") || pgErr.Code == "23514" || pgErr.Code == "23502"
+}
+
+// uniqueKeys returns keys without repeats, in order of first appearance.
+func uniqueKeys(keys []string) []string {
+	seen := make(map[string]bool, len(keys))
+	out := keys[:0:0]
+	for _, k := range keys {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return out
+}
