@@ -95,3 +95,98 @@ func TestDemoConfigQuotedSchema(t *testing.T) {
 		})
 	}
 }
+
+// TestCLIHoldUnderOneSpellingBlocksARequestUnderAnother places a hold on a
+// demo subscriber under one spelling of its bigint key and files deletion
+// requests under others, through the CLI and a running worker: each waits
+// on the hold, and every output shows the canonical key.
+func TestCLIHoldUnderOneSpellingBlocksARequestUnderAnother(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	schema := fmt.Sprintf("demo_keys_%d", time.Now().UnixNano()%1e9)
+	db := testenv.NewDB(t)
+	r := lethe(t, "demo", "config", "--schema", schema)
+	requireOK(t, r)
+	cfg := filepath.Join(t.TempDir(), "demo.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(testenv.ConfigYAML(db, testenv.NewBucket(t), testenv.NewIdentity(t).Recipient().String(), r.stdout)), 0o600))
+	requireOK(t, lethe(t, "demo", "seed", "--subjects", "200", "--schema", schema, "--config", cfg))
+	w := startWorker(t, cfg)
+	run := func(args ...string) result { return lethe(t, append(args, "--config", cfg)...) }
+	subscribers := pgx.Identifier{schema, "subscribers"}.Sanitize()
+	present := func(id int) bool {
+		var n int
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM `+subscribers+` WHERE id = $1`, id).Scan(&n))
+		return n == 1
+	}
+	require.True(t, present(111) && present(83))
+
+	r = run("hold", "place", "--matter", "M-1", "--subject", "0111", "--subject", " +83 ", "--reason", "litigation", "--by", "legal", "--json")
+	requireOK(t, r)
+	var placed struct {
+		Placed []struct {
+			Subject string `json:"subject"`
+		} `json:"placed"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &placed))
+	require.Len(t, placed.Placed, 2)
+	require.Equal(t, "111", placed.Placed[0].Subject)
+	require.Equal(t, "83", placed.Placed[1].Subject)
+
+	for _, s := range []string{"111", "+111", "00111"} {
+		r = run("hold", "list", "--subject", s, "--json")
+		requireOK(t, r)
+		var holds []struct {
+			Subject string `json:"subject"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &holds))
+		require.Len(t, holds, 1, "hold list --subject %q", s)
+		require.Equal(t, "111", holds[0].Subject)
+	}
+	r = run("hold", "list", "--subject", "1.5")
+	require.Equal(t, 2, r.code, "%s", r)
+	require.Contains(t, r.stderr, "not a valid bigint")
+
+	for i, s := range []string{" 111 ", "+111", "0111", "083"} {
+		r = run("request", "delete", "--subject", s, "--ticket", fmt.Sprintf("T-%d", i), "--by", "privacy", "--wait", "--json")
+		requireOK(t, r)
+		var v struct {
+			Subject string `json:"subject"`
+			State   string `json:"state"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &v), "%s", r)
+		require.Equal(t, "blocked_by_hold", v.State, "request under %q\n%s", s, w.output())
+		require.Contains(t, []string{"111", "83"}, v.Subject, "the canonical key, not %q", s)
+	}
+	require.True(t, present(111) && present(83), "a held subject is never deleted")
+}
+
+// TestMigrateRepairsKeysStoredAsTyped gives lethe migrate a hold and a
+// request stored under other spellings of their keys, as versions before
+// canonical keys stored them: it rewrites both and says so.
+func TestMigrateRepairsKeysStoredAsTyped(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	schema := fmt.Sprintf("demo_repair_%d", time.Now().UnixNano()%1e9)
+	db := testenv.NewDB(t)
+	r := lethe(t, "demo", "config", "--schema", schema)
+	requireOK(t, r)
+	cfg := filepath.Join(t.TempDir(), "demo.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(testenv.ConfigYAML(db, testenv.NewBucket(t), testenv.NewIdentity(t).Recipient().String(), r.stdout)), 0o600))
+	requireOK(t, lethe(t, "demo", "seed", "--subjects", "50", "--schema", schema, "--config", cfg))
+	_, err := db.Pool.Exec(ctx, `
+		INSERT INTO lethe.hold (matter, subject_hmac, subject_key, reason, placed_by) VALUES ('M-1', repeat('ab', 32), '0042', 'litigation', 'legal');
+		INSERT INTO lethe.request (ticket, subject_hmac, subject_key, requested_by, deadline) VALUES ('T-1', repeat('cd', 32), ' +7 ', 'privacy', now() + interval '45 days');`)
+	require.NoError(t, err)
+
+	r = lethe(t, "migrate", "--config", cfg)
+	requireOK(t, r)
+	require.Contains(t, r.stdout, "subject keys made canonical: 1 hold, 1 open request", "%s", r)
+	var key string
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT subject_key FROM lethe.hold WHERE matter = 'M-1'`).Scan(&key))
+	require.Equal(t, "42", key)
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT subject_key FROM lethe.request WHERE ticket = 'T-1'`).Scan(&key))
+	require.Equal(t, "7", key)
+	r = lethe(t, "migrate", "--config", cfg)
+	requireOK(t, r)
+	require.NotContains(t, r.stdout, "made canonical", "a second migrate has nothing to rewrite")
+}

@@ -36,6 +36,7 @@ const (
 	KindHoldSynced       = "hold_synced"       // the S3 legal hold was brought in line
 	KindExpire           = "expire"            // an archived copy outlived archive_retain and was destroyed
 	KindAPICall          = "api_call"          // an API call that changes something, or was refused; the actor is token:NAME
+	KindKeyRepaired      = "key_repaired"      // a hold or request stored under another spelling of its key was made canonical
 )
 
 // Entry is one audit record, before it is chained.
