@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
@@ -84,6 +85,10 @@ func (s *Server) listHolds(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	holds, err := s.holds.List(r.Context(), q.Get("matter"), q.Get("subject"))
+	if errors.Is(err, retention.ErrBadInput) {
+		writeProblem(w, r, http.StatusBadRequest, "bad request", inputDetail(err))
+		return
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return

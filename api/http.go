@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,9 +67,18 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, dst any) error {
 		return &errBody{http.StatusUnsupportedMediaType, "send the body as Content-Type: application/json"}
 	}
 	limit := s.opts.Config.HTTP.MaxBodyBytes
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err == nil {
+		// encoding/json lets the last of two equal keys win and matches
+		// names in any case; a gateway in front of lethe may read the same
+		// body otherwise. So every name must be one field's, exactly, once.
+		err = checkNames(body, jsonFields(dst))
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(dst)
+	if err == nil {
+		err = dec.Decode(dst)
+	}
 	if err == nil {
 		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
 			err = errors.New("more than one JSON value in the body")
@@ -79,7 +90,10 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, dst any) error {
 	var maxErr *http.MaxBytesError
 	var synErr *json.SyntaxError
 	var typeErr *json.UnmarshalTypeError
+	var nameErr *errBody
 	switch {
+	case errors.As(err, &nameErr):
+		return nameErr
 	case errors.As(err, &maxErr):
 		return &errBody{http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes (http.max_body_bytes)", limit)}
 	case errors.As(err, &synErr):
@@ -94,6 +108,77 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, dst any) error {
 		return &errBody{http.StatusBadRequest, "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")}
 	default:
 		return &errBody{http.StatusBadRequest, "the body cannot be read as the JSON object this endpoint takes: " + err.Error()}
+	}
+}
+
+// jsonFields returns the JSON names of the fields of the struct dst points
+// to.
+func jsonFields(dst any) []string {
+	t := reflect.TypeOf(dst).Elem()
+	names := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// checkNames refuses a body whose objects repeat a name, or hold two names
+// that differ only in case, and one whose outer object has a name that is
+// not exactly one of fields. Syntax errors are left to the decoder.
+func checkNames(body []byte, fields []string) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	type object struct{ seen map[string]string } // folded name -> name
+	var stack []*object                          // nil entries are arrays
+	expectName := func() bool { return len(stack) > 0 && stack[len(stack)-1] != nil }
+	afterName := false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // the end, or a syntax error the decoder reports
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{':
+				stack = append(stack, &object{seen: map[string]string{}})
+			case '[':
+				stack = append(stack, nil)
+			default:
+				stack = stack[:len(stack)-1]
+				if len(stack) == 0 {
+					return nil // what follows the value is the decoder's to refuse
+				}
+			}
+			afterName = false
+			continue
+		case string:
+			if expectName() && !afterName {
+				o := stack[len(stack)-1]
+				folded := strings.ToLower(v)
+				if prev, ok := o.seen[folded]; ok {
+					if prev == v {
+						return &errBody{http.StatusBadRequest, fmt.Sprintf("field %q appears twice", v)}
+					}
+					return &errBody{http.StatusBadRequest, fmt.Sprintf("fields %q and %q differ only in case", prev, v)}
+				}
+				o.seen[folded] = v
+				if len(stack) == 1 && !slices.Contains(fields, v) {
+					msg := fmt.Sprintf("unknown field %q", v)
+					for _, f := range fields {
+						if strings.EqualFold(f, v) {
+							msg += fmt.Sprintf(" (names are case-sensitive: %q)", f)
+						}
+					}
+					return &errBody{http.StatusBadRequest, msg}
+				}
+				afterName = true
+				continue
+			}
+		}
+		afterName = false
 	}
 }
 

@@ -14,8 +14,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -59,6 +63,8 @@ type Server struct {
 	holds    *retention.Holds
 	handler  http.Handler
 
+	csrf *http.CrossOriginProtection
+
 	readyMu   sync.Mutex
 	readyAt   time.Time
 	readyLast readiness
@@ -74,6 +80,7 @@ func New(opts Options) (*Server, error) {
 		tokens:   opts.Config.HTTP.Tokens,
 		requests: retention.NewRequests(opts.Pool, opts.Plan, nil, opts.Logger),
 		holds:    retention.NewHolds(opts.Pool, opts.Plan, nil, opts.Logger),
+		csrf:     http.NewCrossOriginProtection(),
 	}
 	s.handler = s.routes()
 	return s, nil
@@ -82,31 +89,95 @@ func New(opts Options) (*Server, error) {
 // Handler returns the server's routes, for tests and for embedding.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-func (s *Server) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /readyz", s.readyz)
-	if s.opts.Metrics != nil {
-		mux.Handle("GET /metrics", s.opts.Metrics)
-	}
-	mux.HandleFunc("GET /api/v1/openapi.json", serveOpenAPI)
+// route is one method and path of the server.
+type route struct {
+	method, path string
+	handler      http.Handler
+}
 
-	mux.Handle("POST /api/v1/requests", s.authorize(permWriteRequests, s.postRequest))
-	mux.Handle("GET /api/v1/requests", s.authorize(permReadRequests, s.listRequests))
-	mux.Handle("GET /api/v1/requests/{id}", s.authorize(permReadRequests, s.getRequest))
-	mux.Handle("POST /api/v1/holds", s.authorize(permWriteHolds, s.postHold))
-	mux.Handle("POST /api/v1/holds/release", s.authorize(permWriteHolds, s.releaseHold))
-	mux.Handle("GET /api/v1/holds", s.authorize(permReadHolds, s.listHolds))
-	mux.Handle("GET /api/v1/status", s.authorize(permReadStatus, s.status))
+func (s *Server) routes() http.Handler {
+	table := []route{
+		{"GET", "/healthz", http.HandlerFunc(s.healthz)},
+		{"GET", "/readyz", http.HandlerFunc(s.readyz)},
+		{"GET", "/api/v1/openapi.json", http.HandlerFunc(serveOpenAPI)},
+		{"POST", "/api/v1/requests", s.authorize(permWriteRequests, s.postRequest)},
+		{"GET", "/api/v1/requests", s.authorize(permReadRequests, s.listRequests)},
+		{"GET", "/api/v1/requests/{id}", s.authorize(permReadRequests, s.getRequest)},
+		{"POST", "/api/v1/holds", s.authorize(permWriteHolds, s.postHold)},
+		{"POST", "/api/v1/holds/release", s.authorize(permWriteHolds, s.releaseHold)},
+		{"GET", "/api/v1/holds", s.authorize(permReadHolds, s.listHolds)},
+		{"GET", "/api/v1/status", s.authorize(permReadStatus, s.status)},
+	}
+	if s.opts.Metrics != nil {
+		table = append(table, route{"GET", "/metrics", s.opts.Metrics})
+	}
+	mux := http.NewServeMux()
+	allow := map[string][]string{}
+	var paths []string
+	for _, rt := range table {
+		mux.Handle(rt.method+" "+rt.path, rt.handler)
+		if allow[rt.path] == nil {
+			paths = append(paths, rt.path)
+		}
+		allow[rt.path] = append(allow[rt.path], rt.method)
+	}
+	// A known path asked with another method is 405 naming the methods it
+	// takes; a pattern without a method is matched only when no method
+	// matches.
+	for _, path := range paths {
+		methods := allow[path]
+		if slices.Contains(methods, "GET") {
+			methods = append(methods, "HEAD")
+		}
+		mux.Handle(path, methodNotAllowed(strings.Join(methods, ", ")))
+	}
 	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, http.StatusNotFound, "no such endpoint", "see /api/v1/openapi.json for the endpoints")
 	}))
-
 	if s.opts.RiverUI != nil {
-		mux.Handle("/riverui/", s.authorize(permRiverUI, s.opts.RiverUI.ServeHTTP))
-		mux.Handle("GET /riverui", http.RedirectHandler("/riverui/", http.StatusMovedPermanently))
+		mux.Handle(RiverUIPrefix+"/", s.authorize(permRiverUI, s.riverUI))
+		mux.Handle("GET "+RiverUIPrefix, http.RedirectHandler(RiverUIPrefix+"/", http.StatusMovedPermanently))
 	}
-	return s.logRequests(mux)
+	return s.logRequests(checkURL(mux))
+}
+
+func methodNotAllowed(allow string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeProblem(w, r, http.StatusMethodNotAllowed, "method not allowed", r.Method+" is not allowed here; use "+allow)
+	})
+}
+
+// checkURL refuses a path or query string that is not valid UTF-8 text or
+// holds NUL, before any handler sees it: no value lethe takes from a URL
+// can be such text, and the database would refuse it with an error.
+func checkURL(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !cleanText(r.URL.Path) {
+			writeProblem(w, r, http.StatusBadRequest, "bad request", "the path must be valid UTF-8 text without NUL")
+			return
+		}
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeProblem(w, r, http.StatusBadRequest, "bad request", "the query string cannot be parsed: write name=value pairs joined by &, percent-encoded")
+			return
+		}
+		for k, vs := range q {
+			ok := cleanText(k)
+			for _, v := range vs {
+				ok = ok && cleanText(v)
+			}
+			if !ok {
+				writeProblem(w, r, http.StatusBadRequest, "bad request", "query parameters must be valid UTF-8 text without NUL")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func cleanText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 // Listen opens http.listen, with TLS when http.tls_cert and http.tls_key are

@@ -561,7 +561,12 @@ func TestAPIReadyzFollowsTheObjectStore(t *testing.T) {
 	checks := waitReady(503)
 	require.Equal(t, "ok", checks["database"])
 	require.Equal(t, "ok", checks["migrations"])
-	require.Contains(t, checks["archive"], "error probing bucket")
+	require.Equal(t, "failing", checks["archive"], "a caller without a token learns only what fails")
+	var detail struct {
+		Checks map[string]string `json:"checks"`
+	}
+	c.call("GET", "/readyz", "ops", nil).json(t, &detail)
+	require.Contains(t, detail.Checks["archive"], "error probing bucket", "a caller with a token learns why")
 	require.Equal(t, 200, c.call("GET", "/healthz", "", nil).status, "the process is alive")
 	require.NoError(t, srv.Restart(context.Background()))
 	require.Equal(t, map[string]string{"database": "ok", "migrations": "ok", "archive": "ok"}, waitReady(200))
