@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/lethehq/lethe/retention"
 )
 
 // healthz says the process is alive; it checks nothing else.
@@ -97,7 +95,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		}
 		runs = n
 	}
-	rep, err := retention.Status(r.Context(), s.opts.Pool, s.opts.Plan, runs)
+	rep, err := s.opts.Status(r.Context(), runs)
 	if err != nil {
 		s.internalError(w, r, err)
 		return

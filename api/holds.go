@@ -5,7 +5,8 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/lethehq/lethe/retention"
+	"github.com/lethehq/lethe"
+	"github.com/lethehq/lethe/hold"
 )
 
 // holdBody is POST /api/v1/holds.
@@ -41,13 +42,13 @@ func (s *Server) postHold(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, http.StatusUnprocessableEntity, "invalid request", "at most 10000 subjects in one call")
 		return
 	}
-	res, err := s.holds.Place(r.Context(), s.opts.Queue, body.Matter, body.Subjects, body.Reason, body.By)
+	res, err := s.opts.Holds.Place(r.Context(), body.Matter, body.Subjects, body.Reason, body.By)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	if res.Placed == nil {
-		res.Placed = []retention.Hold{}
+		res.Placed = []hold.Hold{}
 	}
 	status := http.StatusOK
 	if len(res.Placed) > 0 {
@@ -68,7 +69,7 @@ func (s *Server) releaseHold(w http.ResponseWriter, r *http.Request) {
 		bodyProblem(w, r, err)
 		return
 	}
-	res, err := s.holds.Release(r.Context(), s.opts.Queue, body.Matter, body.Subjects, body.By)
+	res, err := s.opts.Holds.Release(r.Context(), body.Matter, body.Subjects, body.By)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -84,9 +85,10 @@ func (s *Server) listHolds(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, http.StatusBadRequest, "bad request", "subject cannot be empty or only whitespace")
 		return
 	}
-	holds, err := s.holds.List(r.Context(), q.Get("matter"), q.Get("subject"))
-	if errors.Is(err, retention.ErrBadInput) {
-		writeProblem(w, r, http.StatusBadRequest, "bad request", inputDetail(err))
+	holds, err := s.opts.Holds.List(r.Context(), q.Get("matter"), q.Get("subject"))
+	var in *lethe.InputError
+	if errors.As(err, &in) {
+		writeProblem(w, r, http.StatusBadRequest, "bad request", inputDetail(in))
 		return
 	}
 	if err != nil {
@@ -94,7 +96,7 @@ func (s *Server) listHolds(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if holds == nil {
-		holds = []retention.Hold{}
+		holds = []hold.Hold{}
 	}
 	writeJSON(w, http.StatusOK, holds)
 }

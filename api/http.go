@@ -17,7 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/lethehq/lethe/internal/audit"
+	"github.com/lethehq/lethe/audit"
 )
 
 // problem is an RFC 9457 problem detail.

@@ -2,12 +2,15 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 
-	"github.com/lethehq/lethe/retention"
+	"github.com/lethehq/lethe"
+	"github.com/lethehq/lethe/hold"
+	"github.com/lethehq/lethe/request"
 )
 
 // requestBody is POST /api/v1/requests.
@@ -31,7 +34,7 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, http.StatusUnprocessableEntity, "invalid request", "subject is required")
 		return
 	}
-	req, created, err := s.requests.Submit(r.Context(), s.opts.Queue, *body.Subject, body.Ticket, body.By, body.Force)
+	req, created, err := s.opts.Intake.Submit(r.Context(), *body.Subject, body.Ticket, body.By, body.Force)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -51,7 +54,7 @@ func (s *Server) getRequest(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, http.StatusBadRequest, "bad request", "the request id must be a positive integer")
 		return
 	}
-	req, err := s.requests.Get(r.Context(), id)
+	req, err := s.opts.Intake.Get(r.Context(), id)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -64,9 +67,9 @@ func (s *Server) getRequest(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listRequests(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	state := q.Get("state")
-	if state != "" && !slices.Contains(retention.RequestStates, state) {
+	if state != "" && !slices.Contains(request.RequestStates, state) {
 		writeProblem(w, r, http.StatusBadRequest, "bad request",
-			"state must be one of "+strings.Join(retention.RequestStates, ", "))
+			"state must be one of "+strings.Join(request.RequestStates, ", "))
 		return
 	}
 	limit := 100
@@ -78,11 +81,11 @@ func (s *Server) listRequests(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	list := []*retention.Request{}
+	list := []*request.Request{}
 	if ticket := q.Get("ticket"); ticket != "" {
-		req, err := s.requests.ByTicket(r.Context(), ticket)
+		req, err := s.opts.Intake.ByTicket(r.Context(), ticket)
 		switch {
-		case errors.Is(err, retention.ErrNoRequest):
+		case errors.Is(err, request.ErrNoRequest):
 		case err != nil:
 			s.writeError(w, r, err)
 			return
@@ -92,7 +95,7 @@ func (s *Server) listRequests(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, list)
 		return
 	}
-	found, err := s.requests.List(r.Context(), state, limit)
+	found, err := s.opts.Intake.List(r.Context(), state, limit)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -100,31 +103,29 @@ func (s *Server) listRequests(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, append(list, found...))
 }
 
-// writeError maps retention's errors onto problems.
+// writeError maps the services' errors onto problems.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var in *lethe.InputError
 	switch {
-	case errors.Is(err, retention.ErrNoRequest):
+	case errors.Is(err, request.ErrNoRequest):
 		writeProblem(w, r, http.StatusNotFound, "not found", "no request has this id")
-	case errors.Is(err, retention.ErrNoSuchMatter):
+	case errors.Is(err, hold.ErrNoSuchMatter):
 		writeProblem(w, r, http.StatusNotFound, "not found", "no active hold has this matter")
-	case errors.Is(err, retention.ErrTicketReused):
+	case errors.Is(err, request.ErrTicketReused):
 		writeProblem(w, r, http.StatusConflict, "conflict", "the ticket was already used for another subject: use a new ticket")
-	case errors.Is(err, retention.ErrNotHeld):
-		writeProblem(w, r, http.StatusUnprocessableEntity, "invalid request", err.Error())
-	case errors.Is(err, retention.ErrBadInput):
-		writeProblem(w, r, http.StatusUnprocessableEntity, "invalid request", inputDetail(err))
+	case errors.As(err, &in):
+		writeProblem(w, r, http.StatusUnprocessableEntity, "invalid request", inputDetail(in))
 	default:
 		s.internalError(w, r, err)
 	}
 }
 
-// inputDetail words a retention input error for the API: its messages name
-// CLI flags (--ticket), which here are JSON fields (ticket).
-func inputDetail(err error) string {
-	msg := strings.TrimPrefix(err.Error(), retention.ErrBadInput.Error()+": ")
-	msg = strings.ReplaceAll(msg, "--subject", "subject")
-	for _, f := range []string{"ticket", "by", "matter", "reason"} {
-		msg = strings.ReplaceAll(msg, "--"+f, f)
+// inputDetail words an input error with the JSON field at fault: a value of
+// a list is named by its index, as in subjects[2].
+func inputDetail(in *lethe.InputError) string {
+	name := in.Field
+	if in.Index >= 0 {
+		name = fmt.Sprintf("%ss[%d]", in.Field, in.Index)
 	}
-	return msg
+	return in.Render(name)
 }

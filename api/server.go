@@ -1,7 +1,7 @@
 // Package api is lethe's HTTP surface: the REST API under /api/v1 that a
 // privacy intake system and legal drive, health probes, Prometheus metrics,
-// and River UI for operators. It calls into retention for everything it
-// does, with the same checks and the same idempotency as the CLI.
+// and River UI for operators. It calls into request and hold for everything
+// it does, with the same checks and the same idempotency as the CLI.
 package api
 
 import (
@@ -23,8 +23,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/lethehq/lethe/hold"
 	"github.com/lethehq/lethe/internal/config"
-	"github.com/lethehq/lethe/retention"
+	"github.com/lethehq/lethe/request"
 )
 
 // Options are what the server serves. Every field but RiverUI and Metrics
@@ -32,12 +33,14 @@ import (
 type Options struct {
 	// Config supplies http.* (listen address, TLS, tokens, body limit).
 	Config *config.Config
-	// Pool is lethe's database.
+	// Pool is lethe's database, where API calls are audited.
 	Pool *pgxpool.Pool
-	// Plan is the compiled subject graph.
-	Plan *retention.Plan
-	// Queue inserts the jobs that requests and holds start.
-	Queue retention.Queue
+	// Intake records and reads deletion requests.
+	Intake *request.Intake
+	// Holds places, releases and lists legal holds.
+	Holds *hold.Service
+	// Status reads what GET /api/v1/status answers, with at most runs runs.
+	Status func(ctx context.Context, runs int) (any, error)
 	// Ready checks what /readyz reports; each check returns nil when its
 	// dependency is usable. Checks run in order under one timeout.
 	Ready []Check
@@ -57,13 +60,10 @@ type Check struct {
 
 // Server is lethe's HTTP server.
 type Server struct {
-	opts     Options
-	tokens   []config.Token
-	requests *retention.Requests
-	holds    *retention.Holds
-	handler  http.Handler
-
-	csrf *http.CrossOriginProtection
+	opts    Options
+	tokens  []config.Token
+	handler http.Handler
+	csrf    *http.CrossOriginProtection
 
 	readyMu   sync.Mutex
 	readyAt   time.Time
@@ -72,15 +72,13 @@ type Server struct {
 
 // New returns a server for opts.
 func New(opts Options) (*Server, error) {
-	if opts.Config == nil || opts.Pool == nil || opts.Plan == nil || opts.Queue == nil || opts.Logger == nil {
-		return nil, errors.New("error creating the HTTP server: config, pool, plan, queue and logger are required")
+	if opts.Config == nil || opts.Pool == nil || opts.Intake == nil || opts.Holds == nil || opts.Status == nil || opts.Logger == nil {
+		return nil, errors.New("error creating the HTTP server: config, pool, intake, holds, status and logger are required")
 	}
 	s := &Server{
-		opts:     opts,
-		tokens:   opts.Config.HTTP.Tokens,
-		requests: retention.NewRequests(opts.Pool, opts.Plan, nil, opts.Logger),
-		holds:    retention.NewHolds(opts.Pool, opts.Plan, nil, opts.Logger),
-		csrf:     http.NewCrossOriginProtection(),
+		opts:   opts,
+		tokens: opts.Config.HTTP.Tokens,
+		csrf:   http.NewCrossOriginProtection(),
 	}
 	s.handler = s.routes()
 	return s, nil

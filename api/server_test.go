@@ -21,11 +21,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lethehq/lethe/api"
-	"github.com/lethehq/lethe/archive"
+	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/internal/testenv"
 	"github.com/lethehq/lethe/jobs"
-	"github.com/lethehq/lethe/retention"
+	"github.com/lethehq/lethe/request"
 )
 
 // readyWait and readyPoll bound waiting for /readyz's cached answer to
@@ -62,18 +62,17 @@ policies:
 
 // bundle is one test's server over its own database.
 type bundle struct {
-	db       *testenv.DB
-	cfg      *config.Config
-	plan     *retention.Plan
-	client   *river.Client[pgx.Tx]
-	requests *retention.Requests
-	holds    *retention.Holds
-	srv      *httptest.Server
-	ready    atomic.Pointer[error] // what the "archive" check returns
+	db     *testenv.DB
+	app    *app.App
+	svc    *jobs.Services
+	client *river.Client[pgx.Tx]
+	srv    *httptest.Server
+	ready  atomic.Pointer[error] // what the "archive" check returns
 }
 
 // setup serves lethe's API, River UI included, over a database of 200
-// due subjects, with one token per role.
+// due subjects, with one token per role. Nothing works the jobs: a test
+// works a request with process.
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	ctx := context.Background()
@@ -89,23 +88,25 @@ func setup(t *testing.T) *bundle {
 		fmt.Fprintf(&tok, "    - {name: %s-token, role: %s, sha256: %s}\n", role, role, hex.EncodeToString(sum[:]))
 	}
 	yaml = strings.Replace(yaml, "http:\n  listen: 127.0.0.1:0\n", tok.String(), 1)
-	b.cfg, err = config.Load(strings.NewReader(yaml), func(string) (string, bool) { return "", false })
-	require.NoError(t, err)
-	b.plan, err = retention.Compile(ctx, b.db.Pool, b.cfg)
+	cfg, err := config.Load(strings.NewReader(yaml), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	logger := slog.New(slog.DiscardHandler)
-	b.client, err = jobs.NewClient(b.db.Pool, b.cfg, nil, jobs.Options{}, logger)
+	b.app, err = app.Open(ctx, cfg, logger, app.Options{})
 	require.NoError(t, err)
+	t.Cleanup(b.app.Close)
+	b.client = b.app.Queue.Client
 	uictx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
 	ui, err := api.NewRiverUI(uictx, b.client, logger)
 	require.NoError(t, err)
-	srv := bucket.Server
-	arch := archive.NewArchiver(archive.NewClient(archive.ClientConfig{Endpoint: srv.Endpoint, Region: "us-east-1", PathStyle: true,
-		AccessKeyID: srv.Writer.AccessKeyID, SecretAccessKey: srv.Writer.SecretAccessKey}), bucket.Name, "v1/", b.cfg.Archive.ParsedRecipients)
-	b.requests = retention.NewRequests(b.db.Pool, b.plan, arch, logger)
-	b.holds = retention.NewHolds(b.db.Pool, b.plan, arch, logger)
-	s, err := api.New(api.Options{Config: b.cfg, Pool: b.db.Pool, Plan: b.plan, Queue: jobs.Queue{Client: b.client},
+	store, err := b.app.Store(ctx, false)
+	require.NoError(t, err)
+	b.svc, err = b.app.Services(store, nil)
+	require.NoError(t, err)
+	holds, err := b.app.Holds()
+	require.NoError(t, err)
+	s, err := api.New(api.Options{Config: cfg, Pool: b.db.Pool, Intake: b.svc.Intake, Holds: holds,
+		Status:  func(ctx context.Context, runs int) (any, error) { return b.app.Status(ctx, runs) },
 		RiverUI: ui, Logger: logger, Ready: []api.Check{
 			{Name: "database", Fn: func(ctx context.Context) error { return b.db.Pool.Ping(ctx) }},
 			{Name: "archive", Fn: func(ctx context.Context) error {
@@ -194,8 +195,8 @@ func (b *bundle) process(t *testing.T, id int64) {
 	t.Helper()
 	ctx := context.Background()
 	for range 20 {
-		err := b.requests.Process(ctx, id)
-		if !errors.Is(err, retention.ErrRetryLater) {
+		err := b.svc.Eraser.Process(ctx, id)
+		if !errors.Is(err, request.ErrRetryLater) {
 			require.NoError(t, err)
 			return
 		}
@@ -204,7 +205,7 @@ func (b *bundle) process(t *testing.T, id int64) {
 		pending, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		require.NoError(t, err)
 		for _, h := range pending {
-			require.NoError(t, b.holds.Sync(ctx, h))
+			require.NoError(t, b.svc.Syncer.Sync(ctx, h))
 		}
 	}
 	t.Fatalf("request %d stayed busy", id)
@@ -239,13 +240,13 @@ func TestAHoldUnderOneSpellingBlocksARequestUnderAnother(t *testing.T) {
 	for i, s := range []string{"0111", "+111", " 111 ", "83", "0083"} {
 		r := b.do(t, "POST", "/api/v1/requests", "privacy", fmt.Sprintf(`{"subject": %q, "ticket": "T-%d", "by": "desk"}`, s, i))
 		require.Equal(t, 201, r.status, "%s", r.body)
-		var req retention.Request
+		var req request.Request
 		r.json(t, &req)
 		require.Contains(t, []string{"111", "83"}, *req.Subject, "the answer shows the canonical key, not %q", s)
 		b.process(t, req.ID)
 		r = b.do(t, "GET", fmt.Sprintf("/api/v1/requests/%d", req.ID), "privacy", "")
 		r.json(t, &req)
-		require.Equal(t, retention.StateBlockedByHold, req.State, "request under %q", s)
+		require.Equal(t, request.StateBlockedByHold, req.State, "request under %q", s)
 	}
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM s.subjects WHERE id = 111`), "a held subject is never deleted")
 	require.Equal(t, 1, b.count(t, `SELECT count(*) FROM s.subjects WHERE id = 83`))

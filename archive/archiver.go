@@ -103,6 +103,14 @@ func (a *Archiver) Put(ctx context.Context, subjectHMAC string, b *Bundle, legal
 	return a.put(ctx, a.ObjectKey(subjectHMAC), buf.Bytes(), h.Sum(nil), legalHold)
 }
 
+// PutVerified puts body under prefix + name, without encryption, the way
+// Put puts a bundle: with its SHA-256, checking the server's echo and
+// version id.
+func (a *Archiver) PutVerified(ctx context.Context, name string, body []byte) (*Stored, error) {
+	sum := sha256.Sum256(body)
+	return a.put(ctx, a.prefix+name, body, sum[:], false)
+}
+
 // put puts body under key with its SHA-256 sum and checks the echo.
 func (a *Archiver) put(ctx context.Context, key string, body, sum []byte, legalHold bool) (*Stored, error) {
 	sum64 := base64.StdEncoding.EncodeToString(sum)
@@ -123,7 +131,7 @@ func (a *Archiver) put(ctx context.Context, key string, body, sum []byte, legalH
 	// signature need not hash the payload a second time.
 	out, err := a.store.PutObject(ctx, in, s3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware))
 	if err != nil {
-		return nil, fmt.Errorf("error putting object: %w", classify(err))
+		return nil, fmt.Errorf("error putting object: %w", Classify(err))
 	}
 	if out.ChecksumSHA256 == nil || *out.ChecksumSHA256 != sum64 {
 		got := "none"
@@ -154,7 +162,7 @@ func (a *Archiver) Versions(ctx context.Context, subjectHMAC string) ([]Version,
 	for {
 		out, err := a.store.ListObjectVersions(ctx, in)
 		if err != nil {
-			return nil, fmt.Errorf("error listing object versions: %w", classify(err))
+			return nil, fmt.Errorf("error listing object versions: %w", Classify(err))
 		}
 		for _, v := range out.Versions {
 			if aws.ToString(v.Key) == key {
@@ -223,7 +231,7 @@ func (a *Archiver) deleteVersion(ctx context.Context, key, versionID string) err
 		Key:       aws.String(key),
 		VersionId: aws.String(versionID),
 	})
-	if err = classify(err); err != nil && !errors.Is(err, ErrNotFound) {
+	if err = Classify(err); err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("error deleting object version: %w", err)
 	}
 	return nil
@@ -255,7 +263,7 @@ func (a *Archiver) SetLegalHold(ctx context.Context, subjectHMAC string, on bool
 		})
 		cancel()
 		if err != nil {
-			return n, fmt.Errorf("error setting legal hold: %w", classify(err))
+			return n, fmt.Errorf("error setting legal hold: %w", Classify(err))
 		}
 		n++
 	}
@@ -273,7 +281,7 @@ func (a *Archiver) Probe(ctx context.Context) error {
 		MaxKeys: aws.Int32(1),
 	})
 	if err != nil {
-		return fmt.Errorf("error probing bucket %q: %w", a.bucket, classify(err))
+		return fmt.Errorf("error probing bucket %q: %w", a.bucket, Classify(err))
 	}
 	return nil
 }

@@ -35,30 +35,30 @@ func TestClassifyServerErrors(t *testing.T) {
 	require.NoError(t, err)
 
 	_, err = writer.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b.Name), Key: aws.String(key)})
-	require.ErrorIs(t, classify(err), ErrAccessDenied, "worker GetObject: %v", err)
+	require.ErrorIs(t, Classify(err), ErrAccessDenied, "worker GetObject: %v", err)
 	_, err = writer.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.Name), Key: aws.String(key)})
-	require.ErrorIs(t, classify(err), ErrAccessDenied, "worker HeadObject: %v", err)
+	require.ErrorIs(t, Classify(err), ErrAccessDenied, "worker HeadObject: %v", err)
 
 	_, err = root.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b.Name), Key: aws.String("v1/missing.age")})
-	require.ErrorIs(t, classify(err), ErrNotFound, "%v", err)
+	require.ErrorIs(t, Classify(err), ErrNotFound, "%v", err)
 	_, err = root.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.Name), Key: aws.String("v1/missing.age")})
-	require.ErrorIs(t, classify(err), ErrNotFound, "%v", err)
+	require.ErrorIs(t, Classify(err), ErrNotFound, "%v", err)
 	_, err = root.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("no-such-" + b.Name), Key: aws.String(key)})
-	require.ErrorIs(t, classify(err), ErrNoBucket, "%v", err)
+	require.ErrorIs(t, Classify(err), ErrNoBucket, "%v", err)
 
 	// The original error stays reachable.
-	c := classify(err)
+	c := Classify(err)
 	require.ErrorIs(t, c, err)
 
-	require.NoError(t, classify(nil))
+	require.NoError(t, Classify(nil))
 	plain := errors.New("something else")
-	require.Equal(t, plain, classify(plain))
+	require.Equal(t, plain, Classify(plain))
 	for _, sentinel := range []error{ErrAccessDenied, ErrNoBucket, ErrNotFound, ErrUnreachable} {
-		require.NotErrorIs(t, classify(plain), sentinel)
+		require.NotErrorIs(t, Classify(plain), sentinel)
 	}
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
-	require.ErrorIs(t, classify(fmt.Errorf("wrapped: %w", refused)), ErrUnreachable)
-	require.ErrorIs(t, classify(context.DeadlineExceeded), context.DeadlineExceeded)
+	require.ErrorIs(t, Classify(fmt.Errorf("wrapped: %w", refused)), ErrUnreachable)
+	require.ErrorIs(t, Classify(context.DeadlineExceeded), context.DeadlineExceeded)
 }
 
 // TestVersionsPaginates lists and prunes more versions than one

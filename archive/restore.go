@@ -71,12 +71,12 @@ func (r *Restorer) Restore(ctx context.Context, subjectHMAC, subjectKey, version
 	}
 	out, err := r.store.GetObject(ctx, in)
 	if err != nil {
-		return nil, fmt.Errorf("error getting object: %w", classify(err))
+		return nil, fmt.Errorf("error getting object: %w", Classify(err))
 	}
 	defer out.Body.Close()
 	ciphertext, err := io.ReadAll(io.LimitReader(out.Body, MaxObjectSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("error reading object: %w", classify(err))
+		return nil, fmt.Errorf("error reading object: %w", Classify(err))
 	}
 	if len(ciphertext) > MaxObjectSize {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrCorrupt, MaxObjectSize)

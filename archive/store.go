@@ -84,8 +84,10 @@ var (
 	ErrUnreachable = errors.New("object store unreachable")
 )
 
-// classify wraps err with the sentinel that describes it, if any.
-func classify(err error) error {
+// Classify wraps err, an error of the S3 client, with the sentinel that
+// describes it (ErrAccessDenied, ErrNoBucket, ErrNotFound, ErrUnreachable),
+// if any.
+func Classify(err error) error {
 	if err == nil {
 		return nil
 	}

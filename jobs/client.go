@@ -1,6 +1,9 @@
 // Package jobs holds lethe's River jobs, one file per kind: the arguments
 // (with a Kind that never changes) and a thin worker that calls into
-// retention and archive. It also builds the River client that runs them.
+// retention, request and hold. It builds the River clients that insert and
+// work them, and it is the only package that reaches River's tables: Queue
+// inserts jobs and answers which are queued or failed through River's
+// client.
 package jobs
 
 import (
@@ -17,68 +20,75 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/lethehq/lethe/archive"
+	"github.com/lethehq/lethe/hold"
 	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/metrics"
 	"github.com/lethehq/lethe/migrations"
+	"github.com/lethehq/lethe/request"
 	"github.com/lethehq/lethe/retention"
 )
 
-// Deps are what the workers call into; every field must be set. A nil Deps
-// makes an insert-only client.
-type Deps struct {
-	Pool     *pgxpool.Pool
-	Sweeper  *retention.Sweeper
-	Mover    *retention.Mover
-	Requests *retention.Requests
-	Holds    *retention.Holds
-	Expirer  *retention.Expirer
+// Services are what the workers call into. Every field but Metrics is
+// required.
+type Services struct {
+	// Pool is lethe's database.
+	Pool    *pgxpool.Pool
+	Sweeper *retention.Sweeper
+	Mover   *retention.Mover
+	Expirer *retention.Expirer
+	Intake  *request.Intake
+	Eraser  *request.Eraser
+	Syncer  *hold.Syncer
+	// Queue inserts the jobs the workers queue again.
+	Queue Queue
 	// Metrics counts what the workers do; nil counts nothing.
 	Metrics *metrics.Metrics
 }
 
-// Options shape the client.
+func (s *Services) validate() error {
+	if s.Pool == nil || s.Sweeper == nil || s.Mover == nil || s.Expirer == nil || s.Intake == nil ||
+		s.Eraser == nil || s.Syncer == nil || s.Queue.Client == nil {
+		return errors.New("error creating the queue client: every worker needs its service")
+	}
+	return nil
+}
+
+// Options shape a working client.
 type Options struct {
-	// Periodic schedules the nightly sweep (the elected leader inserts it).
+	// Periodic schedules the nightly sweep and expiry and the reconcile
+	// every minute (the elected leader inserts them).
 	Periodic bool
 }
 
-// NewClient returns a River client over pool, in lethe's schema, that works
+// NewInserter returns a River client over pool, in lethe's schema, that
+// inserts jobs and reads their state but works none: what the CLI and the
+// API need, and the Queue of a worker process.
+func NewInserter(pool *pgxpool.Pool, logger *slog.Logger) (*river.Client[pgx.Tx], error) {
+	return river.NewClient(riverpgxv5.New(pool), baseConfig(logger, 0))
+}
+
+// NewWorker returns a River client over pool, in lethe's schema, that works
 // every lethe job kind with cfg.Worker.Concurrency workers.
-func NewClient(pool *pgxpool.Pool, cfg *config.Config, deps *Deps, opts Options, logger *slog.Logger) (*river.Client[pgx.Tx], error) {
-	rc := &river.Config{
-		// Fetch as soon as a worker frees up: the default cooldown of 100 ms
-		// caps short jobs at a few dozen a second.
-		FetchCooldown:     10 * time.Millisecond,
-		FetchPollInterval: 500 * time.Millisecond,
-		Schema:            migrations.Schema,
-		// River reports its own statistics at info every few seconds; only
-		// its warnings and errors reach lethe's log.
-		Logger:               slog.New(atLeast{logger.Handler(), slog.LevelWarn}),
-		MaxAttempts:          cfg.Worker.MaxAttempts,
-		RetryPolicy:          &backoff{base: 2 * time.Second, max: 10 * time.Minute},
-		RescueStuckJobsAfter: sweepTimeout + time.Hour,
+func NewWorker(cfg *config.Config, svc *Services, opts Options, logger *slog.Logger) (*river.Client[pgx.Tx], error) {
+	if err := svc.validate(); err != nil {
+		return nil, err
 	}
-	if deps != nil {
-		if deps.Pool == nil || deps.Sweeper == nil || deps.Mover == nil || deps.Requests == nil || deps.Holds == nil || deps.Expirer == nil {
-			return nil, errors.New("error creating the queue client: every worker needs its service")
-		}
-		workers := river.NewWorkers()
-		river.AddWorker(workers, &SweepWorker{Sweeper: deps.Sweeper})
-		river.AddWorker(workers, &ArchiveBatchWorker{Mover: deps.Mover, Logger: logger, Metrics: deps.Metrics})
-		river.AddWorker(workers, &RequestWorker{Requests: deps.Requests, Logger: logger, Metrics: deps.Metrics})
-		river.AddWorker(workers, &HoldSyncWorker{Holds: deps.Holds, Logger: logger})
-		river.AddWorker(workers, &ExpireWorker{Expirer: deps.Expirer, Metrics: deps.Metrics})
-		river.AddWorker(workers, &ReconcileWorker{Pool: deps.Pool, Logger: logger})
-		rc.Workers = workers
-		rc.Middleware = []rivertype.Middleware{&jobLog{logger: logger, metrics: deps.Metrics}}
-		// Batches and sweeps are long and heavy; requests and hold syncs are
-		// short and mostly wait on the network, so they get a queue with
-		// more workers of their own.
-		rc.Queues = map[string]river.QueueConfig{
-			river.QueueDefault: {MaxWorkers: cfg.Worker.Concurrency},
-			QueueSubjects:      {MaxWorkers: 4 * cfg.Worker.Concurrency},
-		}
+	rc := baseConfig(logger, cfg.Worker.MaxAttempts)
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &SweepWorker{Sweeper: svc.Sweeper})
+	river.AddWorker(workers, &ArchiveBatchWorker{Mover: svc.Mover, Logger: logger, Metrics: svc.Metrics})
+	river.AddWorker(workers, &RequestWorker{Eraser: svc.Eraser, Intake: svc.Intake, Logger: logger, Metrics: svc.Metrics})
+	river.AddWorker(workers, &HoldSyncWorker{Syncer: svc.Syncer, Logger: logger})
+	river.AddWorker(workers, &ExpireWorker{Expirer: svc.Expirer, Metrics: svc.Metrics})
+	river.AddWorker(workers, &ReconcileWorker{Pool: svc.Pool, Intake: svc.Intake, Queue: svc.Queue, Logger: logger})
+	rc.Workers = workers
+	rc.Middleware = []rivertype.Middleware{&jobLog{logger: logger, metrics: svc.Metrics}}
+	// Batches and sweeps are long and heavy; requests and hold syncs are
+	// short and mostly wait on the network, so they get a queue with more
+	// workers of their own.
+	rc.Queues = map[string]river.QueueConfig{
+		river.QueueDefault: {MaxWorkers: cfg.Worker.Concurrency},
+		QueueSubjects:      {MaxWorkers: 4 * cfg.Worker.Concurrency},
 	}
 	if opts.Periodic {
 		rc.PeriodicJobs = []*river.PeriodicJob{
@@ -93,25 +103,30 @@ func NewClient(pool *pgxpool.Pool, cfg *config.Config, deps *Deps, opts Options,
 			}, &river.PeriodicJobOpts{ID: "lethe.reconcile", RunOnStart: true}),
 		}
 	}
-	return river.NewClient(riverpgxv5.New(pool), rc)
+	return river.NewClient(riverpgxv5.New(svc.Pool), rc)
+}
+
+// baseConfig is what every lethe client shares: the schema, the log level,
+// retries and fetching.
+func baseConfig(logger *slog.Logger, maxAttempts int) *river.Config {
+	return &river.Config{
+		// Fetch as soon as a worker frees up: the default cooldown of 100 ms
+		// caps short jobs at a few dozen a second.
+		FetchCooldown:     10 * time.Millisecond,
+		FetchPollInterval: 500 * time.Millisecond,
+		Schema:            migrations.Schema,
+		// River reports its own statistics at info every few seconds; only
+		// its warnings and errors reach lethe's log.
+		Logger:               slog.New(atLeast{logger.Handler(), slog.LevelWarn}),
+		MaxAttempts:          maxAttempts,
+		RetryPolicy:          &backoff{base: 2 * time.Second, max: 10 * time.Minute},
+		RescueStuckJobsAfter: sweepTimeout + time.Hour,
+	}
 }
 
 // QueueSubjects is the queue of per-subject jobs: deletion requests and
 // hold syncs.
 const QueueSubjects = "subjects"
-
-// NewDeps builds every service the workers call into, over one plan and one
-// archiver with the worker's credentials.
-func NewDeps(pool *pgxpool.Pool, plan *retention.Plan, arch *archive.Archiver, cfg *config.Config, logger *slog.Logger) *Deps {
-	return &Deps{
-		Pool:     pool,
-		Sweeper:  retention.NewSweeper(pool, plan, cfg.Archive.BatchSize, logger),
-		Mover:    retention.NewMover(pool, plan, arch, cfg.Archive.Concurrency, logger),
-		Requests: retention.NewRequests(pool, plan, arch, logger),
-		Holds:    retention.NewHolds(pool, plan, arch, logger),
-		Expirer:  retention.NewExpirer(pool, plan, arch, logger),
-	}
-}
 
 // atLeast drops records below a level.
 type atLeast struct {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/riverqueue/river"
 
-	"github.com/lethehq/lethe/retention"
+	"github.com/lethehq/lethe/hold"
 )
 
 // HoldSyncArgs brings a subject's S3 legal hold in line with its holds. The
@@ -27,15 +27,15 @@ func (HoldSyncArgs) InsertOpts() river.InsertOpts {
 // HoldSyncWorker works HoldSyncArgs.
 type HoldSyncWorker struct {
 	river.WorkerDefaults[HoldSyncArgs]
-	Holds  *retention.Holds
+	Syncer *hold.Syncer
 	Logger *slog.Logger
 }
 
 // Work syncs the hold; a subject being archived is tried again shortly, so
 // the lock lands on the version being written.
 func (w *HoldSyncWorker) Work(ctx context.Context, job *river.Job[HoldSyncArgs]) error {
-	err := w.Holds.Sync(ctx, job.Args.SubjectHMAC)
-	if errors.Is(err, retention.ErrRetryLater) {
+	err := w.Syncer.Sync(ctx, job.Args.SubjectHMAC)
+	if errors.Is(err, hold.ErrRetryLater) {
 		return river.JobSnooze(busySnooze())
 	}
 	if err != nil {

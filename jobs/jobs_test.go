@@ -2,9 +2,7 @@ package jobs_test
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lethehq/lethe/archive"
-	"github.com/lethehq/lethe/internal/config"
+	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/internal/demo"
 	"github.com/lethehq/lethe/internal/testenv"
 	"github.com/lethehq/lethe/jobs"
@@ -24,34 +22,39 @@ import (
 )
 
 type bundle struct {
-	db   *testenv.DB
-	cfg  *config.Config
-	deps *jobs.Deps
-	due  int
+	db  *testenv.DB
+	app *app.App
+	svc *jobs.Services
+	due int
 }
 
-func setup(t *testing.T, subjects int) *bundle {
+// setup seeds the demo schema and builds lethe over it, as lethe worker
+// does, with its archive in bucket (nil: a bucket of the shared server).
+func setup(t *testing.T, subjects int, bucket *testenv.Bucket) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	db := testenv.NewDB(t)
 	_, err := demo.Seed(ctx, db.Pool, demo.Options{Schema: "demo", Subjects: subjects})
 	require.NoError(t, err)
-	bucket := testenv.NewBucket(t)
+	if bucket == nil {
+		bucket = testenv.NewBucket(t)
+	}
 	cfg := testenv.Config(t, db, bucket, testenv.NewIdentity(t).Recipient().String(), demo.Config("demo"))
-	plan, err := retention.Compile(ctx, db.Pool, cfg)
+	a, err := app.Open(ctx, cfg, slog.New(slog.DiscardHandler), app.Options{})
 	require.NoError(t, err)
-	srv := bucket.Server
-	arch := archive.NewArchiver(archive.NewClient(archive.ClientConfig{Endpoint: srv.Endpoint, Region: "us-east-1", PathStyle: true,
-		AccessKeyID: srv.Writer.AccessKeyID, SecretAccessKey: srv.Writer.SecretAccessKey}), bucket.Name, cfg.Archive.Prefix, cfg.Archive.ParsedRecipients)
-	logger := slog.New(slog.DiscardHandler)
-	counts, err := retention.CountDue(ctx, db.Pool, plan, time.Now())
+	t.Cleanup(a.Close)
+	store, err := a.Store(ctx, false)
+	require.NoError(t, err)
+	svc, err := a.Services(store, nil)
+	require.NoError(t, err)
+	counts, err := retention.CountDue(ctx, db.Pool, a.Plan, time.Now())
 	require.NoError(t, err)
 	due := 0
 	for _, c := range counts {
 		due += int(c.Due)
 	}
 	require.NotZero(t, due)
-	return &bundle{db: db, cfg: cfg, due: due, deps: jobs.NewDeps(db.Pool, plan, arch, cfg, logger)}
+	return &bundle{db: db, app: a, svc: svc, due: due}
 }
 
 func (b *bundle) count(t *testing.T, sql string, args ...any) int {
@@ -65,13 +68,12 @@ func TestArchiveBatchWorker(t *testing.T) {
 	t.Parallel()
 
 	ctx := context.Background()
-	b := setup(t, 300)
-	run, err := b.deps.Sweeper.StartRun(ctx, retention.TriggerCLI, 0)
+	srv := testenv.NewS3Server(t)
+	b := setup(t, 300, testenv.NewBucketOn(t, srv))
+	run, err := b.svc.Sweeper.StartRun(ctx, retention.TriggerCLI, 0)
 	require.NoError(t, err)
-	// An insert-only client queues the batches; the test works them.
-	inserter, err := jobs.NewClient(b.db.Pool, b.cfg, nil, jobs.Options{}, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	_, err = b.deps.Sweeper.Sweep(ctx, run, jobs.Queue{Client: inserter})
+	// The app's inserting client queues the batches; the test works them.
+	_, err = b.svc.Sweeper.Sweep(ctx, run, b.app.Queue)
 	require.NoError(t, err)
 	rows, err := b.db.Pool.Query(ctx, `SELECT id FROM lethe.batch WHERE run_id = $1 ORDER BY id`, run)
 	require.NoError(t, err)
@@ -79,30 +81,25 @@ func TestArchiveBatchWorker(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, batches)
 
-	var failed atomic.Bool
-	b.deps.Mover.Fault = func(point string) error {
-		if point == retention.FaultAfterPut && failed.CompareAndSwap(false, true) {
-			return errors.New("object store went away")
-		}
-		return nil
-	}
 	w := rivertest.NewWorker(t, riverpgxv5.New(b.db.Pool), &river.Config{Schema: migrations.Schema},
-		&jobs.ArchiveBatchWorker{Mover: b.deps.Mover, Logger: slog.New(slog.DiscardHandler)})
+		&jobs.ArchiveBatchWorker{Mover: b.svc.Mover, Logger: slog.New(slog.DiscardHandler)})
 
-	// The first attempt fails: the batch records the error and stays
-	// queued, and nothing was deleted.
+	// The object store goes away: the first attempt fails, the batch
+	// records the error and stays queued, and nothing was deleted.
+	require.NoError(t, srv.Kill())
 	tx, err := b.db.Pool.Begin(ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(ctx) //nolint:errcheck
 	_, err = w.Work(ctx, t, tx, jobs.ArchiveBatchArgs{BatchID: batches[0]}, nil)
-	require.ErrorContains(t, err, "object store went away")
+	require.ErrorIs(t, err, archive.ErrUnreachable)
 	var state, lastErr string
 	require.NoError(t, b.db.Pool.QueryRow(ctx, `SELECT state, last_error FROM lethe.batch WHERE id = $1`, batches[0]).Scan(&state, &lastErr))
-	require.Equal(t, "queued", state)
-	require.Contains(t, lastErr, "object store went away")
+	require.Equal(t, retention.BatchQueued, state)
+	require.Contains(t, lastErr, "object store unreachable")
 	require.Zero(t, b.count(t, `SELECT count(*) FROM lethe.manifest`))
 
-	// Every batch then works.
+	// It comes back, and every batch then works.
+	require.NoError(t, srv.Restart(ctx))
 	for _, id := range batches {
 		res, err := w.Work(ctx, t, tx, jobs.ArchiveBatchArgs{BatchID: id}, nil)
 		require.NoError(t, err)
@@ -110,7 +107,7 @@ func TestArchiveBatchWorker(t *testing.T) {
 	}
 	require.Equal(t, b.due, b.count(t, `SELECT count(*) FROM lethe.manifest`))
 	require.Zero(t, b.count(t, `SELECT count(*) FROM lethe.work_item`))
-	require.Equal(t, "done", func() string {
+	require.Equal(t, retention.RunDone, func() string {
 		var s string
 		require.NoError(t, b.db.Pool.QueryRow(ctx, `SELECT state FROM lethe.run WHERE id = $1`, run).Scan(&s))
 		return s
@@ -133,8 +130,8 @@ func TestSweepJobThroughTheQueue(t *testing.T) {
 	t.Parallel()
 
 	ctx := context.Background()
-	b := setup(t, 400)
-	client, err := jobs.NewClient(b.db.Pool, b.cfg, b.deps, jobs.Options{}, slog.New(slog.DiscardHandler))
+	b := setup(t, 400, nil)
+	client, err := b.app.Worker(b.svc, false)
 	require.NoError(t, err)
 	require.NoError(t, client.Start(ctx))
 	t.Cleanup(func() { _ = client.Stop(context.Background()) })
@@ -160,10 +157,10 @@ func TestPeriodicSweepRunsOncePerPeriodAcrossWorkers(t *testing.T) {
 	t.Parallel()
 
 	ctx := context.Background()
-	b := setup(t, 50)
-	b.cfg.Cron = everySecond{}
+	b := setup(t, 50, nil)
+	b.app.Config.Cron = everySecond{}
 	for range 3 {
-		client, err := jobs.NewClient(b.db.Pool, b.cfg, b.deps, jobs.Options{Periodic: true}, slog.New(slog.DiscardHandler))
+		client, err := b.app.Worker(b.svc, true)
 		require.NoError(t, err)
 		require.NoError(t, client.Start(ctx))
 		t.Cleanup(func() { _ = client.Stop(context.Background()) })

@@ -9,7 +9,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/lethehq/lethe/metrics"
-	"github.com/lethehq/lethe/retention"
+	"github.com/lethehq/lethe/request"
 )
 
 // RequestArgs carries out one deletion request. It names the request only by
@@ -30,18 +30,19 @@ func (RequestArgs) InsertOpts() river.InsertOpts {
 // RequestWorker works RequestArgs.
 type RequestWorker struct {
 	river.WorkerDefaults[RequestArgs]
-	Requests *retention.Requests
-	Logger   *slog.Logger
-	Metrics  *metrics.Metrics
+	Eraser  *request.Eraser
+	Intake  *request.Intake
+	Logger  *slog.Logger
+	Metrics *metrics.Metrics
 }
 
 // Work processes the request; a busy subject is tried again shortly.
 func (w *RequestWorker) Work(ctx context.Context, job *river.Job[RequestArgs]) error {
-	err := w.Requests.Process(ctx, job.Args.RequestID)
-	if errors.Is(err, retention.ErrRetryLater) {
+	err := w.Eraser.Process(ctx, job.Args.RequestID)
+	if errors.Is(err, request.ErrRetryLater) {
 		return river.JobSnooze(busySnooze())
 	}
-	if errors.Is(err, retention.ErrNoRequest) {
+	if errors.Is(err, request.ErrNoRequest) {
 		// The row is gone (removed by hand, or by lethe bench's clean-up):
 		// there is nothing to carry out, now or later.
 		w.Logger.Warn("deletion request no longer exists; job cancelled", "request_id", job.Args.RequestID, "job_id", job.ID)
@@ -49,10 +50,10 @@ func (w *RequestWorker) Work(ctx context.Context, job *river.Job[RequestArgs]) e
 	}
 	if err != nil {
 		if job.Attempt >= job.MaxAttempts {
-			if ferr := w.Requests.Fail(ctx, job.Args.RequestID, err); ferr != nil {
+			if ferr := w.Eraser.Fail(ctx, job.Args.RequestID, err); ferr != nil {
 				w.Logger.Error("could not mark request failed", "request_id", job.Args.RequestID, "error", ferr)
 			} else {
-				w.Metrics.RequestDone(retention.StateFailed)
+				w.Metrics.RequestDone(request.StateFailed)
 			}
 		}
 		w.Logger.Warn("deletion request attempt failed", "request_id", job.Args.RequestID, "attempt", job.Attempt,
@@ -60,7 +61,7 @@ func (w *RequestWorker) Work(ctx context.Context, job *river.Job[RequestArgs]) e
 		return err
 	}
 	if w.Metrics != nil {
-		if req, err := w.Requests.Get(ctx, job.Args.RequestID); err == nil && req.State != retention.StateProcessing {
+		if req, err := w.Intake.Get(ctx, job.Args.RequestID); err == nil && req.State != request.StateProcessing {
 			w.Metrics.RequestDone(req.State)
 		}
 	}

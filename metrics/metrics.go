@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/lethehq/lethe/retention"
+	"github.com/lethehq/lethe/request"
 )
 
 // Metrics holds lethe's Prometheus metrics on a registry of its own. Every
@@ -34,9 +34,20 @@ type Metrics struct {
 	logger    *slog.Logger
 }
 
+// JobCount is how many of lethe's jobs of one kind are in one failed state.
+type JobCount struct {
+	Kind, State string
+	Count       int64
+}
+
+// JobCounts counts lethe's failed jobs (retryable now, or discarded in the
+// last week). Package jobs, which owns River's tables, provides it.
+type JobCounts func(ctx context.Context) ([]JobCount, error)
+
 // New registers the process and Go collectors, lethe's counters, and, when
-// pool is not nil, the collector that reads the database at each scrape.
-func New(pool *pgxpool.Pool, logger *slog.Logger) *Metrics {
+// pool is not nil, the collector that reads the database (and, through
+// jobs, River's jobs) at each scrape.
+func New(pool *pgxpool.Pool, jobs JobCounts, logger *slog.Logger) *Metrics {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -61,7 +72,7 @@ func New(pool *pgxpool.Pool, logger *slog.Logger) *Metrics {
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.archived, m.destroyed, m.bytes, m.expired, m.failures, m.finished, m.batches)
 	if pool != nil {
-		m.registry.MustRegister(&dbCollector{pool: pool, logger: logger})
+		m.registry.MustRegister(&dbCollector{pool: pool, jobs: jobs, logger: logger})
 	}
 	return m
 }
@@ -124,6 +135,7 @@ func (m *Metrics) RequestDone(state string) {
 // dbCollector reads lethe's state from the database at each scrape.
 type dbCollector struct {
 	pool   *pgxpool.Pool
+	jobs   JobCounts
 	logger *slog.Logger
 }
 
@@ -156,15 +168,11 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 const scrapeSQL = `
 	SELECT
 		(SELECT coalesce(jsonb_object_agg(state, n), '{}') FROM (SELECT state, count(*) AS n FROM lethe.request GROUP BY state) r),
-		(SELECT extract(epoch FROM now() - min(received_at))::float8 FROM lethe.request WHERE state IN ('received', 'processing', 'blocked_by_hold')),
-		(SELECT (extract(epoch FROM min(deadline) - now()) / 86400)::float8 FROM lethe.request WHERE state IN ('received', 'processing', 'blocked_by_hold')),
+		(SELECT extract(epoch FROM now() - min(received_at))::float8 FROM lethe.request WHERE state = ANY ($1)),
+		(SELECT (extract(epoch FROM min(deadline) - now()) / 86400)::float8 FROM lethe.request WHERE state = ANY ($1)),
 		(SELECT count(*) FROM lethe.hold WHERE released_at IS NULL),
 		(SELECT count(DISTINCT subject_hmac) FROM lethe.hold WHERE released_at IS NULL),
-		(SELECT count(*) FROM lethe.hold_sync WHERE synced < generation),
-		(SELECT coalesce(jsonb_agg(jsonb_build_object('kind', kind, 'state', state, 'n', n)), '[]') FROM (
-			SELECT kind, state::text AS state, count(*) AS n FROM lethe.river_job
-			WHERE kind LIKE 'lethe.%' AND (state = 'retryable' OR state = 'discarded' AND finalized_at > now() - interval '7 days')
-			GROUP BY kind, state) j)`
+		(SELECT count(*) FROM lethe.hold_sync WHERE synced < generation)`
 
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -174,20 +182,20 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		oldest, daysLeft *float64
 		holds, held      int64
 		syncs            int64
-		jobs             []struct {
-			Kind  string `json:"kind"`
-			State string `json:"state"`
-			N     int64  `json:"n"`
-		}
+		jobs             []JobCount
 	)
-	err := c.pool.QueryRow(ctx, scrapeSQL).Scan(&byState, &oldest, &daysLeft, &holds, &held, &syncs, &jobs)
+	open := []string{request.StateReceived, request.StateProcessing, request.StateBlockedByHold}
+	err := c.pool.QueryRow(ctx, scrapeSQL, open).Scan(&byState, &oldest, &daysLeft, &holds, &held, &syncs)
+	if err == nil && c.jobs != nil {
+		jobs, err = c.jobs(ctx)
+	}
 	if err != nil {
 		c.logger.Warn("metrics: cannot read lethe's state from the database", "error", err)
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 0)
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 1)
-	for _, state := range retention.RequestStates {
+	for _, state := range request.RequestStates {
 		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.GaugeValue, float64(byState[state]), state)
 	}
 	age := 0.0
@@ -202,6 +210,6 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(held))
 	ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.GaugeValue, float64(syncs))
 	for _, j := range jobs {
-		ch <- prometheus.MustNewConstMetric(descJobs, prometheus.GaugeValue, float64(j.N), j.Kind, j.State)
+		ch <- prometheus.MustNewConstMetric(descJobs, prometheus.GaugeValue, float64(j.Count), j.Kind, j.State)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lethehq/lethe/internal/testenv"
+	"github.com/lethehq/lethe/jobs"
 	"github.com/lethehq/lethe/metrics"
 )
 
@@ -80,7 +81,7 @@ func TestCountersAndNil(t *testing.T) {
 	none.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	require.Equal(t, 404, rec.Code)
 
-	m := metrics.New(nil, slog.New(slog.DiscardHandler))
+	m := metrics.New(nil, nil, slog.New(slog.DiscardHandler))
 	m.ObserveBatch("former", 500, 0, 1_000_000, 2*time.Second)
 	m.ObserveBatch("former", 20, 0, 40_000, 100*time.Millisecond)
 	m.ObserveBatch("spam", 0, 30, 0, 50*time.Millisecond)
@@ -124,7 +125,10 @@ func TestDatabaseGauges(t *testing.T) {
 			VALUES ('lethe.request', '{"request_id": 9}', 'discarded', 20, 20, now(), 'subjects', 1);`)
 	require.NoError(t, err)
 
-	m := metrics.New(db.Pool, slog.New(slog.DiscardHandler))
+	inserter, err := jobs.NewInserter(db.Pool, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	queue := jobs.Queue{Client: inserter}
+	m := metrics.New(db.Pool, queue.FailedCounts, slog.New(slog.DiscardHandler))
 	f, body := scrape(t, m)
 	require.Equal(t, 1.0, must(t, f, "lethe_database_up"))
 	require.Equal(t, 1.0, must(t, f, "lethe_requests", "state", "received"))
@@ -154,7 +158,7 @@ func TestDatabaseGauges(t *testing.T) {
 	// A database that does not answer is reported, not hidden.
 	pool, err := pgxpool.New(ctx, db.URL)
 	require.NoError(t, err)
-	down := metrics.New(pool, slog.New(slog.DiscardHandler))
+	down := metrics.New(pool, queue.FailedCounts, slog.New(slog.DiscardHandler))
 	pool.Close()
 	f, _ = scrape(t, down)
 	require.Equal(t, 0.0, must(t, f, "lethe_database_up"))

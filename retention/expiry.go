@@ -10,25 +10,55 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/lethehq/lethe/internal/audit"
+	"github.com/lethehq/lethe/audit"
 )
+
+// expirer is what expiry needs of the object store; *archive.Archiver is
+// one.
+type expirer interface {
+	ObjectKey(subjectHMAC string) string
+	Prune(ctx context.Context, subjectHMAC, keep string) ([]string, error)
+}
+
+// ExpirerConfig is what an Expirer needs.
+type ExpirerConfig struct {
+	// Pool is lethe's database. Required.
+	Pool *pgxpool.Pool
+	// Plan is the compiled subject graph and policies. Required.
+	Plan *Plan
+	// Store removes expired copies. Required.
+	Store expirer
+	// Holds tells which subjects are held. Required.
+	Holds HoldChecker
+	// Logger gets expiry's log lines. Required.
+	Logger *slog.Logger
+	// PageSize is how many manifest entries are read at a time. Default 500.
+	PageSize int
+	// Now returns the current time. Default time.Now; tests move it.
+	Now func() time.Time
+}
 
 // Expirer destroys archived copies that have outlived their policy's
 // archive_retain, unless a hold covers the subject.
 type Expirer struct {
-	pool   *pgxpool.Pool
-	plan   *Plan
-	store  archiver
-	logger *slog.Logger
-	// Now returns the current time; tests move it.
-	Now func() time.Time
-	// PageSize is how many manifest entries are read at a time.
-	PageSize int
+	ExpirerConfig
 }
 
-// NewExpirer returns an Expirer for plan's policies.
-func NewExpirer(pool *pgxpool.Pool, plan *Plan, store archiver, logger *slog.Logger) *Expirer {
-	return &Expirer{pool: pool, plan: plan, store: store, logger: logger, Now: time.Now, PageSize: 500}
+// NewExpirer returns an Expirer, or an error naming the setting at fault.
+func NewExpirer(cfg ExpirerConfig) (*Expirer, error) {
+	if cfg.PageSize == 0 {
+		cfg.PageSize = 500
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	switch {
+	case cfg.Pool == nil || cfg.Plan == nil || cfg.Store == nil || cfg.Holds == nil || cfg.Logger == nil:
+		return nil, errors.New("error creating the expirer: Pool, Plan, Store, Holds and Logger are required")
+	case cfg.PageSize < 1:
+		return nil, fmt.Errorf("error creating the expirer: PageSize %d must be at least 1", cfg.PageSize)
+	}
+	return &Expirer{ExpirerConfig: cfg}, nil
 }
 
 // ExpireResult counts what Expire did.
@@ -49,7 +79,7 @@ type ExpireResult struct {
 func (x *Expirer) Expire(ctx context.Context) (*ExpireResult, error) {
 	res := &ExpireResult{ByPolicy: map[string]int{}}
 	now := x.Now()
-	for _, pp := range x.plan.Policies {
+	for _, pp := range x.Plan.Policies {
 		if !pp.Archive() || pp.ArchiveRetainDays == 0 {
 			continue
 		}
@@ -60,7 +90,7 @@ func (x *Expirer) Expire(ctx context.Context) (*ExpireResult, error) {
 				hmac, version string
 				archivedAt    time.Time
 			}
-			rows, err := x.pool.Query(ctx, `
+			rows, err := x.Pool.Query(ctx, `
 				SELECT subject_hmac, version_id, archived_at FROM lethe.manifest
 				WHERE policy = $1 AND archived_at < $2 AND subject_hmac > $3
 				ORDER BY subject_hmac LIMIT $4`, pp.Name, cutoff, last, x.PageSize)
@@ -86,13 +116,13 @@ func (x *Expirer) Expire(ctx context.Context) (*ExpireResult, error) {
 		}
 	}
 	if res.Expired+res.Held+res.Busy > 0 {
-		x.logger.Info("archive expiry done", "expired", res.Expired, "held", res.Held, "busy", res.Busy)
+		x.Logger.Info("archive expiry done", "expired", res.Expired, "held", res.Held, "busy", res.Busy)
 	}
 	return res, nil
 }
 
 func (x *Expirer) expireOne(ctx context.Context, pp *PolicyPlan, hmac, version string, archivedAt time.Time, res *ExpireResult) error {
-	sess, err := trySubjectSession(ctx, x.pool, hmac)
+	sess, err := TrySubject(ctx, x.Pool, hmac)
 	if err != nil {
 		return err
 	}
@@ -100,26 +130,28 @@ func (x *Expirer) expireOne(ctx context.Context, pp *PolicyPlan, hmac, version s
 		res.Busy++
 		return nil
 	}
-	defer sess.release(ctx)
-	var held, claimed bool
-	if err := sess.conn.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM lethe.hold WHERE subject_hmac = $1 AND released_at IS NULL),
-		       EXISTS (SELECT 1 FROM lethe.work_item WHERE subject_hmac = $1)`, hmac).Scan(&held, &claimed); err != nil {
-		return fmt.Errorf("error reading holds: %w", err)
+	defer sess.Release(ctx)
+	held, err := x.Holds.HeldAmong(ctx, sess.Conn, []string{hmac})
+	if err != nil {
+		return err
+	}
+	claimed, err := Claimed(ctx, sess.Conn, hmac)
+	if err != nil {
+		return err
 	}
 	switch {
-	case held:
+	case held[hmac]:
 		res.Held++
 		return nil
 	case claimed:
 		res.Busy++ // archived again right now; its new copy has a new clock
 		return nil
 	}
-	deleted, err := x.store.Prune(ctx, hmac, "")
+	deleted, err := x.Store.Prune(ctx, hmac, "")
 	if err != nil {
 		return fmt.Errorf("error deleting expired copy: %w", err)
 	}
-	tx, err := sess.conn.Begin(ctx)
+	tx, err := sess.Conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("error recording expiry: %w", err)
 	}
@@ -133,7 +165,7 @@ func (x *Expirer) expireOne(ctx context.Context, pp *PolicyPlan, hmac, version s
 	}
 	if err := audit.Append(ctx, tx, audit.Entry{Kind: audit.KindExpire, Actor: "lethe", SubjectHMAC: hmac, Detail: map[string]any{
 		"policy": pp.Name, "archive_retain": pp.ArchiveRetainDays.String(), "archived_at": archivedAt.UTC(),
-		"object_key": x.store.ObjectKey(hmac), "deleted_versions": deleted,
+		"object_key": x.Store.ObjectKey(hmac), "deleted_versions": deleted,
 	}}); err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/lethehq/lethe"
 )
 
 // A subject key has one canonical form: the text PostgreSQL prints for it
@@ -45,11 +47,11 @@ func (p *Plan) keyText(expr string) string {
 // canonicalBatch is how many keys one canonicalising query casts.
 const canonicalBatch = 5000
 
-// CanonicalKey returns key in its canonical form, or an error wrapping
-// ErrBadInput when it is not a key of the subject table: blank, not text,
+// CanonicalKey returns key in its canonical form, or a *lethe.InputError
+// when it is not a key of the subject table: blank, not text,
 // or refused by the cast to the key column's type. The error never repeats
 // the key, which may be personal data typed by mistake.
-func (p *Plan) CanonicalKey(ctx context.Context, db querier, key string) (string, error) {
+func (p *Plan) CanonicalKey(ctx context.Context, db Querier, key string) (string, error) {
 	keys, err := p.CanonicalKeys(ctx, db, []string{key})
 	if err != nil {
 		return "", err
@@ -61,7 +63,7 @@ func (p *Plan) CanonicalKey(ctx context.Context, db querier, key string) (string
 // query per few thousand keys. Two spellings of one subject come back equal;
 // the caller removes repeats. The first key that is not a key of the subject
 // table fails the whole call, naming its position.
-func (p *Plan) CanonicalKeys(ctx context.Context, db querier, keys []string) ([]string, error) {
+func (p *Plan) CanonicalKeys(ctx context.Context, db Querier, keys []string) ([]string, error) {
 	for i, k := range keys {
 		if err := checkKeyText(k, i, len(keys)); err != nil {
 			return nil, err
@@ -86,8 +88,7 @@ func (p *Plan) CanonicalKeys(ctx context.Context, db querier, keys []string) ([]
 					lo = mid
 				}
 			}
-			return nil, fmt.Errorf("%w: %s: not a valid %s, the type of %s.%s", ErrBadInput,
-				keyPosition(start+lo, len(keys)), p.KeyType, p.Root.Name, p.keyCol)
+			return nil, keyError(start+lo, len(keys), "not a valid %s, the type of %s.%s", p.KeyType, p.Root.Name, p.keyCol)
 		}
 		if err != nil {
 			return nil, err
@@ -97,7 +98,7 @@ func (p *Plan) CanonicalKeys(ctx context.Context, db querier, keys []string) ([]
 	return out, nil
 }
 
-func (p *Plan) castKeys(ctx context.Context, db querier, q string, keys []string) ([]string, error) {
+func (p *Plan) castKeys(ctx context.Context, db Querier, q string, keys []string) ([]string, error) {
 	rows, err := db.Query(ctx, q, keys)
 	if err != nil {
 		return nil, err
@@ -117,20 +118,20 @@ func (p *Plan) castKeys(ctx context.Context, db querier, q string, keys []string
 func checkKeyText(k string, i, n int) error {
 	switch {
 	case strings.TrimSpace(k) == "":
-		return fmt.Errorf("%w: %s: a subject key cannot be empty or only whitespace", ErrBadInput, keyPosition(i, n))
+		return keyError(i, n, "a subject key cannot be empty or only whitespace")
 	case !utf8.ValidString(k) || strings.ContainsRune(k, 0):
-		return fmt.Errorf("%w: %s: a subject key must be valid UTF-8 text without NUL", ErrBadInput, keyPosition(i, n))
+		return keyError(i, n, "a subject key must be valid UTF-8 text without NUL")
 	}
 	return nil
 }
 
-// keyPosition names the flag of the ith of n keys: --subject, or with
-// several, which one.
-func keyPosition(i, n int) string {
-	if n == 1 {
-		return "--subject"
+// keyError refuses the ith of n keys; it never quotes the key.
+func keyError(i, n int, format string, args ...any) error {
+	e := lethe.Input("subject", format, args...)
+	if n > 1 {
+		e.Index, e.Of = i, n
 	}
-	return fmt.Sprintf("--subject (number %d of %d)", i+1, n)
+	return e
 }
 
 // isCastError reports whether err is PostgreSQL refusing a value for a type:
@@ -154,4 +155,34 @@ func uniqueKeys(keys []string) []string {
 		}
 	}
 	return out
+}
+
+// CanonicalKeysLenient is CanonicalKeys for keys lethe stored earlier, in tx:
+// a key the cast refuses now (the key column's type changed) comes back as
+// "" instead of failing the call. Each attempt runs in a savepoint, so a
+// refusal does not end tx.
+func (p *Plan) CanonicalKeysLenient(ctx context.Context, tx pgx.Tx, keys []string) ([]string, error) {
+	canonical := func(keys []string) ([]string, error) {
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer sp.Rollback(ctx) //nolint:errcheck // read only
+		return p.CanonicalKeys(ctx, sp, keys)
+	}
+	out, err := canonical(keys)
+	if err == nil || !errors.Is(err, lethe.ErrBadInput) {
+		return out, err
+	}
+	out = make([]string, len(keys))
+	for i, k := range keys {
+		c, err := canonical([]string{k})
+		switch {
+		case err == nil:
+			out[i] = c[0]
+		case !errors.Is(err, lethe.ErrBadInput):
+			return nil, err
+		}
+	}
+	return out, nil
 }

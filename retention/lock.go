@@ -5,16 +5,20 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
+// Whatever destroys a subject, archives it, or changes whether it is held,
+// takes the subject's advisory lock first, so that a request, a hold and a
+// sweep on one subject are serialised (docs/ARCHITECTURE.md, "Locks").
+
 // subjectLockClass is the first key of every subject's advisory lock
 // ("LETH"). The two-key lock space does not overlap the one-key space that
-// batch locks use.
+// batch and run locks use.
 const subjectLockClass = 0x4c455448
 
 // subjectLockKey is the second key of a subject's advisory lock: the first
@@ -31,21 +35,15 @@ func subjectLockKey(subjectHMAC string) int32 {
 	return int32(binary.BigEndian.Uint32(b))
 }
 
-// lockSubjectsTx takes, in tx, the advisory locks of the subjects, in a
-// fixed order so that two transactions never wait on each other in a cycle.
-// Whatever destroys a subject, or changes whether it is held, takes its
-// lock first.
-func lockSubjectsTx(ctx context.Context, tx pgx.Tx, hmacs []string) error {
+// LockSubjects takes, in tx, the advisory locks of the subjects, in a fixed
+// order so that two transactions never wait on each other in a cycle.
+func LockSubjects(ctx context.Context, tx pgx.Tx, hmacs []string) error {
 	keys := make([]int32, 0, len(hmacs))
-	seen := map[int32]bool{}
 	for _, h := range hmacs {
-		k := subjectLockKey(h)
-		if !seen[k] {
-			seen[k] = true
-			keys = append(keys, k)
-		}
+		keys = append(keys, subjectLockKey(h))
 	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
 	if len(keys) == 0 {
 		return nil
 	}
@@ -55,10 +53,21 @@ func lockSubjectsTx(ctx context.Context, tx pgx.Tx, hmacs []string) error {
 	return nil
 }
 
-// subjectSession is a subject's advisory lock held on a connection of its
-// own, for work that spans transactions and object-store calls.
-type subjectSession struct {
-	conn *pgxpool.Conn
+// TryLockSubject takes, in tx, the subject's advisory lock if nobody holds
+// it, and reports whether it did.
+func TryLockSubject(ctx context.Context, tx pgx.Tx, subjectHMAC string) (bool, error) {
+	var free bool
+	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1, $2)`, subjectLockClass, subjectLockKey(subjectHMAC)).Scan(&free); err != nil {
+		return false, fmt.Errorf("error locking subject: %w", err)
+	}
+	return free, nil
+}
+
+// Session is a subject's advisory lock held on a connection of its own, for
+// work that spans transactions and object-store calls. Do that work on Conn.
+type Session struct {
+	// Conn holds the lock.
+	Conn *pgxpool.Conn
 	key  int32
 }
 
@@ -66,14 +75,14 @@ type subjectSession struct {
 // gives up and tries again later.
 const subjectLockWait = 3 * time.Second
 
-// trySubjectSession takes the subject's lock for the session, waiting up to
-// subjectLockWait, or returns nil if someone else holds it all that time.
-func trySubjectSession(ctx context.Context, pool *pgxpool.Pool, subjectHMAC string) (*subjectSession, error) {
+// TrySubject takes the subject's lock for a session, waiting up to a few
+// seconds, or returns nil if someone else holds it all that time.
+func TrySubject(ctx context.Context, pool *pgxpool.Pool, subjectHMAC string) (*Session, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("error acquiring connection: %w", err)
 	}
-	s := &subjectSession{conn: conn, key: subjectLockKey(subjectHMAC)}
+	s := &Session{Conn: conn, key: subjectLockKey(subjectHMAC)}
 	deadline := time.Now().Add(subjectLockWait)
 	for {
 		var ok bool
@@ -97,10 +106,17 @@ func trySubjectSession(ctx context.Context, pool *pgxpool.Pool, subjectHMAC stri
 	}
 }
 
-func (s *subjectSession) release(ctx context.Context) {
-	if _, err := s.conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, $2)`, subjectLockClass, s.key); err != nil {
+// Release lets the subject go and returns the connection to the pool.
+func (s *Session) Release(ctx context.Context) {
+	if _, err := s.Conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, $2)`, subjectLockClass, s.key); err != nil {
 		// Closing the connection drops the lock.
-		_ = s.conn.Conn().Close(context.WithoutCancel(ctx))
+		_ = s.Conn.Conn().Close(context.WithoutCancel(ctx))
 	}
-	s.conn.Release()
+	s.Conn.Release()
 }
+
+// runLockKey is the advisory lock a sweep holds while it claims.
+func runLockKey(runID int64) int64 { return 0x4c52<<48 | runID }
+
+// batchLockKey is the advisory lock that whoever works a batch holds.
+func batchLockKey(batchID int64) int64 { return 0x4c45<<48 | batchID }

@@ -1,7 +1,3 @@
-// Package retention owns the policies: which subjects are due, the subject
-// graph and the SQL that selects, reads and purges a subject's rows, and the
-// sweep that moves due subjects to the archive (through package archive) or
-// destroys them.
 package retention
 
 import (

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lethehq/lethe/internal/config"
+	"github.com/lethehq/lethe/internal/lethetest"
 	"github.com/lethehq/lethe/internal/testenv"
 	"github.com/lethehq/lethe/retention"
 )
@@ -17,7 +18,7 @@ func TestCompileNamesTheKeyAtFault(t *testing.T) {
 
 	ctx := context.Background()
 	db := testenv.NewDB(t)
-	_, err := db.Pool.Exec(ctx, crmSchema+`
+	_, err := db.Pool.Exec(ctx, lethetest.CRMSchema+`
 		CREATE TABLE crm.loose (id bigint, customer_code text);
 		CREATE VIEW crm.customer_view AS SELECT * FROM crm.customers;`)
 	require.NoError(t, err)
@@ -26,7 +27,7 @@ func TestCompileNamesTheKeyAtFault(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		replace [2]string // in crmConfig
+		replace [2]string // in lethetest.CRMConfig
 		key     string    // the key the error must name
 		more    string    // and a fragment of the message
 	}{
@@ -53,8 +54,8 @@ func TestCompileNamesTheKeyAtFault(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 
-			require.Contains(t, crmConfig, tt.replace[0])
-			fragment := strings.Replace(crmConfig, tt.replace[0], tt.replace[1], 1)
+			require.Contains(t, lethetest.CRMConfig, tt.replace[0])
+			fragment := strings.Replace(lethetest.CRMConfig, tt.replace[0], tt.replace[1], 1)
 			cfg, err := config.Load(strings.NewReader(testenv.ConfigYAML(db, bucket, recipient, fragment)), func(string) (string, bool) { return "", false })
 			if err == nil {
 				_, err = retention.Compile(ctx, db.Pool, cfg)
@@ -109,9 +110,9 @@ func TestCompileRejectsAPolicyThatCanNeverApply(t *testing.T) {
 
 	ctx := context.Background()
 	db := testenv.NewDB(t)
-	_, err := db.Pool.Exec(ctx, crmSchema)
+	_, err := db.Pool.Exec(ctx, lethetest.CRMSchema)
 	require.NoError(t, err)
-	fragment := strings.Replace(crmConfig, `    where: "status = 'closed'"`+"\n", "", 1)
+	fragment := strings.Replace(lethetest.CRMConfig, `    where: "status = 'closed'"`+"\n", "", 1)
 	cfg := testenv.Config(t, db, testenv.NewBucket(t), testenv.NewIdentity(t).Recipient().String(), fragment)
 	_, err = retention.Compile(ctx, db.Pool, cfg)
 	require.Error(t, err)
@@ -125,9 +126,9 @@ func TestCompileRefusesASecondStatementEvenPastTheScreen(t *testing.T) {
 
 	ctx := context.Background()
 	db := testenv.NewDB(t)
-	_, err := db.Pool.Exec(ctx, crmSchema)
+	_, err := db.Pool.Exec(ctx, lethetest.CRMSchema)
 	require.NoError(t, err)
-	cfg := testenv.Config(t, db, testenv.NewBucket(t), testenv.NewIdentity(t).Recipient().String(), crmConfig)
+	cfg := testenv.Config(t, db, testenv.NewBucket(t), testenv.NewIdentity(t).Recipient().String(), lethetest.CRMConfig)
 	for _, where := range []string{
 		"status = 'closed'); DROP TABLE crm.notes; SELECT (true",
 		"true) OR (SELECT true FROM pg_sleep(0)); DELETE FROM crm.notes; SELECT (true",
@@ -160,9 +161,9 @@ func TestCompileRefusesForeignKeysFromOutsideTheGraph(t *testing.T) {
 			t.Parallel()
 
 			db := testenv.NewDB(t)
-			_, err := db.Pool.Exec(ctx, crmSchema+`CREATE TABLE crm.invoices (id int PRIMARY KEY, customer_code text REFERENCES crm.customers (code) ON DELETE `+tt.onDelete+`);`)
+			_, err := db.Pool.Exec(ctx, lethetest.CRMSchema+`CREATE TABLE crm.invoices (id int PRIMARY KEY, customer_code text REFERENCES crm.customers (code) ON DELETE `+tt.onDelete+`);`)
 			require.NoError(t, err)
-			cfg := testenv.Config(t, db, testenv.NewBucket(t), testenv.NewIdentity(t).Recipient().String(), crmConfig)
+			cfg := testenv.Config(t, db, testenv.NewBucket(t), testenv.NewIdentity(t).Recipient().String(), lethetest.CRMConfig)
 			_, err = retention.Compile(ctx, db.Pool, cfg)
 			if tt.ok {
 				require.NoError(t, err)
@@ -180,9 +181,9 @@ func TestIndexAdviceNamesTheIndexToCreate(t *testing.T) {
 
 	ctx := context.Background()
 	db := testenv.NewDB(t)
-	_, err := db.Pool.Exec(ctx, crmSchema+`DROP INDEX crm.lines_account_id_idx;`)
+	_, err := db.Pool.Exec(ctx, lethetest.CRMSchema+`DROP INDEX crm.lines_account_id_idx;`)
 	require.NoError(t, err)
-	cfg := testenv.Config(t, db, testenv.NewBucket(t), testenv.NewIdentity(t).Recipient().String(), crmConfig)
+	cfg := testenv.Config(t, db, testenv.NewBucket(t), testenv.NewIdentity(t).Recipient().String(), lethetest.CRMConfig)
 	plan, err := retention.Compile(ctx, db.Pool, cfg)
 	require.NoError(t, err)
 	advice, err := plan.IndexAdvice(ctx, db.Pool)

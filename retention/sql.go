@@ -25,7 +25,8 @@ type statements struct {
 	lockRoots string
 	// lockProtect locks one subject's root row: $1 key -> requests.protect
 	lockProtect string
-	// suppressed finds subjects erased on request: $1-$3 HMAC pads -> key
+	// suppressed finds subjects erased on request, a page at a time: $1-$3
+	// HMAC pads, $4 the last key or NULL, $5 the page size -> key
 	suppressed string
 }
 
@@ -131,8 +132,9 @@ func (p *Plan) buildStatements() statements {
 		protect = "(" + p.Protect + ")"
 	}
 	s.lockProtect = fmt.Sprintf("SELECT coalesce(%s, false) FROM %s WHERE %s = $1::text::%s FOR UPDATE", protect, root, key, p.KeyType)
-	s.suppressed = fmt.Sprintf("SELECT %[4]s FROM %[1]s r JOIN lethe.suppression s ON s.subject_hmac = %[3]s",
-		root, key, hmacSQL(p.keyText("r."+key), 1), p.keyText("r."+key))
+	s.suppressed = fmt.Sprintf("SELECT %[4]s FROM %[1]s r JOIN lethe.suppression s ON s.subject_hmac = %[3]s "+
+		"WHERE ($4::text IS NULL OR r.%[2]s > $4::text::%[5]s) ORDER BY r.%[2]s LIMIT $5",
+		root, key, hmacSQL(p.keyText("r."+key), 1), p.keyText("r."+key), p.KeyType)
 	s.lockRoots = fmt.Sprintf("SELECT %[4]s FROM %[1]s WHERE %[2]s = ANY (%[3]s) ORDER BY %[2]s FOR UPDATE", root, key, keys, p.keyText(key))
 	return s
 }

@@ -1,4 +1,4 @@
-package retention
+package retention_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lethehq/lethe/internal/testenv"
+	"github.com/lethehq/lethe/retention"
 )
 
 // PostgreSQL's HMAC (built from sha256) must equal Go's for every key, or
@@ -18,12 +19,12 @@ func TestSQLHMACEqualsGo(t *testing.T) {
 	ctx := context.Background()
 	db := testenv.NewDB(t)
 	for _, secret := range []string{"0123456789abcdef", strings.Repeat("long secret ", 10)} {
-		hasher := NewHasher(secret, "crm.customers")
-		params := newHMACParams(secret, "crm.customers")
+		hasher := retention.NewHasher(secret, "crm.customers")
+		expr, params := retention.HMACSQL(secret, "crm.customers", "$1::text", 2)
 		for _, key := range []string{"1", "O'Brien \"x\"", "Zoë 🎉", "", strings.Repeat("k", 500)} {
 			var got string
-			args := append([]any{key}, params.args()...)
-			require.NoError(t, db.Pool.QueryRow(ctx, "SELECT "+hmacSQL("$1::text", 2), args...).Scan(&got))
+			args := append([]any{key}, params...)
+			require.NoError(t, db.Pool.QueryRow(ctx, "SELECT "+expr, args...).Scan(&got))
 			require.Equal(t, hasher.HMAC(key), got, "key %q", key)
 		}
 	}

@@ -35,3 +35,6 @@ func (h *Hasher) HMAC(key string) string {
 	h.pool.Put(m)
 	return sum
 }
+
+// HMAC returns the HMAC that names the subject whose canonical key is key.
+func (p *Plan) HMAC(key string) string { return p.hasher.HMAC(key) }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/lethehq/lethe/internal/audit"
+	"github.com/lethehq/lethe/audit"
 )
 
 func runAudit(ctx context.Context, env *cliEnv, args []string) error {
@@ -23,8 +23,8 @@ func runAudit(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer a.close()
-	res, err := audit.Verify(ctx, a.pool)
+	defer a.Close()
+	res, err := audit.Verify(ctx, a.Pool)
 	if err != nil {
 		return err
 	}

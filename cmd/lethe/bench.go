@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/internal/bench"
 )
 
@@ -14,7 +15,7 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	var c common
 	var opts bench.Options
 	var asJSON bool
-	var report string
+	var report, serve string
 	fs := newFlagSet(env, "bench", "--subjects N [--workers W] [--requests R] [--json] [--report DIR] [--config FILE]")
 	c.register(fs, "warn")
 	fs.IntVar(&opts.Subjects, "subjects", 0, "how many synthetic subjects to seed and archive")
@@ -23,10 +24,12 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	fs.BoolVar(&asJSON, "json", false, "end with the figures as one JSON line")
 	fs.StringVar(&report, "report", "", "write a markdown report and a throughput chart into this directory")
 	fs.StringVar(&opts.CPUProfile, "cpuprofile", "", "write a CPU profile of the archive phase to this file")
+	fs.StringVar(&serve, "serve", "", "work the jobs of the bench run with this id until stopped (how --workers starts its processes)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	switch {
+	case serve != "":
 	case opts.Subjects < 1:
 		return usagef("bench: --subjects N is required and must be at least 1")
 	case opts.Workers < 1 || opts.Workers > 64:
@@ -38,13 +41,17 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer a.close()
+	defer a.Close()
+	if serve != "" {
+		return bench.Serve(ctx, a.Config, serve, a.Logger)
+	}
+	opts.ConfigPath = c.path(env)
 	if opts.Binary, err = os.Executable(); err != nil {
 		return fmt.Errorf("error finding the lethe binary for the worker processes: %w", err)
 	}
 	prog := newProgress(env.stderr)
 	opts.Progress = func(format string, args ...any) { prog.statusf("bench: "+format, args...) }
-	res, err := bench.Run(ctx, a.cfg, a.pool, opts, a.logger)
+	res, err := bench.Run(ctx, a.Config, opts, a.Logger)
 	prog.done()
 	var cleanupErr *bench.CleanupError
 	if err != nil && (res == nil || !errors.As(err, &cleanupErr)) {
@@ -58,7 +65,7 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	return err
 }
 
-func printBench(ctx context.Context, env *cliEnv, a *app, res *bench.Result, report string, asJSON bool) error {
+func printBench(ctx context.Context, env *cliEnv, a *app.App, res *bench.Result, report string, asJSON bool) error {
 	fmt.Fprintf(env.stdout, "archived %d subjects (%d rows) in %.1f s: %.0f subjects/s, %s/s\n",
 		res.Subjects, res.Rows, res.Seconds, res.SubjectsPerSec, humanBytes(int64(res.BytesPerSec)))
 	fmt.Fprintf(env.stdout, "limits in the same run: object store alone %.0f puts/s, database alone %.0f subjects/s; efficiency %.2f\n",
@@ -68,7 +75,7 @@ func printBench(ctx context.Context, env *cliEnv, a *app, res *bench.Result, rep
 		fmt.Fprintf(env.stdout, "  worker %s: %d subjects, %.0f/s\n", w.Client, w.Subjects, w.SubjectsPerSec)
 	}
 	if report != "" {
-		path, err := bench.WriteReport(report, res, bench.Describe(ctx, a.pool), time.Now())
+		path, err := bench.WriteReport(report, res, bench.Describe(ctx, a.Pool), time.Now())
 		if err != nil {
 			return fmt.Errorf("error writing the report: %w", err)
 		}

@@ -4,7 +4,7 @@ package main_test
 // killed with SIGKILL at each step of moving a subject (LETHE_FAULT_KILL_AT)
 // and at random moments, and PostgreSQL and the S3 server are killed or
 // restarted under them. After each blow the database and the bucket must
-// satisfy DESIGN.md's invariants 1 and 2: every due subject is either whole
+// satisfy the invariants 1 and 2 of docs/ARCHITECTURE.md: every due subject is either whole
 // in the hot tables or archived (gone from every table, named by the
 // manifest, its object version in the bucket), and every object version in
 // the bucket is the manifest's or belongs to a subject still claimed by a
@@ -179,7 +179,7 @@ func (e *archiveEnv) dump(t *testing.T) map[int64]string {
 	return out
 }
 
-// hmacOf is the subject's HMAC as DESIGN.md defines it.
+// hmacOf is the subject's HMAC as docs/ARCHITECTURE.md defines it.
 func (e *archiveEnv) hmacOf(id int64) string {
 	m := hmac.New(sha256.New, []byte(e.keySecret))
 	fmt.Fprintf(m, "demo.subscribers/%d", id)
@@ -790,4 +790,21 @@ func TestCrashRequestKilled(t *testing.T) {
 			require.Contains(t, r.stdout, "audit log intact", "%s", r)
 		})
 	}
+}
+
+// TestReleaseBinaryHasNoFaultSwitch builds lethe as it ships (go build
+// ./cmd/lethe, no tags): it does not know LETHE_FAULT_KILL_AT, and a worker
+// given it runs as if it were unset. The crash tests' build knows it.
+func TestReleaseBinaryHasNoFaultSwitch(t *testing.T) {
+	t.Parallel()
+	release := filepath.Join(t.TempDir(), "lethe")
+	build := exec.Command("go", "build", "-o", release, ".")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	shipped, err := os.ReadFile(release)
+	require.NoError(t, err)
+	require.NotContains(t, string(shipped), "LETHE_FAULT_KILL_AT", "the shipped binary must not read the crash switch")
+	tested, err := os.ReadFile(letheBin)
+	require.NoError(t, err)
+	require.Contains(t, string(tested), "LETHE_FAULT_KILL_AT", "the crash tests' build has it, so the check above can fail")
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/internal/demo"
 )
 
@@ -46,7 +47,7 @@ func runDemoSeed(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	pool, err := connect(ctx, cfg)
+	pool, err := app.Connect(ctx, cfg)
 	if err != nil {
 		return err
 	}

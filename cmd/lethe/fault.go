@@ -1,3 +1,5 @@
+//go:build lethefault
+
 package main
 
 import (
@@ -9,18 +11,22 @@ import (
 	"syscall"
 
 	"github.com/lethehq/lethe/jobs"
+	"github.com/lethehq/lethe/request"
+	"github.com/lethehq/lethe/retention"
 )
+
+// This file is compiled only into the crash tests' build of lethe (go build
+// -tags lethefault): the shipped binary has no switch that kills it.
 
 // faultEnv names the crash-injection variable of the process-level crash
 // tests: LETHE_FAULT_KILL_AT=POINT[:N] makes the process kill itself with
 // SIGKILL the Nth time (default 1) it reaches POINT, one of the fault points
-// of package retention (before_put, after_put, during_delete, before_commit,
-// after_commit, request_after_hot, request_after_objects). It is a testing
-// aid: nothing sets it in production, and unset it does nothing.
+// of packages retention and request (before_put, after_put, during_delete,
+// before_commit, after_commit, request_after_hot, request_after_objects).
 const faultEnv = "LETHE_FAULT_KILL_AT"
 
 // installFault wires LETHE_FAULT_KILL_AT into the services, if set.
-func installFault(getenv func(string) string, deps *jobs.Deps) error {
+func installFault(getenv func(string) string, svc *jobs.Services) error {
 	spec := getenv(faultEnv)
 	if spec == "" {
 		return nil
@@ -50,7 +56,7 @@ func installFault(getenv func(string) string, deps *jobs.Deps) error {
 		}
 		return nil
 	}
-	deps.Mover.Fault = kill
-	deps.Requests.Fault = kill
+	retention.InjectFault(svc.Mover, kill)
+	request.InjectFault(svc.Eraser, kill)
 	return nil
 }

@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/lethehq/lethe/retention"
+	"github.com/lethehq/lethe/hold"
 )
 
 // stringList is a flag that may be repeated.
@@ -48,18 +48,18 @@ func runHoldPlace(ctx context.Context, env *cliEnv, args []string) error {
 	if err := nonBlankSubjects("hold place", subjects); err != nil {
 		return err
 	}
-	a, queue, err := c.openWithQueue(ctx, env)
+	holds, done, err := c.openHolds(ctx, env)
 	if err != nil {
 		return err
 	}
-	defer a.close()
-	res, err := retention.NewHolds(a.pool, a.plan, nil, a.logger).Place(ctx, queue, matter, subjects, reason, by)
+	defer done()
+	res, err := holds.Place(ctx, matter, subjects, reason, by)
 	if err != nil {
 		return err
 	}
 	if asJSON {
 		if res.Placed == nil {
-			res.Placed = []retention.Hold{}
+			res.Placed = []hold.Hold{}
 		}
 		return writeJSON(env.stdout, res)
 	}
@@ -88,12 +88,12 @@ func runHoldRelease(ctx context.Context, env *cliEnv, args []string) error {
 	if err := nonBlankSubjects("hold release", subjects); err != nil {
 		return err
 	}
-	a, queue, err := c.openWithQueue(ctx, env)
+	holds, done, err := c.openHolds(ctx, env)
 	if err != nil {
 		return err
 	}
-	defer a.close()
-	res, err := retention.NewHolds(a.pool, a.plan, nil, a.logger).Release(ctx, queue, matter, subjects, by)
+	defer done()
+	res, err := holds.Release(ctx, matter, subjects, by)
 	if err != nil {
 		return err
 	}
@@ -120,18 +120,18 @@ func runHoldList(ctx context.Context, env *cliEnv, args []string) error {
 	if flagSet(fs, "subject") && strings.TrimSpace(subject) == "" {
 		return usagef("hold list: --subject cannot be empty or only whitespace")
 	}
-	a, err := c.open(ctx, env, true)
+	svc, done, err := c.openHolds(ctx, env)
 	if err != nil {
 		return err
 	}
-	defer a.close()
-	holds, err := retention.NewHolds(a.pool, a.plan, nil, a.logger).List(ctx, matter, subject)
+	defer done()
+	holds, err := svc.List(ctx, matter, subject)
 	if err != nil {
 		return err
 	}
 	if asJSON {
 		if holds == nil {
-			holds = []retention.Hold{}
+			holds = []hold.Hold{}
 		}
 		return writeJSON(env.stdout, holds)
 	}
@@ -145,4 +145,19 @@ func runHoldList(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", safeText(h.Matter), safeText(h.Subject), h.PlacedAt.Format(time.DateTime), safeText(h.PlacedBy), safeText(h.Reason))
 	}
 	return tw.Flush()
+}
+
+// openHolds opens lethe and returns its hold service, and the function
+// that closes it.
+func (c *common) openHolds(ctx context.Context, env *cliEnv) (*hold.Service, func(), error) {
+	a, err := c.open(ctx, env, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	holds, err := a.Holds()
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return holds, a.Close, nil
 }

@@ -1,6 +1,6 @@
 package main_test
 
-// Invariant 5 (DESIGN.md), end to end: no personal data in anything lethe
+// Invariant 5 (docs/ARCHITECTURE.md), end to end: no personal data in anything lethe
 // writes. TestNoPersonalDataLeaks drives every command through the CLI on
 // the demo's synthetic telecom customers, at debug level and in both log
 // formats, including failing commands, then searches everything lethe wrote

@@ -16,12 +16,11 @@ import (
 	"syscall"
 	_ "time/tzdata" // timezone: works on machines without a zoneinfo database
 
+	"github.com/lethehq/lethe"
 	"github.com/lethehq/lethe/archive"
-	"github.com/lethehq/lethe/internal/config"
-	"github.com/lethehq/lethe/retention"
 )
 
-// Exit codes, as DESIGN.md fixes them.
+// Exit codes, as the README documents them.
 const (
 	exitOK      = 0
 	exitFailure = 1
@@ -32,6 +31,10 @@ const (
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
+
+// Unwrap makes every usage error a lethe.ErrBadInput, as input errors of
+// the services and config errors are.
+func (e *usageError) Unwrap() error { return lethe.ErrBadInput }
 
 func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
@@ -129,10 +132,8 @@ func exitCode(stderr io.Writer, err error) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
-	var ue *usageError
 	switch {
-	case errors.As(err, &ue), config.IsConfigError(err), errors.Is(err, retention.ErrBadInput),
-		errors.Is(err, retention.ErrNoSuchMatter), errors.Is(err, retention.ErrNotHeld), errors.Is(err, retention.ErrTicketReused):
+	case errors.Is(err, lethe.ErrBadInput):
 		fmt.Fprintln(stderr, "lethe: "+oneLine(err.Error()))
 		return exitUsage
 	case errors.Is(err, errSilent):

@@ -3,11 +3,18 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lethehq/lethe/hold"
+	"github.com/lethehq/lethe/internal/app"
+	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/migrations"
-	"github.com/lethehq/lethe/retention"
+	"github.com/lethehq/lethe/request"
 )
 
 func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
@@ -25,7 +32,7 @@ func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	pool, err := connect(ctx, cfg)
+	pool, err := app.Connect(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -41,42 +48,48 @@ func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stdout, "schema %s migrated: River versions applied %v, lethe version %d -> %d\n",
 			migrations.Schema, res.RiverApplied, res.LetheFrom, res.LetheTo)
 	}
-	return repairKeys(ctx, env, &app{cfg: cfg, logger: logger, pool: pool})
+	return repairKeys(ctx, env, cfg, pool, logger)
 }
 
 // repairKeys makes canonical the subject keys that earlier versions stored
 // as typed, and reports what cannot be recomputed. It needs the subject
 // graph, so it runs only when lethe holds any hold or request at all.
-func repairKeys(ctx context.Context, env *cliEnv, a *app) error {
+func repairKeys(ctx context.Context, env *cliEnv, cfg *config.Config, pool *pgxpool.Pool, logger *slog.Logger) error {
 	var any bool
-	if err := a.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM lethe.hold) OR EXISTS (SELECT 1 FROM lethe.request)`).Scan(&any); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM lethe.hold) OR EXISTS (SELECT 1 FROM lethe.request)`).Scan(&any); err != nil {
 		return fmt.Errorf("error reading holds and requests: %w", err)
 	}
 	if !any {
 		return nil
 	}
-	var err error
-	if a.plan, err = retention.Compile(ctx, a.pool, a.cfg); err != nil {
+	a, err := app.Open(ctx, cfg, logger, app.Options{})
+	if err != nil {
 		return fmt.Errorf("the schema is migrated, but the stored subject keys could not be checked, because the config does not compile against the database: %w; fix it and run lethe migrate again", err)
 	}
-	q, err := a.queue()
-	if err != nil {
+	defer a.Close()
+	var holds *hold.KeyRepair
+	var reqs *request.KeyRepair
+	err = pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) error {
+		var err error
+		if holds, err = hold.RepairKeys(ctx, tx, a.Plan, a.Queue); err != nil {
+			return err
+		}
+		reqs, err = request.RepairKeys(ctx, tx, a.Plan, a.Queue)
 		return err
-	}
-	rep, err := retention.RepairKeys(ctx, a.pool, a.plan, q)
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("error making stored subject keys canonical: %w", err)
 	}
-	if rep.Changed() || rep.Invalid > 0 {
+	if holds.Rewritten+holds.Merged+reqs.Rewritten > 0 {
 		fmt.Fprintf(env.stdout, "subject keys made canonical: %s, %s (%d merged as duplicates), %s (%d waiting on a hold queued again)\n",
-			plural(rep.Holds, "hold"), plural(rep.Requests, "open request"), rep.HoldsMerged, plural(rep.Suppressions, "suppression entry"), rep.Resumed)
+			plural(holds.Rewritten, "hold"), plural(reqs.Rewritten, "open request"), holds.Merged, plural(reqs.Suppressions, "suppression entry"), reqs.Resumed)
 	}
-	if rep.Invalid > 0 {
-		fmt.Fprintf(env.stdout, "%s of holds or requests no longer cast to the key column's type; they are left as they are\n", plural(rep.Invalid, "stored key"))
+	if n := holds.Invalid + reqs.Invalid; n > 0 {
+		fmt.Fprintf(env.stdout, "%s of holds or requests no longer cast to the key column's type; they are left as they are\n", plural(n, "stored key"))
 	}
-	if len(rep.FoundNothing) > 0 {
+	if len(reqs.FoundNothing) > 0 {
 		fmt.Fprintf(env.stdout, "%s completed with \"lethe held nothing of this subject\" (ids %s). lethe no longer has their keys, so it cannot tell whether one was typed in another spelling (0111 for 111); if in doubt, file it again with a new ticket\n",
-			plural(len(rep.FoundNothing), "request"), joinIDs(rep.FoundNothing, 20))
+			plural(len(reqs.FoundNothing), "request"), joinIDs(reqs.FoundNothing, 20))
 	}
 	return nil
 }

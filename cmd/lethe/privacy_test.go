@@ -92,7 +92,7 @@ func requireKeys(t *testing.T, raw []byte, keys ...string) map[string]json.RawMe
 	return m
 }
 
-// decodeRequest checks the fields DESIGN.md promises in `request show
+// decodeRequest checks the fields the README promises in `request show
 // --json` and decodes the object.
 func decodeRequest(t *testing.T, r result) requestView {
 	t.Helper()

@@ -11,8 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/lethehq/lethe/jobs"
-	"github.com/lethehq/lethe/retention"
+	"github.com/lethehq/lethe/request"
 )
 
 func runRequest(ctx context.Context, env *cliEnv, args []string) error {
@@ -44,13 +43,12 @@ func runRequestDelete(ctx context.Context, env *cliEnv, args []string) error {
 	if err := required("request delete", "ticket", ticket, "by", by); err != nil {
 		return err
 	}
-	a, queue, err := c.openWithQueue(ctx, env)
+	reqs, done, err := c.openIntake(ctx, env)
 	if err != nil {
 		return err
 	}
-	defer a.close()
-	reqs := retention.NewRequests(a.pool, a.plan, nil, a.logger)
-	req, created, err := reqs.Submit(ctx, queue, subject, ticket, by, force)
+	defer done()
+	req, created, err := reqs.Submit(ctx, subject, ticket, by, force)
 	if err != nil {
 		return err
 	}
@@ -69,18 +67,18 @@ func runRequestDelete(ctx context.Context, env *cliEnv, args []string) error {
 	if err := printRequest(env.stdout, req, asJSON); err != nil {
 		return err
 	}
-	if req.State == retention.StateFailed {
+	if req.State == request.StateFailed {
 		return errSilent
 	}
 	return nil
 }
 
 // waitRequest polls until the request leaves received and processing.
-func waitRequest(ctx context.Context, env *cliEnv, reqs *retention.Requests, req *retention.Request, quiet bool) (*retention.Request, error) {
+func waitRequest(ctx context.Context, env *cliEnv, reqs *request.Intake, req *request.Request, quiet bool) (*request.Request, error) {
 	start := time.Now()
 	warned := false
 	last := req.State
-	for req.State == retention.StateReceived || req.State == retention.StateProcessing {
+	for req.State == request.StateReceived || req.State == request.StateProcessing {
 		select {
 		case <-ctx.Done():
 			return nil, errors.New("interrupted: the request stays queued and a worker will carry it out")
@@ -94,7 +92,7 @@ func waitRequest(ctx context.Context, env *cliEnv, reqs *retention.Requests, req
 			fmt.Fprintf(env.stderr, "request %d: %s\n", req.ID, req.State)
 			last = req.State
 		}
-		if !quiet && !warned && req.State == retention.StateReceived && time.Since(start) > 15*time.Second {
+		if !quiet && !warned && req.State == request.StateReceived && time.Since(start) > 15*time.Second {
 			fmt.Fprintln(env.stderr, "no worker has picked the request up yet: is lethe worker running?")
 			warned = true
 		}
@@ -129,13 +127,12 @@ func runRequestShow(ctx context.Context, env *cliEnv, args []string) error {
 	if (id == "") == (ticket == "") {
 		return usagef("request show: give a request ID or --ticket ID")
 	}
-	a, err := c.open(ctx, env, true)
+	reqs, done, err := c.openIntake(ctx, env)
 	if err != nil {
 		return err
 	}
-	defer a.close()
-	reqs := retention.NewRequests(a.pool, a.plan, nil, a.logger)
-	var req *retention.Request
+	defer done()
+	var req *request.Request
 	if id != "" {
 		n, perr := strconv.ParseInt(id, 10, 64)
 		if perr != nil || n <= 0 {
@@ -145,7 +142,7 @@ func runRequestShow(ctx context.Context, env *cliEnv, args []string) error {
 	} else {
 		req, err = reqs.ByTicket(ctx, ticket)
 	}
-	if errors.Is(err, retention.ErrNoRequest) {
+	if errors.Is(err, request.ErrNoRequest) {
 		what := "id " + id
 		if ticket != "" {
 			what = "ticket " + ticket
@@ -165,7 +162,7 @@ func runRequestList(ctx context.Context, env *cliEnv, args []string) error {
 	var asJSON bool
 	fs := newFlagSet(env, "request list", "[--state S] [--limit N] [--json]")
 	c.register(fs, "warn")
-	fs.StringVar(&state, "state", "", "only requests in this state: "+strings.Join(retention.RequestStates, ", "))
+	fs.StringVar(&state, "state", "", "only requests in this state: "+strings.Join(request.RequestStates, ", "))
 	fs.IntVar(&limit, "limit", 100, "at most this many, newest first")
 	fs.BoolVar(&asJSON, "json", false, "print the requests as a JSON array")
 	if err := parseFlags(fs, args); err != nil {
@@ -174,18 +171,18 @@ func runRequestList(ctx context.Context, env *cliEnv, args []string) error {
 	if limit < 1 {
 		return usagef("request list: --limit %d: give 1 or more", limit)
 	}
-	a, err := c.open(ctx, env, true)
+	reqs, done, err := c.openIntake(ctx, env)
 	if err != nil {
 		return err
 	}
-	defer a.close()
-	list, err := retention.NewRequests(a.pool, a.plan, nil, a.logger).List(ctx, state, limit)
+	defer done()
+	list, err := reqs.List(ctx, state, limit)
 	if err != nil {
 		return err
 	}
 	if asJSON {
 		if list == nil {
-			list = []*retention.Request{}
+			list = []*request.Request{}
 		}
 		return writeJSON(env.stdout, list)
 	}
@@ -206,7 +203,7 @@ func runRequestList(ctx context.Context, env *cliEnv, args []string) error {
 	return tw.Flush()
 }
 
-func printRequest(w io.Writer, r *retention.Request, asJSON bool) error {
+func printRequest(w io.Writer, r *request.Request, asJSON bool) error {
 	if asJSON {
 		return writeJSON(w, r)
 	}
@@ -230,7 +227,7 @@ func printRequest(w io.Writer, r *retention.Request, asJSON bool) error {
 		fmt.Fprintf(w, "  reason:    %s\n", *r.Reason)
 	}
 	if r.Receipt != nil {
-		var rc retention.Receipt
+		var rc request.Receipt
 		if err := json.Unmarshal(*r.Receipt, &rc); err == nil {
 			fmt.Fprintf(w, "  completed: %s\n  receipt:   %s\n", rc.CompletedAt.Format(time.RFC3339), rc.Summary)
 			for _, t := range sortedKeys(rc.RowsDeleted) {
@@ -254,11 +251,17 @@ func deref(s *string) string {
 	return *s
 }
 
-// queue returns the job queue over an insert-only client.
-func (a *app) queue() (jobs.Queue, error) {
-	client, err := jobs.NewClient(a.pool, a.cfg, nil, jobs.Options{}, a.logger)
+// openIntake opens lethe and returns its request intake, and the function
+// that closes it.
+func (c *common) openIntake(ctx context.Context, env *cliEnv) (*request.Intake, func(), error) {
+	a, err := c.open(ctx, env, true)
 	if err != nil {
-		return jobs.Queue{}, fmt.Errorf("error creating the queue client: %w", err)
+		return nil, nil, err
 	}
-	return jobs.Queue{Client: client}, nil
+	intake, err := a.Intake()
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return intake, a.Close, nil
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lethehq/lethe/archive"
-	"github.com/lethehq/lethe/internal/audit"
+	"github.com/lethehq/lethe/audit"
 	"github.com/lethehq/lethe/internal/config"
 )
 
@@ -47,17 +47,17 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer a.close()
-	if err := a.cfg.ValidateRestore(); err != nil {
+	defer a.Close()
+	if err := a.Config.ValidateRestore(); err != nil {
 		return err
 	}
 
-	if subject, err = a.plan.CanonicalKey(ctx, a.pool, subject); err != nil {
+	if subject, err = a.Plan.CanonicalKey(ctx, a.Pool, subject); err != nil {
 		return err
 	}
-	hmac := a.plan.Hasher().HMAC(subject)
+	hmac := a.Plan.Hasher().HMAC(subject)
 	var manifestVersion, sum string
-	err = a.pool.QueryRow(ctx, `SELECT version_id, sha256 FROM lethe.manifest WHERE subject_hmac = $1`, hmac).Scan(&manifestVersion, &sum)
+	err = a.Pool.QueryRow(ctx, `SELECT version_id, sha256 FROM lethe.manifest WHERE subject_hmac = $1`, hmac).Scan(&manifestVersion, &sum)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("subject %q has no archive in the manifest: it was never archived, or it was deleted on request", subject)
 	}
@@ -70,12 +70,12 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 		sum = "" // another version: the manifest's checksum does not apply
 	}
 
-	rc := a.cfg.Restore.Credentials
-	ac := a.cfg.Archive
+	rc := a.Config.Restore.Credentials
+	ac := a.Config.Archive
 	client := archive.NewClient(archive.ClientConfig{Endpoint: ac.Endpoint, Region: ac.Region, PathStyle: ac.PathStyle,
 		AccessKeyID: rc.AccessKeyID, SecretAccessKey: rc.SecretAccessKey})
 	r := archive.NewRestorer(client, ac.Bucket, ac.Prefix)
-	res, err := r.Restore(ctx, hmac, subject, version, sum, a.plan.Tables(), identities)
+	res, err := r.Restore(ctx, hmac, subject, version, sum, a.Plan.Tables(), identities)
 	switch {
 	case errors.Is(err, archive.ErrAccessDenied):
 		return config.Errorf("restore.credentials", "the bucket refused them (%v): check the reader's access key and the bucket policy", rootCause(err))
@@ -99,7 +99,7 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 	if u, err := user.Current(); err == nil {
 		who = u.Username
 	}
-	err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) error {
 		return audit.Append(ctx, tx, audit.Entry{Kind: audit.KindRestore, Actor: who, SubjectHMAC: hmac,
 			Detail: map[string]any{"version_id": res.VersionID, "sha256": res.SHA256, "to_file": out != ""}})
 	})

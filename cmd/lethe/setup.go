@@ -7,21 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/lethehq/lethe/archive"
+	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/internal/config"
-	"github.com/lethehq/lethe/jobs"
-	"github.com/lethehq/lethe/migrations"
-	"github.com/lethehq/lethe/retention"
 )
 
 // common are the flags every command that reads the config takes.
@@ -97,34 +89,25 @@ func (c *common) logger(w io.Writer) (*slog.Logger, error) {
 	}
 }
 
-func (c *common) load(env *cliEnv) (*config.Config, error) {
-	path := c.configPath
-	if path == "" {
-		path = env.getenv("LETHE_CONFIG")
+// path is the config file's path: --config, or $LETHE_CONFIG.
+func (c *common) path(env *cliEnv) string {
+	if c.configPath != "" {
+		return c.configPath
 	}
+	return env.getenv("LETHE_CONFIG")
+}
+
+func (c *common) load(env *cliEnv) (*config.Config, error) {
+	path := c.path(env)
 	if path == "" {
 		return nil, usagef("no config: pass --config FILE or set LETHE_CONFIG")
 	}
 	return config.LoadFile(path)
 }
 
-// app is a loaded config with the connections most commands need.
-type app struct {
-	cfg    *config.Config
-	logger *slog.Logger
-	pool   *pgxpool.Pool
-	plan   *retention.Plan
-}
-
-func (a *app) close() {
-	if a.pool != nil {
-		a.pool.Close()
-	}
-}
-
 // open loads the config, connects to the database, checks that it is
 // migrated and, if plan is set, compiles the config against the catalog.
-func (c *common) open(ctx context.Context, env *cliEnv, plan bool) (*app, error) {
+func (c *common) open(ctx context.Context, env *cliEnv, plan bool) (*app.App, error) {
 	logger, err := c.logger(env.stderr)
 	if err != nil {
 		return nil, err
@@ -133,103 +116,7 @@ func (c *common) open(ctx context.Context, env *cliEnv, plan bool) (*app, error)
 	if err != nil {
 		return nil, err
 	}
-	a := &app{cfg: cfg, logger: logger}
-	if a.pool, err = connect(ctx, cfg); err != nil {
-		return nil, err
-	}
-	if err := migrations.Check(ctx, a.pool); err != nil {
-		a.close()
-		return nil, err
-	}
-	if plan {
-		if a.plan, err = retention.Compile(ctx, a.pool, cfg); err != nil {
-			a.close()
-			return nil, err
-		}
-	}
-	return a, nil
-}
-
-// connect opens a pool and checks that the database answers.
-func connect(ctx context.Context, cfg *config.Config) (*pgxpool.Pool, error) {
-	pc, err := pgxpool.ParseConfig(cfg.Database.URL)
-	if err != nil {
-		return nil, config.Errorf("database.url", "cannot be parsed: %v", redactParseError(err))
-	}
-	pc.MaxConns = int32(cfg.Database.MaxConns)
-	pc.ConnConfig.ConnectTimeout = 10 * time.Second
-	if pc.ConnConfig.RuntimeParams == nil {
-		pc.ConnConfig.RuntimeParams = map[string]string{}
-	}
-	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
-		pc.ConnConfig.RuntimeParams["application_name"] = "lethe"
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
-	if err != nil {
-		return nil, fmt.Errorf("error connecting to the database: %w", err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := pool.Ping(pctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("cannot reach the database at %s:%d: %s (is PostgreSQL running, and is database.url right?)",
-			pc.ConnConfig.Host, pc.ConnConfig.Port, pgReason(err))
-	}
-	return pool, nil
-}
-
-// pgReason says why a connection failed, without the connection string.
-func pgReason(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Message
-	}
-	var netErr *net.OpError
-	if errors.As(err, &netErr) {
-		return netErr.Err.Error()
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return "timed out"
-	}
-	msg := err.Error()
-	if i := strings.LastIndex(msg, ": "); i >= 0 {
-		return msg[i+2:]
-	}
-	return msg
-}
-
-// redactParseError keeps a password in a malformed URL out of the message.
-func redactParseError(err error) string {
-	msg := err.Error()
-	if strings.Contains(msg, "@") || strings.Contains(msg, "password") {
-		return "malformed connection string"
-	}
-	return msg
-}
-
-// workerArchive returns the archiver with the worker's credentials, after
-// checking that the bucket accepts them.
-func (a *app) workerArchive(ctx context.Context) (*archive.Archiver, error) {
-	arch := a.newWorkerArchive()
-	if err := arch.Probe(ctx); err != nil {
-		if errors.Is(err, archive.ErrAccessDenied) {
-			return nil, config.Errorf("archive.credentials", "bucket %q refused them (%v): check the access key and the bucket policy", a.cfg.Archive.Bucket, rootCause(err))
-		}
-		return nil, err
-	}
-	return arch, nil
-}
-
-// newWorkerArchive returns the archive with the worker's credentials,
-// unchecked.
-func (a *app) newWorkerArchive() *archive.Archiver {
-	ac := a.cfg.Archive
-	client := archive.NewClient(archive.ClientConfig{
-		Endpoint: ac.Endpoint, Region: ac.Region, PathStyle: ac.PathStyle,
-		AccessKeyID: ac.Credentials.AccessKeyID, SecretAccessKey: ac.Credentials.SecretAccessKey,
-		MaxConns: ac.Concurrency * a.cfg.Worker.Concurrency,
-	})
-	return archive.NewArchiver(client, ac.Bucket, ac.Prefix, ac.ParsedRecipients)
+	return app.Open(ctx, cfg, logger, app.Options{NoPlan: !plan})
 }
 
 // rootCause is the innermost error's message.
@@ -295,18 +182,4 @@ func nonBlankSubjects(cmd string, subjects []string) error {
 		}
 	}
 	return nil
-}
-
-// openWithQueue is open with a plan, and an insert-only job queue.
-func (c *common) openWithQueue(ctx context.Context, env *cliEnv) (*app, jobs.Queue, error) {
-	a, err := c.open(ctx, env, true)
-	if err != nil {
-		return nil, jobs.Queue{}, err
-	}
-	q, err := a.queue()
-	if err != nil {
-		a.close()
-		return nil, jobs.Queue{}, err
-	}
-	return a, q, nil
 }

@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/lethehq/lethe/retention"
+	"github.com/lethehq/lethe/internal/app"
 )
 
 func runStatus(ctx context.Context, env *cliEnv, args []string) error {
@@ -28,9 +28,9 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer a.close()
+	defer a.Close()
 
-	rep, err := retention.Status(ctx, a.pool, a.plan, runs)
+	rep, err := a.Status(ctx, runs)
 	if err != nil {
 		return err
 	}
@@ -85,7 +85,7 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
-func printRequestsStatus(w io.Writer, rep *retention.StatusReport) {
+func printRequestsStatus(w io.Writer, rep *app.Status) {
 	fmt.Fprintln(w, "\nDELETION REQUESTS")
 	if len(rep.Requests) == 0 {
 		fmt.Fprintln(w, "  none yet")

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/jobs"
 	"github.com/lethehq/lethe/retention"
 )
@@ -41,7 +42,7 @@ func runSweep(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer a.close()
+	defer a.Close()
 	switch {
 	case dryRun:
 		return sweepDryRun(ctx, env, a, asJSON)
@@ -52,12 +53,12 @@ func runSweep(ctx context.Context, env *cliEnv, args []string) error {
 	}
 }
 
-func sweepDryRun(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
-	counts, err := retention.CountDue(ctx, a.pool, a.plan, time.Now())
+func sweepDryRun(ctx context.Context, env *cliEnv, a *app.App, asJSON bool) error {
+	counts, err := retention.CountDue(ctx, a.Pool, a.Plan, time.Now())
 	if err != nil {
 		return err
 	}
-	advice, err := a.plan.IndexAdvice(ctx, a.pool)
+	advice, err := a.Plan.IndexAdvice(ctx, a.Pool)
 	if err != nil {
 		return err
 	}
@@ -95,12 +96,8 @@ func sweepDryRun(ctx context.Context, env *cliEnv, a *app, asJSON bool) error {
 	return nil
 }
 
-func sweepEnqueue(ctx context.Context, env *cliEnv, a *app, asJSON bool, limit int) error {
-	client, err := jobs.NewClient(a.pool, a.cfg, nil, jobs.Options{}, a.logger)
-	if err != nil {
-		return fmt.Errorf("error creating the queue client: %w", err)
-	}
-	res, err := client.Insert(ctx, jobs.SweepArgs{Trigger: retention.TriggerCLI, Slot: time.Now().UTC(), Limit: limit}, nil)
+func sweepEnqueue(ctx context.Context, env *cliEnv, a *app.App, asJSON bool, limit int) error {
+	res, err := a.Queue.Client.Insert(ctx, jobs.SweepArgs{Trigger: retention.TriggerCLI, Slot: time.Now().UTC(), Limit: limit}, nil)
 	if err != nil {
 		return fmt.Errorf("error queueing the sweep: %w", err)
 	}
@@ -111,19 +108,22 @@ func sweepEnqueue(ctx context.Context, env *cliEnv, a *app, asJSON bool, limit i
 	return nil
 }
 
-func sweepWait(ctx context.Context, env *cliEnv, a *app, asJSON bool, limit int) error {
-	arch, err := a.workerArchive(ctx)
+func sweepWait(ctx context.Context, env *cliEnv, a *app.App, asJSON bool, limit int) error {
+	store, err := a.Store(ctx, true)
 	if err != nil {
 		return err
 	}
-	deps := jobs.NewDeps(a.pool, a.plan, arch, a.cfg, a.logger)
-	if err := installFault(env.getenv, deps); err != nil {
+	svc, err := a.Services(store, nil)
+	if err != nil {
 		return err
 	}
-	sweeper := deps.Sweeper
-	client, err := jobs.NewClient(a.pool, a.cfg, deps, jobs.Options{}, a.logger)
+	if err := installFault(env.getenv, svc); err != nil {
+		return err
+	}
+	sweeper := svc.Sweeper
+	client, err := a.Worker(svc, false)
 	if err != nil {
-		return fmt.Errorf("error creating the queue client: %w", err)
+		return err
 	}
 	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("error starting the queue client: %w", err)
@@ -134,7 +134,7 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app, asJSON bool, limit int)
 			return nil
 		}
 		stopped = true
-		return stopClient(client, a.logger)
+		return stopClient(client, a.Logger)
 	}
 	defer stop() //nolint:errcheck // the error path reports its own error
 
@@ -145,7 +145,7 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app, asJSON bool, limit int)
 	}
 	prog := newProgress(env.stderr)
 	prog.linef("run %d: selecting due subjects", runID)
-	sres, err := sweeper.SweepAtMost(ctx, runID, jobs.Queue{Client: client}, limit)
+	sres, err := sweeper.SweepAtMost(ctx, runID, a.Queue, limit)
 	if err != nil {
 		return err
 	}
@@ -171,7 +171,7 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app, asJSON bool, limit int)
 	} else {
 		printRunSummary(env.stdout, totals, elapsed)
 	}
-	if totals.State == "failed" {
+	if totals.State == retention.RunFailed {
 		return fmt.Errorf("run %d failed: %d batches used up their retries; see lethe status, fix the cause and run again", runID, totals.Failed)
 	}
 	return nil
@@ -179,20 +179,20 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app, asJSON bool, limit int)
 
 // waitRun polls the run until it is done or failed, printing progress and
 // each new batch error.
-func waitRun(ctx context.Context, a *app, runID int64, start time.Time, prog *progress) (*retention.RunTotals, error) {
+func waitRun(ctx context.Context, a *app.App, runID int64, start time.Time, prog *progress) (*retention.RunTotals, error) {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	reported := map[int64]int{}
 	lastPrint := time.Time{}
 	var downSince time.Time
 	for {
-		t, err := retention.Totals(ctx, a.pool, runID)
+		t, err := retention.Totals(ctx, a.Pool, runID)
 		if err != nil && ctx.Err() == nil {
 			// The database may be restarting: the queue client reconnects
 			// by itself, so keep waiting, for a while.
 			if downSince.IsZero() {
 				downSince = time.Now()
-				prog.linef("run %d: cannot read progress (%s); waiting for the database", runID, pgReason(err))
+				prog.linef("run %d: cannot read progress (%s); waiting for the database", runID, app.PGReason(err))
 			} else if time.Since(downSince) > 5*time.Minute {
 				return nil, fmt.Errorf("the database has been unreachable for 5 minutes: %w", err)
 			}
@@ -201,7 +201,7 @@ func waitRun(ctx context.Context, a *app, runID int64, start time.Time, prog *pr
 			downSince = time.Time{}
 		}
 		if err == nil {
-			if t.State == "done" || t.State == "failed" {
+			if t.State == retention.RunDone || t.State == retention.RunFailed {
 				prog.done()
 				return t, nil
 			}
@@ -225,8 +225,8 @@ func waitRun(ctx context.Context, a *app, runID int64, start time.Time, prog *pr
 	}
 }
 
-func reportBatchErrors(ctx context.Context, a *app, runID int64, reported map[int64]int, prog *progress) error {
-	rows, err := a.pool.Query(ctx, `SELECT id, attempts, last_error FROM lethe.batch WHERE run_id = $1 AND last_error IS NOT NULL`, runID)
+func reportBatchErrors(ctx context.Context, a *app.App, runID int64, reported map[int64]int, prog *progress) error {
+	rows, err := a.Pool.Query(ctx, `SELECT id, attempts, last_error FROM lethe.batch WHERE run_id = $1 AND last_error IS NOT NULL`, runID)
 	if err != nil {
 		return err
 	}
@@ -240,7 +240,7 @@ func reportBatchErrors(ctx context.Context, a *app, runID int64, reported map[in
 		}
 		if reported[id] != attempts {
 			reported[id] = attempts
-			prog.linef("batch %d, attempt %d of %d failed (it will be retried with backoff): %s", id, attempts, a.cfg.Worker.MaxAttempts, oneLine(msg))
+			prog.linef("batch %d, attempt %d of %d failed (it will be retried with backoff): %s", id, attempts, a.Config.Worker.MaxAttempts, oneLine(msg))
 		}
 	}
 	return rows.Err()

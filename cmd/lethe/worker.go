@@ -9,8 +9,6 @@ import (
 	"github.com/lethehq/lethe/api"
 	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/jobs"
-	"github.com/lethehq/lethe/metrics"
-	"github.com/lethehq/lethe/retention"
 )
 
 func runWorker(ctx context.Context, env *cliEnv, args []string) error {
@@ -24,32 +22,34 @@ func runWorker(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer a.close()
-	arch, err := a.workerArchive(ctx)
+	defer a.Close()
+	store, err := a.Store(ctx, true)
 	if err != nil {
 		return err
 	}
-	if advice, err := a.plan.IndexAdvice(ctx, a.pool); err == nil {
+	if advice, err := a.Plan.IndexAdvice(ctx, a.Pool); err == nil {
 		for _, ad := range advice {
-			a.logger.Warn("missing index: "+ad.Problem, "key", ad.Key, "create", ad.Create)
+			a.Logger.Warn("missing index: "+ad.Problem, "key", ad.Key, "create", ad.Create)
 		}
 	}
-	m := metrics.New(a.pool, a.logger)
-	deps := jobs.NewDeps(a.pool, a.plan, arch, a.cfg, a.logger)
-	deps.Metrics = m
-	if err := installFault(env.getenv, deps); err != nil {
+	m := a.Metrics()
+	svc, err := a.Services(store, m)
+	if err != nil {
 		return err
 	}
-	client, err := jobs.NewClient(a.pool, a.cfg, deps, jobs.Options{Periodic: true}, a.logger)
+	if err := installFault(env.getenv, svc); err != nil {
+		return err
+	}
+	client, err := a.Worker(svc, true)
 	if err != nil {
-		return fmt.Errorf("error creating the queue client: %w", err)
+		return err
 	}
 	// The HTTP server listens before the queue starts, so that a port in
 	// use stops the worker before it takes any work.
 	var srv *api.Server
 	var ln net.Listener
-	if a.cfg.HTTP.Listen != config.HTTPListenOff {
-		if srv, err = a.httpServer(ctx, client, arch, m); err != nil {
+	if a.Config.HTTP.Listen != config.HTTPListenOff {
+		if srv, err = a.Server(ctx, store, m); err != nil {
 			return err
 		}
 		if ln, err = srv.Listen(); err != nil {
@@ -63,32 +63,32 @@ func runWorker(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	// Requests and hold syncs whose worker died are queued again at once,
 	// not only when the leader's periodic reconcile comes round.
-	if res, err := retention.Reconcile(ctx, a.pool, jobs.Queue{Client: client}); err != nil {
-		a.logger.Warn("could not queue lost work again", "error", err)
+	if res, err := jobs.Reconcile(ctx, a.Pool, svc.Intake, a.Queue); err != nil {
+		a.Logger.Warn("could not queue lost work again", "error", err)
 	} else if res.Requests+res.HoldSyncs > 0 {
-		a.logger.Warn("queued lost work again", "requests", res.Requests, "hold_syncs", res.HoldSyncs)
+		a.Logger.Warn("queued lost work again", "requests", res.Requests, "hold_syncs", res.HoldSyncs)
 	}
 	var served chan error // nil, which never delivers, without a server
 	if srv != nil {
 		served = make(chan error, 1)
 		go func() { served <- srv.Serve(ctx, ln) }()
 	}
-	next := a.cfg.Cron.Next(time.Now())
-	a.logger.Info("worker started", "schedule", a.cfg.Schedule, "timezone", a.cfg.Timezone,
-		"next_sweep", next.Format(time.RFC3339), "concurrency", a.cfg.Worker.Concurrency)
+	next := a.Config.Cron.Next(time.Now())
+	a.Logger.Info("worker started", "schedule", a.Config.Schedule, "timezone", a.Config.Timezone,
+		"next_sweep", next.Format(time.RFC3339), "concurrency", a.Config.Worker.Concurrency)
 	select {
 	case <-ctx.Done():
 	case err := <-served:
 		if err != nil {
 			// The API is part of the worker's contract: without it,
 			// stop rather than run unseen.
-			a.logger.Error("http server stopped; stopping the worker", "error", err)
-			stopClient(client, a.logger)
+			a.Logger.Error("http server stopped; stopping the worker", "error", err)
+			stopClient(client, a.Logger)
 			return err
 		}
 	}
-	a.logger.Info("stopping: finishing jobs in progress (a second signal cancels them)")
-	err = stopClient(client, a.logger)
+	a.Logger.Info("stopping: finishing jobs in progress (a second signal cancels them)")
+	err = stopClient(client, a.Logger)
 	if served != nil {
 		<-served
 	}

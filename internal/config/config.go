@@ -19,9 +19,12 @@ import (
 	"filippo.io/age"
 	"github.com/robfig/cron/v3"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/lethehq/lethe"
 )
 
-// Config is a whole lethe configuration file. See DESIGN.md and README.md.
+// Config is a whole lethe configuration file; the README documents every
+// key.
 type Config struct {
 	// Archive says where and how archived subjects are stored.
 	Archive Archive `yaml:"archive"`
@@ -225,6 +228,9 @@ func (e *Error) Error() string {
 	}
 	return "config: " + e.Key + ": " + e.Msg
 }
+
+// Unwrap makes every config error a lethe.ErrBadInput: the CLI exits 2.
+func (e *Error) Unwrap() error { return lethe.ErrBadInput }
 
 // Errorf returns an *Error for key.
 func Errorf(key, format string, args ...any) error {
@@ -473,23 +479,13 @@ func (c *Config) Redacted() *Config {
 	return &r
 }
 
-// WithGraph returns a copy of c whose subject, policies and requests come
-// from fragment (YAML with those three keys), validated like a whole config.
-// lethe bench uses it to point the configured database and bucket at its own
-// scratch tables.
-func (c *Config) WithGraph(fragment string) (*Config, error) {
-	var g struct {
-		Subject  Table    `yaml:"subject"`
-		Policies []Policy `yaml:"policies"`
-		Requests Requests `yaml:"requests"`
-	}
-	dec := yaml.NewDecoder(strings.NewReader(fragment))
-	dec.KnownFields(true)
-	if err := dec.Decode(&g); err != nil {
-		return nil, &Error{Msg: "graph: " + oneLine(err.Error())}
-	}
+// WithGraph returns a copy of c with another subject graph, policies and
+// requests section, defaulted and validated like a whole config. lethe bench
+// uses it to point the configured database and bucket at its own scratch
+// tables.
+func (c *Config) WithGraph(subject Table, policies []Policy, requests Requests) (*Config, error) {
 	out := *c
-	out.Subject, out.Policies, out.Requests = g.Subject, g.Policies, g.Requests
+	out.Subject, out.Policies, out.Requests = subject, slices.Clone(policies), requests
 	out.Archive.Recipients = slices.Clone(c.Archive.Recipients)
 	out.applyDefaults()
 	if err := out.validate(); err != nil {

@@ -1,6 +1,6 @@
 package s3dev_test
 
-// Least privilege, held against a real versitygw (DESIGN.md, invariant 4):
+// Least privilege, held against a real versitygw (docs/ARCHITECTURE.md, invariant 4):
 // one table of every S3 call that matters, with what the archive worker
 // (the writer) and the restore account (the reader) may do, and checks that
 // the IAM documents under docs/iam say the same as the bucket policy the

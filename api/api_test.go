@@ -1,26 +1,20 @@
-package main_test
+package api_test
+
+// Tests of lethe's API as lethe worker and lethe serve run it, built
+// in-process: a real listener over the shop's database, the bucket, and
+// (for the worker) a River client working the jobs. Every answer under
+// /api/v1, /healthz and /readyz is held to the OpenAPI document.
 
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
+	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -37,28 +31,126 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lethehq/lethe/api"
+	"github.com/lethehq/lethe/audit"
+	"github.com/lethehq/lethe/internal/app"
+	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/internal/testenv"
+	"github.com/lethehq/lethe/jobs"
+	"github.com/lethehq/lethe/retention"
 )
 
-// apiTokens are the tokens of the API tests, one per role.
-var apiTokens = map[string]string{
-	"privacy": "tok-privacy-0123456789abcdef",
-	"legal":   "tok-legal-0123456789abcdef",
-	"auditor": "tok-auditor-0123456789abcdef",
-	"ops":     "tok-ops-0123456789abcdef",
+// ---------------------------------------------------------------------------
+// The shop: a small customer schema, synthetic data only.
+
+const shopSchema = `
+CREATE SCHEMA shop;
+CREATE TABLE shop.clients (
+	code       text PRIMARY KEY,
+	state      text NOT NULL,
+	left_at    timestamptz,
+	created_at timestamptz NOT NULL,
+	email      text
+);
+CREATE TABLE shop.orders (
+	id          bigserial PRIMARY KEY,
+	client_code text NOT NULL REFERENCES shop.clients (code),
+	total       numeric
+);
+CREATE INDEX ON shop.orders (client_code);
+`
+
+// shopFragment is the shop's config but for database and archive: former
+// clients are archived two years after they left, spam is deleted after 30
+// days, and a request never deletes an active client.
+const shopFragment = `schedule: "0 3 1 1 *"
+subject:
+  table: shop.clients
+  key: code
+  related:
+    - table: shop.orders
+      join: client_code = code
+policies:
+  - name: gone
+    where: "state = 'gone'"
+    clock: left_at
+    retain: 730d
+  - name: spam
+    where: "state = 'spam'"
+    clock: created_at
+    retain: 30d
+    then: delete
+requests:
+  protect: "state = 'active'"
+`
+
+// Subject categories of the shop.
+const (
+	catGoneDue    = "gone-due"    // state gone, left more than 730 days ago
+	catGoneRecent = "gone-recent" // state gone, left 10 days ago
+	catSpamDue    = "spam-due"    // state spam, created more than 30 days ago
+	catSpamRecent = "spam-recent" // state spam, created 5 days ago
+	catActive     = "active"      // state active, whatever the clocks say
+)
+
+// seedShop fills the shop with clients of every category, each with one to
+// three orders, and returns their keys by category, in key order.
+func seedShop(t *testing.T, db *testenv.DB) map[string][]string {
+	t.Helper()
+	ctx := context.Background()
+	_, err := db.Pool.Exec(ctx, shopSchema)
+	require.NoError(t, err)
+	// The clocks of one category differ by up to a minute per subject, so
+	// that a sweep pages through distinct clock values, and no subject
+	// comes near its policy's cutoff.
+	cats := []struct {
+		cat, state  string
+		n           int
+		leftDays    int // 0: no left_at
+		createdDays int
+	}{
+		{catGoneDue, "gone", 24, 800, 1200},
+		{catGoneRecent, "gone", 5, 10, 1200},
+		{catSpamDue, "spam", 6, 0, 60},
+		{catSpamRecent, "spam", 3, 0, 5},
+		{catActive, "active", 8, 900, 1200}, // an old clock does not make an active client due
+	}
+	keys := map[string][]string{}
+	var b strings.Builder
+	i := 0
+	for _, c := range cats {
+		for range c.n {
+			i++
+			key := fmt.Sprintf("cl-%04d", 1000+i)
+			keys[c.cat] = append(keys[c.cat], key)
+			left := "NULL"
+			if c.leftDays > 0 {
+				left = fmt.Sprintf("now() - interval '%d days %d seconds'", c.leftDays, 60*i)
+			}
+			fmt.Fprintf(&b, "INSERT INTO shop.clients VALUES ('%s', '%s', %s, now() - interval '%d days %d seconds', 'pd-mail-%04d@example.test');\n",
+				key, c.state, left, c.createdDays, 60*i, i)
+			fmt.Fprintf(&b, "INSERT INTO shop.orders (client_code, total) SELECT '%s', g * 10.5 FROM generate_series(1, %d) AS g;\n", key, i%3+1)
+		}
+	}
+	_, err = db.Pool.Exec(ctx, b.String())
+	require.NoError(t, err)
+	return keys
 }
 
-// apiTokenNames are the names the config gives them.
+// ---------------------------------------------------------------------------
+// The server, as lethe worker and lethe serve build it.
+
+// apiTokenNames are the names the config gives the tokens of tokens.
 var apiTokenNames = map[string]string{"privacy": "intake", "legal": "legal-team", "auditor": "audit", "ops": "sre"}
 
 // withHTTP replaces the config's http section with one holding the test
-// tokens (by their SHA-256 only) and a small body limit.
+// tokens (by their SHA-256 only) and a small body limit; extra adds lines
+// to the section.
 func withHTTP(t *testing.T, yaml, extra string) string {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("http:\n  listen: 127.0.0.1:0\n  max_body_bytes: 2048\n" + extra + "  tokens:\n")
 	for _, role := range []string{"privacy", "legal", "auditor", "ops"} {
-		sum := sha256.Sum256([]byte(apiTokens[role]))
+		sum := sha256.Sum256([]byte(tokens[role]))
 		fmt.Fprintf(&b, "    - {name: %s, role: %s, sha256: %s}\n", apiTokenNames[role], role, hex.EncodeToString(sum[:]))
 	}
 	const plain = "http:\n  listen: 127.0.0.1:0\n"
@@ -66,16 +158,141 @@ func withHTTP(t *testing.T, yaml, extra string) string {
 	return strings.Replace(yaml, plain, b.String(), 1)
 }
 
-var listenLine = regexp.MustCompile(`msg="http server listening" addr=(\S+)`)
-
-// httpAddr waits for the process to say where it listens.
-func (w *worker) httpAddr(t *testing.T) string {
-	t.Helper()
-	w.waitOutput(t, "http server listening", 30*time.Second)
-	m := listenLine.FindStringSubmatch(w.output())
-	require.NotNil(t, m, w.output())
-	return m[1]
+// logBuffer holds a server's log; the server, the worker and the test use
+// it from several goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// liveOptions say what startLive runs.
+type liveOptions struct {
+	// bucket is the archive; nil for a new bucket on the shared server.
+	bucket *testenv.Bucket
+	// httpExtra is more lines of the config's http section.
+	httpExtra string
+	// worker works the jobs in-process, as lethe worker does; without it
+	// the server is lethe serve's, and nothing works the jobs.
+	worker bool
+}
+
+// live is one test's server, listening, over a shop of its own.
+type live struct {
+	db   *testenv.DB
+	app  *app.App
+	svc  *jobs.Services      // what the worker calls into; nil without one
+	keys map[string][]string // the shop's keys by category
+	log  *logBuffer
+	addr string
+}
+
+// startLive serves lethe's API over a new shop on a real listener, with
+// the readiness checks, metrics and River UI of lethe worker and lethe
+// serve, logging at debug level into l.log. Everything stops when t ends.
+func startLive(t *testing.T, opts liveOptions) *live {
+	t.Helper()
+	ctx := context.Background()
+	l := &live{db: testenv.NewDB(t), log: &logBuffer{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the server's log:\n%s", l.log)
+		}
+	})
+	l.keys = seedShop(t, l.db)
+	bucket := opts.bucket
+	if bucket == nil {
+		bucket = testenv.NewBucket(t)
+	}
+	yaml := testenv.ConfigYAML(l.db, bucket, testenv.NewIdentity(t).Recipient().String(), shopFragment)
+	cfg, err := config.Load(strings.NewReader(withHTTP(t, yaml, opts.httpExtra)), func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	logger := slog.New(slog.NewTextHandler(l.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	l.app, err = app.Open(ctx, cfg, logger, app.Options{})
+	require.NoError(t, err)
+	t.Cleanup(l.app.Close)
+	a := l.app
+
+	// lethe worker checks the bucket before it starts; lethe serve leaves
+	// it to /readyz.
+	store, err := a.Store(ctx, opts.worker)
+	require.NoError(t, err)
+	m := a.Metrics()
+	srvctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	srv, err := a.Server(srvctx, store, m)
+	require.NoError(t, err)
+	ln, err := srv.Listen()
+	require.NoError(t, err)
+	l.addr = ln.Addr().String()
+
+	if opts.worker {
+		// The worker counts into the metrics the server serves.
+		l.svc, err = a.Services(store, m)
+		require.NoError(t, err)
+		client, err := a.Worker(l.svc, false)
+		require.NoError(t, err)
+		require.NoError(t, client.Start(ctx))
+		t.Cleanup(func() {
+			sctx, scancel := context.WithTimeout(context.Background(), time.Minute)
+			defer scancel()
+			require.NoError(t, client.Stop(sctx))
+		})
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(srvctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-served)
+	})
+	return l
+}
+
+// sweep starts a sweep as lethe sweep does, and waits until the worker has
+// worked its batches.
+func (l *live) sweep(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	require.NotNil(t, l.svc, "a sweep needs a worker")
+	runID, err := l.svc.Sweeper.StartRun(ctx, retention.TriggerCLI, 0)
+	require.NoError(t, err)
+	_, err = l.svc.Sweeper.Sweep(ctx, runID, l.app.Queue)
+	require.NoError(t, err)
+	deadline := time.Now().Add(60 * time.Second)
+	for l.count(t, `SELECT count(*) FROM lethe.run WHERE state IN ('selecting', 'working')`) > 0 ||
+		l.count(t, `SELECT count(*) FROM lethe.run`) == 0 {
+		require.True(t, time.Now().Before(deadline), "the sweep did not finish\n%s", l.log)
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// count runs a count query on the shop's database.
+func (l *live) count(t *testing.T, query string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, l.db.Pool.QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
+}
+
+// clientRows is how many rows subject key has in the shop's tables.
+func (l *live) clientRows(t *testing.T, key string) int {
+	t.Helper()
+	return l.count(t, `SELECT (SELECT count(*) FROM shop.clients WHERE code = $1) + (SELECT count(*) FROM shop.orders WHERE client_code = $1)`, key)
+}
+
+// ---------------------------------------------------------------------------
+// The client, holding every answer to the OpenAPI document.
 
 // apiClient calls a running server and holds every answer under
 // /api/v1, /healthz and /readyz to the OpenAPI document.
@@ -160,7 +377,7 @@ func (c *apiClient) call(method, path, role string, body any) apiResponse {
 	case "bad":
 		req.Header.Set("Authorization", "Bearer not-a-token-of-ours")
 	default:
-		req.Header.Set("Authorization", "Bearer "+apiTokens[role])
+		req.Header.Set("Authorization", "Bearer "+tokens[role])
 	}
 	return c.send(req, raw)
 }
@@ -215,6 +432,50 @@ func (c *apiClient) waitRequestState(id int64, want string) map[string]any {
 	}
 }
 
+// metrics reads /metrics, which any caller may read.
+func (c *apiClient) metrics(t *testing.T) (map[string]*dto.MetricFamily, []byte) {
+	t.Helper()
+	r := c.call("GET", "/metrics", "", nil)
+	require.Equal(t, 200, r.status)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(r.body))
+	require.NoError(t, err)
+	return families, r.body
+}
+
+// metricValue is the value of name's first sample that has every label of
+// labels (name, value, ...): a counter's or gauge's value, or a histogram's
+// sample count.
+func metricValue(t *testing.T, families map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	t.Helper()
+	f, ok := families[name]
+	require.True(t, ok, "no metric %s", name)
+next:
+	for _, m := range f.GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for i := 0; i+1 < len(labels); i += 2 {
+			if have[labels[i]] != labels[i+1] {
+				continue next
+			}
+		}
+		switch {
+		case m.GetCounter() != nil:
+			return m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			return m.GetGauge().GetValue()
+		case m.GetHistogram() != nil:
+			return float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	require.FailNow(t, "no sample", "%s %v", name, labels)
+	return 0
+}
+
+// ---------------------------------------------------------------------------
+
 // TestAPI drives every endpoint through a worker's real listening server:
 // each role's allowed and denied calls, bad bodies, idempotent POSTs, a
 // request from POST to completed, holds blocking and releasing it, River UI
@@ -223,14 +484,13 @@ func (c *apiClient) waitRequestState(id int64, want string) map[string]any {
 func TestAPI(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	p := &privacy{shop: newShop(t, 0)}
-	p.cfgPath = p.writeConfig(t, "api.yaml", withHTTP(t, p.yaml, ""))
-	p.w = startWorker(t, p.cfgPath)
-	c := newAPIClient(t, "http://"+p.w.httpAddr(t), nil)
-	d := dumpShop(t, p.db.Pool)
-	gone := p.richest(d, catGoneDue)
-	held := p.richest(d, catGoneDue, gone)
-	active := p.keys(catActive)[0]
+	l := startLive(t, liveOptions{worker: true})
+	c := newAPIClient(t, "http://"+l.addr, nil)
+	gone := l.keys[catGoneDue][0]
+	held := l.keys[catGoneDue][1]
+	active := l.keys[catActive][0]
+	require.NotZero(t, l.count(t, `SELECT count(*) FROM shop.orders WHERE client_code = $1`, gone))
+	require.NotZero(t, l.count(t, `SELECT count(*) FROM shop.orders WHERE client_code = $1`, held))
 
 	t.Run("health", func(t *testing.T) {
 		r := c.call("GET", "/healthz", "", nil)
@@ -257,10 +517,10 @@ func TestAPI(t *testing.T) {
 		}
 		// A token is not accepted in another scheme or with a prefix.
 		req, _ := http.NewRequest("GET", c.base+"/api/v1/status", nil)
-		req.Header.Set("Authorization", "Token "+apiTokens["auditor"])
+		req.Header.Set("Authorization", "Token "+tokens["auditor"])
 		c.send(req, nil).problem(t, 401)
 		req, _ = http.NewRequest("GET", c.base+"/api/v1/status", nil)
-		req.Header.Set("Authorization", "Bearer x"+apiTokens["auditor"])
+		req.Header.Set("Authorization", "Bearer x"+tokens["auditor"])
 		c.send(req, nil).problem(t, 401)
 	})
 
@@ -298,12 +558,12 @@ func TestAPI(t *testing.T) {
 		require.Equal(t, 200, c.call("GET", "/api/v1/holds", "ops", nil).status)
 		c.call("GET", "/api/v1/requests/999999", "auditor", nil).problem(t, 404)
 		// Nothing the refused calls asked for happened.
-		require.Equal(t, 0, p.count(t, `SELECT count(*) FROM lethe.request WHERE ticket = 'T-ROLE'`))
-		require.Equal(t, 0, p.count(t, `SELECT count(*) FROM lethe.hold WHERE matter = 'M-ROLE'`))
+		require.Equal(t, 0, l.count(t, `SELECT count(*) FROM lethe.request WHERE ticket = 'T-ROLE'`))
+		require.Equal(t, 0, l.count(t, `SELECT count(*) FROM lethe.hold WHERE matter = 'M-ROLE'`))
 	})
 
 	t.Run("bad bodies", func(t *testing.T) {
-		before := p.count(t, `SELECT count(*) FROM lethe.request`)
+		before := l.count(t, `SELECT count(*) FROM lethe.request`)
 		cases := []struct {
 			body   any
 			status int
@@ -327,7 +587,7 @@ func TestAPI(t *testing.T) {
 		}
 		req, _ := http.NewRequest("POST", c.base+"/api/v1/requests", strings.NewReader(`subject=x`))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Authorization", "Bearer "+apiTokens["privacy"])
+		req.Header.Set("Authorization", "Bearer "+tokens["privacy"])
 		require.Contains(t, c.send(req, []byte(`subject=x`)).problem(t, 415), "application/json")
 		c.call("POST", "/api/v1/holds/release", "legal", map[string]any{"matter": "NO-SUCH", "by": "a"}).problem(t, 404)
 		c.call("POST", "/api/v1/holds", "legal", map[string]any{"matter": "M", "subjects": []string{}, "reason": "r", "by": "a"}).problem(t, 422)
@@ -335,7 +595,7 @@ func TestAPI(t *testing.T) {
 		c.call("GET", "/api/v1/requests?limit=0", "privacy", nil).problem(t, 400)
 		c.call("GET", "/api/v1/requests/abc", "privacy", nil).problem(t, 400)
 		c.call("GET", "/api/v1/nothing", "privacy", nil).problem(t, 404)
-		require.Equal(t, before, p.count(t, `SELECT count(*) FROM lethe.request`), "no bad body made a request")
+		require.Equal(t, before, l.count(t, `SELECT count(*) FROM lethe.request`), "no bad body made a request")
 	})
 
 	t.Run("request from POST to completed", func(t *testing.T) {
@@ -366,7 +626,8 @@ func TestAPI(t *testing.T) {
 		require.True(t, ok, "%v", done)
 		require.Equal(t, true, receipt["found"])
 		require.Equal(t, float64(v.ID), receipt["request_id"])
-		require.Zero(t, dumpShop(t, p.db.Pool).count("shop.clients", gone), "the subject is gone from the hot tables")
+		require.Zero(t, l.count(t, `SELECT count(*) FROM shop.clients WHERE code = $1`, gone), "the subject is gone from the hot tables")
+		require.Zero(t, l.clientRows(t, gone), "its orders too")
 
 		var list []map[string]any
 		c.call("GET", "/api/v1/requests?state=completed", "auditor", nil).json(t, &list)
@@ -387,6 +648,7 @@ func TestAPI(t *testing.T) {
 		r.json(t, &v)
 		rej := c.waitRequestState(v.ID, "rejected")
 		require.Equal(t, "protected", rej["reason"])
+		require.NotZero(t, l.count(t, `SELECT count(*) FROM shop.clients WHERE code = $1`, active), "an active client is not deleted")
 	})
 
 	t.Run("holds", func(t *testing.T) {
@@ -418,7 +680,7 @@ func TestAPI(t *testing.T) {
 		}
 		r.json(t, &v)
 		c.waitRequestState(v.ID, "blocked_by_hold")
-		require.NotZero(t, dumpShop(t, p.db.Pool).count("shop.clients", held), "a held subject is not deleted")
+		require.NotZero(t, l.count(t, `SELECT count(*) FROM shop.clients WHERE code = $1`, held), "a held subject is not deleted")
 
 		r = c.call("POST", "/api/v1/holds/release", "legal", map[string]any{"matter": "M-1", "by": "counsel"})
 		require.Equal(t, 200, r.status, "%s", r.body)
@@ -428,7 +690,8 @@ func TestAPI(t *testing.T) {
 		r.json(t, &rel)
 		require.Equal(t, struct{ Released, Freed, Resumed int }{1, 1, 1}, rel)
 		c.waitRequestState(v.ID, "completed")
-		require.Zero(t, dumpShop(t, p.db.Pool).count("shop.clients", held))
+		require.Zero(t, l.count(t, `SELECT count(*) FROM shop.clients WHERE code = $1`, held))
+		require.Zero(t, l.clientRows(t, held))
 	})
 
 	t.Run("river ui", func(t *testing.T) {
@@ -439,7 +702,7 @@ func TestAPI(t *testing.T) {
 			c.call("GET", "/riverui/", role, nil).problem(t, 403)
 		}
 		req, _ := http.NewRequest("GET", c.base+"/riverui/", nil)
-		req.SetBasicAuth("ops", apiTokens["ops"])
+		req.SetBasicAuth("ops", tokens["ops"])
 		r = c.send(req, nil)
 		require.Equal(t, 200, r.status, "%s", r.body)
 		require.Contains(t, r.header.Get("Content-Type"), "text/html")
@@ -450,45 +713,35 @@ func TestAPI(t *testing.T) {
 	})
 
 	t.Run("metrics after a sweep", func(t *testing.T) {
-		requireOK(t, p.run(t, "sweep"))
-		deadline := time.Now().Add(60 * time.Second)
-		for p.count(t, `SELECT count(*) FROM lethe.run WHERE state IN ('selecting', 'working')`) > 0 ||
-			p.count(t, `SELECT count(*) FROM lethe.run`) == 0 {
-			require.True(t, time.Now().Before(deadline), "the sweep did not finish\n%s", p.w.output())
-			time.Sleep(200 * time.Millisecond)
-		}
-		r := c.call("GET", "/metrics", "", nil)
-		require.Equal(t, 200, r.status)
-		parser := expfmt.NewTextParser(model.UTF8Validation)
-		families, err := parser.TextToMetricFamilies(bytes.NewReader(r.body))
-		require.NoError(t, err)
+		l.sweep(t)
+		families, body := c.metrics(t)
 		value := func(name string, labels ...string) float64 {
 			t.Helper()
 			return metricValue(t, families, name, labels...)
 		}
-		archived := p.count(t, `SELECT count(*) FROM lethe.manifest WHERE policy = 'gone'`)
+		archived := l.count(t, `SELECT count(*) FROM lethe.manifest WHERE policy = 'gone'`)
 		require.NotZero(t, archived)
 		require.Equal(t, float64(archived), value("lethe_subjects_archived_total", "policy", "gone"))
 		var destroyed int
-		require.NoError(t, p.db.Pool.QueryRow(ctx, `SELECT coalesce(sum(destroyed), 0)::int FROM lethe.batch WHERE policy = 'spam'`).Scan(&destroyed))
+		require.NoError(t, l.db.Pool.QueryRow(ctx, `SELECT coalesce(sum(destroyed), 0)::int FROM lethe.batch WHERE policy = 'spam'`).Scan(&destroyed))
 		require.NotZero(t, destroyed)
 		require.Equal(t, float64(destroyed), value("lethe_subjects_destroyed_total", "policy", "spam"))
 		var bytesPut int
-		require.NoError(t, p.db.Pool.QueryRow(ctx, `SELECT coalesce(sum(bytes), 0)::int FROM lethe.batch WHERE policy = 'gone'`).Scan(&bytesPut))
+		require.NoError(t, l.db.Pool.QueryRow(ctx, `SELECT coalesce(sum(bytes), 0)::int FROM lethe.batch WHERE policy = 'gone'`).Scan(&bytesPut))
 		require.Equal(t, float64(bytesPut), value("lethe_archive_bytes_total", "policy", "gone"))
-		require.Equal(t, float64(p.count(t, `SELECT count(*) FROM lethe.batch WHERE policy = 'gone'`)),
+		require.Equal(t, float64(l.count(t, `SELECT count(*) FROM lethe.batch WHERE policy = 'gone'`)),
 			value("lethe_batch_duration_seconds", "policy", "gone"))
 		require.Equal(t, 2.0, value("lethe_requests", "state", "completed"))
 		require.Equal(t, 1.0, value("lethe_requests", "state", "rejected"))
 		require.Equal(t, 0.0, value("lethe_holds_active"))
 		require.Equal(t, 1.0, value("lethe_database_up"))
-		for _, k := range p.keys(catGoneDue, catActive) {
-			require.NotContains(t, string(r.body), k, "metrics carry no subject key")
+		for _, k := range slices.Concat(l.keys[catGoneDue], l.keys[catActive]) {
+			require.NotContains(t, string(body), k, "metrics carry no subject key")
 		}
 	})
 
 	t.Run("audit and logs", func(t *testing.T) {
-		rows, err := p.db.Pool.Query(ctx, `SELECT actor, detail::jsonb ->> 'route', (detail::jsonb ->> 'status')::int FROM lethe.audit_log WHERE kind = 'api_call' ORDER BY seq`)
+		rows, err := l.db.Pool.Query(ctx, `SELECT actor, detail::jsonb ->> 'route', (detail::jsonb ->> 'status')::int FROM lethe.audit_log WHERE kind = 'api_call' ORDER BY seq`)
 		require.NoError(t, err)
 		type call struct {
 			Actor, Route string
@@ -506,9 +759,12 @@ func TestAPI(t *testing.T) {
 		require.Contains(t, calls, call{"token:legal-team", "POST /api/v1/holds", 201})
 		require.Contains(t, calls, call{"token:legal-team", "POST /api/v1/holds/release", 200})
 		require.Contains(t, calls, call{"token:audit", "POST /api/v1/requests", 403}, "refused changes are audited too")
-		requireOK(t, p.run(t, "audit", "verify"))
+		res, err := audit.Verify(ctx, l.db.Pool)
+		require.NoError(t, err)
+		require.True(t, res.OK, "the audit chain holds: %s", res.Problem)
+		require.NotZero(t, res.Entries)
 
-		out := p.w.output()
+		out := l.log.String()
 		require.Contains(t, out, `msg="http request"`)
 		require.Contains(t, out, `route="POST /api/v1/requests" status=201`)
 		require.Contains(t, out, "token=intake")
@@ -516,7 +772,7 @@ func TestAPI(t *testing.T) {
 		for _, k := range []string{gone, held, active} {
 			require.NotContains(t, out, k, "the log never names a subject")
 		}
-		for _, tok := range apiTokens {
+		for _, tok := range tokens {
 			require.NotContains(t, out, tok, "the log never holds a token")
 		}
 	})
@@ -527,202 +783,4 @@ func TestAPI(t *testing.T) {
 			require.True(t, c.seen[op.OperationID], "operation %s was never called", op.OperationID)
 		}
 	}
-}
-
-// TestAPIReadyzFollowsTheObjectStore stops the S3 server under a worker:
-// /readyz turns 503 and names the archive, and is ready again once the
-// server is back. /healthz stays 200 throughout.
-func TestAPIReadyzFollowsTheObjectStore(t *testing.T) {
-	t.Parallel()
-	srv := testenv.NewS3Server(t)
-	s := newShopOn(t, 0, testenv.NewBucketOn(t, srv))
-	cfg := s.writeConfig(t, "api.yaml", withHTTP(t, s.yaml, ""))
-	w := startWorker(t, cfg)
-	c := newAPIClient(t, "http://"+w.httpAddr(t), nil)
-
-	waitReady := func(want int) map[string]string {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			r := c.call("GET", "/readyz", "", nil)
-			if r.status == want {
-				var v struct {
-					Checks map[string]string `json:"checks"`
-				}
-				r.json(t, &v)
-				return v.Checks
-			}
-			require.True(t, time.Now().Before(deadline), "/readyz stayed %d: %s", r.status, r.body)
-			time.Sleep(250 * time.Millisecond)
-		}
-	}
-	waitReady(200)
-	require.NoError(t, srv.Kill())
-	checks := waitReady(503)
-	require.Equal(t, "ok", checks["database"])
-	require.Equal(t, "ok", checks["migrations"])
-	require.Equal(t, "failing", checks["archive"], "a caller without a token learns only what fails")
-	var detail struct {
-		Checks map[string]string `json:"checks"`
-	}
-	c.call("GET", "/readyz", "ops", nil).json(t, &detail)
-	require.Contains(t, detail.Checks["archive"], "error probing bucket", "a caller with a token learns why")
-	require.Equal(t, 200, c.call("GET", "/healthz", "", nil).status, "the process is alive")
-	require.NoError(t, srv.Restart(context.Background()))
-	require.Equal(t, map[string]string{"database": "ok", "migrations": "ok", "archive": "ok"}, waitReady(200))
-}
-
-// count runs a count query on the shop's database.
-func (s *shop) count(t *testing.T, query string) int {
-	t.Helper()
-	var n int
-	require.NoError(t, s.db.Pool.QueryRow(context.Background(), query).Scan(&n))
-	return n
-}
-
-// selfSigned writes a certificate for 127.0.0.1 and its key into dir and
-// returns their paths and a pool that trusts the certificate.
-func selfSigned(t *testing.T, dir string) (certPath, keyPath string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "lethe test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	kb, err := x509.MarshalECPrivateKey(key)
-	require.NoError(t, err)
-	certPath, keyPath = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	require.NoError(t, os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
-	require.NoError(t, os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600))
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certPath, keyPath, pool
-}
-
-// TestAPIServeTLS runs lethe serve, the API without a worker, over TLS. A
-// request it takes waits, received, for a worker; a hold's object-store lock
-// waits as a pending sync; the database gauges of /metrics say both.
-func TestAPIServeTLS(t *testing.T) {
-	t.Parallel()
-	s := newShop(t, 0)
-	certPath, keyPath, pool := selfSigned(t, s.dir)
-	cfg := s.writeConfig(t, "serve.yaml", withHTTP(t, s.yaml, fmt.Sprintf("  tls_cert: %s\n  tls_key: %s\n", certPath, keyPath)))
-	w := spawn(t, nil, "serve", "--config", cfg, "--log-level", "info")
-	addr := w.httpAddr(t)
-	require.Contains(t, w.output(), "tls=true")
-
-	plain := &http.Client{Timeout: 5 * time.Second}
-	if resp, err := plain.Get("http://" + addr + "/healthz"); err == nil {
-		resp.Body.Close()
-		require.NotEqual(t, 200, resp.StatusCode, "plain HTTP is not served on a TLS port")
-	}
-	c := newAPIClient(t, "https://"+addr, &http.Client{Timeout: 30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}})
-	require.Equal(t, 200, c.call("GET", "/healthz", "", nil).status)
-	require.Equal(t, 200, c.call("GET", "/readyz", "", nil).status)
-
-	key := s.keys(catGoneDue)[0]
-	r := c.call("POST", "/api/v1/requests", "privacy", map[string]any{"subject": key, "ticket": "T-TLS", "by": "desk"})
-	require.Equal(t, 201, r.status, "%s", r.body)
-	var req struct {
-		ID       int64  `json:"id"`
-		State    string `json:"state"`
-		DaysLeft int    `json:"days_left"`
-	}
-	r.json(t, &req)
-	require.Equal(t, "received", req.State, "no worker: the request waits for one")
-	require.Equal(t, 45, req.DaysLeft)
-	r = c.call("POST", "/api/v1/holds", "legal", map[string]any{"matter": "M-TLS", "subjects": []string{s.keys(catGoneDue)[1], "not-yet-a-customer"}, "reason": "r", "by": "counsel"})
-	require.Equal(t, 201, r.status, "%s", r.body)
-
-	r = c.call("GET", "/metrics", "", nil)
-	require.Equal(t, 200, r.status)
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(r.body))
-	require.NoError(t, err)
-	gauge := func(name string, labels ...string) float64 {
-		t.Helper()
-		return metricValue(t, families, name, labels...)
-	}
-	require.Equal(t, 1.0, gauge("lethe_requests", "state", "received"))
-	require.Equal(t, 0.0, gauge("lethe_requests", "state", "completed"))
-	require.InDelta(t, 45.0, gauge("lethe_open_request_min_days_left"), 0.01)
-	require.InDelta(t, 0, gauge("lethe_oldest_open_request_age_seconds"), 60)
-	require.Equal(t, 2.0, gauge("lethe_holds_active"))
-	require.Equal(t, 2.0, gauge("lethe_held_subjects"))
-	require.Equal(t, 2.0, gauge("lethe_hold_syncs_pending"), "no worker has synced the locks")
-	require.Equal(t, 1.0, gauge("lethe_database_up"))
-	require.NotContains(t, string(r.body), "not-yet-a-customer")
-
-	var st map[string]json.RawMessage
-	c.call("GET", "/api/v1/status?runs=1", "auditor", nil).json(t, &st)
-	require.Contains(t, string(st["pending_hold_syncs"]), `"held": true`)
-}
-
-// TestSweepLimitBoundsAFirstRun: sweep --wait --limit N archives N due
-// subjects and no more, in policy order; the next sweep takes the rest.
-func TestSweepLimitBoundsAFirstRun(t *testing.T) {
-	t.Parallel()
-	s := newShop(t, 7)
-	due := len(s.keys(catGoneDue)) + len(s.keys(catSpamDue))
-	require.Greater(t, len(s.keys(catGoneDue)), 20)
-
-	r := lethe(t, "sweep", "--wait", "--limit", "20", "--json", "--config", s.cfgPath)
-	requireOK(t, r)
-	var first struct {
-		Run struct{ Subjects, Archived, Destroyed int }
-	}
-	require.NoError(t, json.Unmarshal([]byte(r.stdout), &first), r.stdout)
-	require.Equal(t, 20, first.Run.Subjects, r.stdout)
-	require.Equal(t, 20, first.Run.Archived, "the first policy (gone) is taken first")
-	require.Equal(t, 0, first.Run.Destroyed)
-	require.Equal(t, 20, s.count(t, `SELECT count(*) FROM lethe.manifest`))
-
-	r = lethe(t, "sweep", "--wait", "--json", "--config", s.cfgPath)
-	requireOK(t, r)
-	var rest struct{ Run struct{ Subjects int } }
-	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rest), r.stdout)
-	require.Equal(t, due-20, rest.Run.Subjects)
-	require.Equal(t, len(s.keys(catGoneDue)), s.count(t, `SELECT count(*) FROM lethe.manifest`))
-}
-
-// metricValue is the value of name's first sample that has every label of
-// labels (name, value, ...): a counter's or gauge's value, or a histogram's
-// sample count.
-func metricValue(t *testing.T, families map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	t.Helper()
-	f, ok := families[name]
-	require.True(t, ok, "no metric %s", name)
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.GetCounter() != nil:
-			return m.GetCounter().GetValue()
-		case m.GetGauge() != nil:
-			return m.GetGauge().GetValue()
-		case m.GetHistogram() != nil:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	require.FailNow(t, "no sample", "%s %v", name, labels)
-	return 0
 }

@@ -1,4 +1,4 @@
-package retention_test
+package hold_test
 
 import (
 	"context"
@@ -10,8 +10,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/lethehq/lethe/hold"
 	"github.com/lethehq/lethe/internal/config"
+	"github.com/lethehq/lethe/internal/lethetest"
 	"github.com/lethehq/lethe/internal/testenv"
+	"github.com/lethehq/lethe/request"
 	"github.com/lethehq/lethe/retention"
 )
 
@@ -36,20 +39,24 @@ policies:
 	require.NoError(b, err)
 	plan, err := retention.Compile(ctx, db.Pool, cfg)
 	require.NoError(b, err)
-	holds := retention.NewHolds(db.Pool, plan, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	q := &lethetest.Recorder{}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	intake, err := request.NewIntake(request.IntakeConfig{Pool: db.Pool, Plan: plan, Queue: q, Logger: logger})
+	require.NoError(b, err)
+	holds, err := hold.New(hold.Config{Pool: db.Pool, Plan: plan, Queue: q, Waiting: intake, Logger: logger})
+	require.NoError(b, err)
 	keys := make([]string, 7000)
 	for i := range keys {
 		keys[i] = fmt.Sprintf(" %04d ", i+1)
 	}
-	q := &recorder{}
 	b.ResetTimer()
 	for i := range b.N {
 		matter := fmt.Sprintf("M-%d", i)
-		res, err := holds.Place(ctx, q, matter, keys, "litigation", "legal")
+		res, err := holds.Place(ctx, matter, keys, "litigation", "legal")
 		require.NoError(b, err)
 		require.Len(b, res.Placed, len(keys))
-		_, err = holds.Release(ctx, q, matter, nil, "legal")
+		_, err = holds.Release(ctx, matter, nil, "legal")
 		require.NoError(b, err)
-		q.taken()
+		q.Taken()
 	}
 }

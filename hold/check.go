@@ -1,0 +1,60 @@
+package hold
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lethehq/lethe/retention"
+)
+
+// Checker answers whether holds cover subjects. Every destroyer asks it, in
+// the transaction that holds the subjects' locks, before it destroys.
+type Checker struct{}
+
+var _ retention.HoldChecker = Checker{}
+
+// HeldAmong returns which of the subjects any active hold covers.
+func (Checker) HeldAmong(ctx context.Context, db retention.Querier, subjectHMACs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(subjectHMACs) == 0 {
+		return out, nil
+	}
+	rows, err := db.Query(ctx, `SELECT DISTINCT subject_hmac FROM lethe.hold WHERE released_at IS NULL AND subject_hmac = ANY ($1)`, subjectHMACs)
+	if err != nil {
+		return nil, fmt.Errorf("error reading holds: %w", err)
+	}
+	held, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("error reading holds: %w", err)
+	}
+	for _, h := range held {
+		out[h] = true
+	}
+	return out, nil
+}
+
+// Matters returns the matters that hold the subject, in order.
+func (Checker) Matters(ctx context.Context, db retention.Querier, subjectHMAC string) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT DISTINCT matter FROM lethe.hold WHERE subject_hmac = $1 AND released_at IS NULL ORDER BY matter`, subjectHMAC)
+	if err != nil {
+		return nil, fmt.Errorf("error reading holds: %w", err)
+	}
+	matters, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("error reading holds: %w", err)
+	}
+	return matters, nil
+}
+
+// SyncPending reports whether the subject's S3 legal hold is not yet what
+// its holds say.
+func (Checker) SyncPending(ctx context.Context, db retention.Querier, subjectHMAC string) (bool, error) {
+	var pending bool
+	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM lethe.hold_sync WHERE subject_hmac = $1 AND synced < generation)`, subjectHMAC).Scan(&pending)
+	if err != nil {
+		return false, fmt.Errorf("error reading hold syncs: %w", err)
+	}
+	return pending, nil
+}

@@ -1,0 +1,264 @@
+// Package app wires lethe from one config: the database pool, the compiled
+// subject graph, the archive with the worker's credentials, the services of
+// retention, request and hold, and the River clients that insert and work
+// their jobs. cmd/lethe and the bench build lethe through it, so both run
+// the same code.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/lethehq/lethe/archive"
+	"github.com/lethehq/lethe/hold"
+	"github.com/lethehq/lethe/internal/config"
+	"github.com/lethehq/lethe/jobs"
+	"github.com/lethehq/lethe/metrics"
+	"github.com/lethehq/lethe/migrations"
+	"github.com/lethehq/lethe/request"
+	"github.com/lethehq/lethe/retention"
+)
+
+// App is lethe over one config: a pool on a migrated database, the compiled
+// plan, and a client that inserts jobs.
+type App struct {
+	Config *config.Config
+	Logger *slog.Logger
+	Pool   *pgxpool.Pool
+	// Plan is the config compiled against the catalog; nil when Open was
+	// asked not to compile it.
+	Plan *retention.Plan
+	// Queue inserts jobs and reads their state; it works none.
+	Queue jobs.Queue
+
+	store *archive.Archiver
+}
+
+// Options say how much Open prepares.
+type Options struct {
+	// NoPlan skips compiling the config against the catalog, for commands
+	// that do not touch the subject graph.
+	NoPlan bool
+}
+
+// Open connects to the database, checks that it is migrated, compiles the
+// config against its catalog and creates the inserting client.
+func Open(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts Options) (*App, error) {
+	pool, err := Connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{Config: cfg, Logger: logger, Pool: pool}
+	if err := migrations.Check(ctx, pool); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if !opts.NoPlan {
+		if a.Plan, err = retention.Compile(ctx, pool, cfg); err != nil {
+			a.Close()
+			return nil, err
+		}
+	}
+	client, err := jobs.NewInserter(pool, logger)
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("error creating the queue client: %w", err)
+	}
+	a.Queue = jobs.Queue{Client: client}
+	return a, nil
+}
+
+// Close closes the pool.
+func (a *App) Close() {
+	if a.Pool != nil {
+		a.Pool.Close()
+	}
+}
+
+// Connect opens a pool on cfg's database and checks that it answers. Its
+// errors never quote the connection string.
+func Connect(ctx context.Context, cfg *config.Config) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(cfg.Database.URL)
+	if err != nil {
+		return nil, config.Errorf("database.url", "cannot be parsed: %v", redactParseError(err))
+	}
+	pc.MaxConns = int32(cfg.Database.MaxConns)
+	pc.ConnConfig.ConnectTimeout = 10 * time.Second
+	if pc.ConnConfig.RuntimeParams == nil {
+		pc.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
+		pc.ConnConfig.RuntimeParams["application_name"] = "lethe"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("error connecting to the database: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("cannot reach the database at %s:%d: %s (is PostgreSQL running, and is database.url right?)",
+			pc.ConnConfig.Host, pc.ConnConfig.Port, PGReason(err))
+	}
+	return pool, nil
+}
+
+// PGReason says why a database call failed, without the connection string.
+func PGReason(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Message
+	}
+	var netErr *net.OpError
+	if errors.As(err, &netErr) {
+		return netErr.Err.Error()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timed out"
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		return msg[i+2:]
+	}
+	return msg
+}
+
+// redactParseError keeps a password in a malformed URL out of the message.
+func redactParseError(err error) string {
+	msg := err.Error()
+	if strings.Contains(msg, "@") || strings.Contains(msg, "password") {
+		return "malformed connection string"
+	}
+	return msg
+}
+
+// Store returns the archive with the worker's credentials, built once. With
+// probe, it first checks that the bucket accepts them.
+func (a *App) Store(ctx context.Context, probe bool) (*archive.Archiver, error) {
+	if a.store == nil {
+		a.store = archive.FromConfig(a.Config, a.Config.Archive.Concurrency*a.Config.Worker.Concurrency)
+	}
+	if probe {
+		if err := a.store.Probe(ctx); err != nil {
+			if errors.Is(err, archive.ErrAccessDenied) {
+				return nil, config.Errorf("archive.credentials", "bucket %q refused them (%v): check the access key and the bucket policy",
+					a.Config.Archive.Bucket, rootCause(err))
+			}
+			return nil, err
+		}
+	}
+	return a.store, nil
+}
+
+func rootCause(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
+}
+
+// Intake returns the service that records and reads deletion requests.
+func (a *App) Intake() (*request.Intake, error) {
+	return request.NewIntake(request.IntakeConfig{Pool: a.Pool, Plan: a.Plan, Queue: a.Queue, Logger: a.Logger})
+}
+
+// Holds returns the service that places, releases and lists holds.
+func (a *App) Holds() (*hold.Service, error) {
+	intake, err := a.Intake()
+	if err != nil {
+		return nil, err
+	}
+	return hold.New(hold.Config{Pool: a.Pool, Plan: a.Plan, Queue: a.Queue, Waiting: intake, Logger: a.Logger})
+}
+
+// Services builds everything the workers call into, over store (the
+// worker's archive) and counting into m (which may be nil).
+func (a *App) Services(store *archive.Archiver, m *metrics.Metrics) (*jobs.Services, error) {
+	cfg := a.Config
+	holds := hold.Checker{}
+	sweeper, err := retention.NewSweeper(retention.SweeperConfig{Pool: a.Pool, Plan: a.Plan, Holds: holds, Jobs: a.Queue,
+		Logger: a.Logger, BatchSize: cfg.Archive.BatchSize})
+	if err != nil {
+		return nil, err
+	}
+	mover, err := retention.NewMover(retention.MoverConfig{Pool: a.Pool, Plan: a.Plan, Store: store, Holds: holds,
+		Logger: a.Logger, Concurrency: cfg.Archive.Concurrency})
+	if err != nil {
+		return nil, err
+	}
+	expirer, err := retention.NewExpirer(retention.ExpirerConfig{Pool: a.Pool, Plan: a.Plan, Store: store, Holds: holds, Logger: a.Logger})
+	if err != nil {
+		return nil, err
+	}
+	eraser, err := request.NewEraser(request.EraserConfig{Pool: a.Pool, Plan: a.Plan, Holds: holds, Store: store, Logger: a.Logger})
+	if err != nil {
+		return nil, err
+	}
+	syncer, err := hold.NewSyncer(a.Pool, store, a.Logger)
+	if err != nil {
+		return nil, err
+	}
+	intake, err := a.Intake()
+	if err != nil {
+		return nil, err
+	}
+	return &jobs.Services{Pool: a.Pool, Sweeper: sweeper, Mover: mover, Expirer: expirer, Intake: intake,
+		Eraser: eraser, Syncer: syncer, Queue: a.Queue, Metrics: m}, nil
+}
+
+// Worker returns a River client that works every job kind with svc; with
+// periodic, it also schedules the nightly sweep and expiry.
+func (a *App) Worker(svc *jobs.Services, periodic bool) (*river.Client[pgx.Tx], error) {
+	client, err := jobs.NewWorker(a.Config, svc, jobs.Options{Periodic: periodic}, a.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("error creating the queue client: %w", err)
+	}
+	return client, nil
+}
+
+// Metrics returns the Prometheus metrics of this process over the database
+// and the queue.
+func (a *App) Metrics() *metrics.Metrics {
+	return metrics.New(a.Pool, a.Queue.FailedCounts, a.Logger)
+}
+
+// Status is what lethe status and GET /api/v1/status show.
+type Status struct {
+	*retention.SweepStatus
+	*request.RequestStatus
+	*hold.HoldStatus
+	FailedJobs []jobs.FailedJobs `json:"failed_jobs"`
+}
+
+// Status reads lethe status, with at most runs runs.
+func (a *App) Status(ctx context.Context, runs int) (*Status, error) {
+	s := &Status{}
+	var err error
+	if s.SweepStatus, err = retention.Status(ctx, a.Pool, a.Plan, runs); err != nil {
+		return nil, err
+	}
+	if s.RequestStatus, err = request.Status(ctx, a.Pool); err != nil {
+		return nil, err
+	}
+	if s.HoldStatus, err = hold.Status(ctx, a.Pool); err != nil {
+		return nil, err
+	}
+	if s.FailedJobs, err = a.Queue.Failed(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}

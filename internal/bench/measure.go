@@ -1,0 +1,235 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lethehq/lethe/internal/demo"
+	"github.com/lethehq/lethe/request"
+	"github.com/lethehq/lethe/retention"
+)
+
+// rawDB measures the database half alone: on a second scratch schema, the
+// same reads in one snapshot, root locks and deletes that a batch runs, with
+// the same concurrency and batch size, and no encryption, object store,
+// manifest or audit.
+func (b *run) rawDB(ctx context.Context) error {
+	n := min(b.opts.Subjects, 50000)
+	b.opts.Progress("measuring the database alone: read and delete %d subjects", n)
+	if _, err := demo.Seed(ctx, b.pool, demo.Options{Schema: b.rawSchema, Subjects: n, AllDue: true}); err != nil {
+		return fmt.Errorf("error seeding: %w", err)
+	}
+	if err := analyze(ctx, b.pool, b.rawSchema); err != nil {
+		return err
+	}
+	subject, policies, requests := demo.Graph(b.rawSchema, PolicyName)
+	rcfg, err := b.cfg.WithGraph(subject, policies, requests)
+	if err != nil {
+		return err
+	}
+	plan, err := retention.Compile(ctx, b.pool, rcfg)
+	if err != nil {
+		return err
+	}
+	pp := plan.Policy(PolicyName)
+	batch := rcfg.Archive.BatchSize
+	keys := make(chan []string)
+	go func() {
+		defer close(keys)
+		for i := 1; i <= n; i += batch {
+			page := make([]string, 0, batch)
+			for id := i; id < i+batch && id <= n; id++ {
+				page = append(page, strconv.Itoa(id))
+			}
+			select {
+			case keys <- page:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	done := 0
+	for range rcfg.Worker.Concurrency * b.opts.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for page := range keys {
+				k, err := readAndDelete(ctx, b, plan, pp, page)
+				mu.Lock()
+				done += k
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if done != n {
+		return fmt.Errorf("the database measure deleted %d subjects of %d", done, n)
+	}
+	b.res.RawDBPerSec = float64(done) / time.Since(start).Seconds()
+	return nil
+}
+
+// readAndDelete is a batch's database work for keys: the graph read in one
+// snapshot, then the root locks and the deletes, children first, in one
+// transaction. It returns how many subjects were due and deleted.
+func readAndDelete(ctx context.Context, b *run, plan *retention.Plan, pp *retention.PolicyPlan, keys []string) (int, error) {
+	conn, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("error acquiring connection: %w", err)
+	}
+	defer conn.Release()
+	var due []string
+	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		graphs, err := plan.ReadGraph(ctx, tx, pp, keys, time.Now())
+		for _, g := range graphs {
+			due = append(due, g.Key)
+		}
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := plan.LockRoots(ctx, tx, due); err != nil {
+			return err
+		}
+		_, _, err := plan.DeleteGraph(ctx, tx, due, nil)
+		return err
+	})
+	return len(due), err
+}
+
+// rawPut measures the object store alone: plain puts of objects of the
+// archive's mean size, with the same client, checksum and echo check, and as
+// many in flight as the pipeline keeps.
+func (b *run) rawPut(ctx context.Context) error {
+	n := min(b.opts.Subjects, 20000)
+	size := max(b.res.MeanObjectSize, 1)
+	inflight := b.cfg.Archive.Concurrency * b.cfg.Worker.Concurrency * b.opts.Workers
+	b.opts.Progress("measuring the object store alone: %d puts of %d bytes, %d in flight", n, size, inflight)
+	store, err := b.app.Store(ctx, false)
+	if err != nil {
+		return err
+	}
+	body := make([]byte, size)
+	_, _ = rand.Read(body)
+	next := make(chan int)
+	go func() {
+		defer close(next)
+		for i := range n {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range max(inflight, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				st, err := store.PutVerified(ctx, "raw/"+strconv.Itoa(i), body)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				} else if err == nil {
+					b.rawPuts = append(b.rawPuts, st)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	b.res.RawPutPerSec = float64(n) / time.Since(start).Seconds()
+	return nil
+}
+
+// requests queues deletion requests for archived subjects and measures how
+// fast the workers carry them out.
+func (b *run) requests(ctx context.Context) error {
+	n := min(b.opts.Requests, b.opts.Subjects)
+	if n <= 0 {
+		return nil
+	}
+	b.opts.Progress("queueing %d deletion requests", n)
+	store, err := b.app.Store(ctx, false)
+	if err != nil {
+		return err
+	}
+	svc, err := b.app.Services(store, nil)
+	if err != nil {
+		return err
+	}
+	client, err := b.app.Worker(svc, false)
+	if err != nil {
+		return err
+	}
+	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	defer stopClient(client)
+	start := time.Now()
+	for i := 1; i <= n; i++ {
+		if _, _, err := svc.Intake.Submit(ctx, strconv.Itoa(i), b.ticket(i), "lethe bench", false); err != nil {
+			return err
+		}
+	}
+	for {
+		var open, failed int
+		err := b.pool.QueryRow(ctx, `
+			SELECT count(*) FILTER (WHERE state IN ($2, $3, $4)), count(*) FILTER (WHERE state IN ($5, $6))
+			FROM lethe.request WHERE ticket LIKE $1`, b.ticket(-1), request.StateReceived, request.StateProcessing,
+			request.StateBlockedByHold, request.StateFailed, request.StateRejected).Scan(&open, &failed)
+		if err != nil {
+			return fmt.Errorf("error reading requests: %w", err)
+		}
+		if failed > 0 {
+			return fmt.Errorf("%d bench deletion requests failed: see lethe request list --state failed", failed)
+		}
+		if open == 0 {
+			break
+		}
+		b.opts.Progress("deletion requests: %d of %d open", open, n)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	b.res.Requests = n
+	b.res.RequestsPerSec = float64(n) / time.Since(start).Seconds()
+	return nil
+}
+
+// ticket is the ticket of the bench's ith request; -1 gives the LIKE
+// pattern of all of them.
+func (b *run) ticket(i int) string {
+	if i < 0 {
+		return "bench-" + b.id + "-%"
+	}
+	return fmt.Sprintf("bench-%s-%d", b.id, i)
+}

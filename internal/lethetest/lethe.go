@@ -1,0 +1,365 @@
+// Package lethetest builds lethe over a test's own PostgreSQL database and
+// bucket (from package testenv), wired as package app wires lethe worker, with
+// a recorded queue the test works itself, and the synthetic fixtures the
+// tests of several packages share.
+package lethetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lethehq/lethe/internal/testenv"
+
+	"github.com/lethehq/lethe/archive"
+	"github.com/lethehq/lethe/audit"
+	"github.com/lethehq/lethe/hold"
+	"github.com/lethehq/lethe/internal/app"
+	"github.com/lethehq/lethe/internal/config"
+	"github.com/lethehq/lethe/request"
+	"github.com/lethehq/lethe/retention"
+)
+
+// Env is lethe wired over a test's own database and bucket, the way package
+// app wires it for lethe worker, except that the jobs the services hand off
+// go to a Recorder, which the test works in the order a queue would.
+type Env struct {
+	DB       *testenv.DB
+	Bucket   *testenv.Bucket
+	Identity *age.X25519Identity
+	Config   *config.Config
+	App      *app.App
+	Plan     *retention.Plan
+	Arch     *archive.Archiver
+	Queue    *Recorder
+	Sweeper  *retention.Sweeper
+	Mover    *retention.Mover
+	Expirer  *retention.Expirer
+	Intake   *request.Intake
+	Eraser   *request.Eraser
+	Holds    *hold.Service
+	Syncer   *hold.Syncer
+	// Root is the bucket's owner, who may read and list everything.
+	Root *s3.Client
+	// Logs holds what the services logged.
+	Logs *SyncBuffer
+}
+
+// New gives t its own database, prepared by the statements of
+// prepare, and bucket, and builds lethe over them with the config fragment
+// (subject:, policies: and requests: sections).
+func New(t *testing.T, prepare, fragment string) *Env {
+	t.Helper()
+	return NewFunc(t, func(db *testenv.DB) {
+		_, err := db.Pool.Exec(context.Background(), prepare)
+		require.NoError(t, err)
+	}, fragment)
+}
+
+// NewFunc is New with the database prepared by a function.
+func NewFunc(t *testing.T, prepare func(*testenv.DB), fragment string) *Env {
+	t.Helper()
+	ctx := context.Background()
+	e := &Env{DB: testenv.NewDB(t), Bucket: testenv.NewBucket(t), Identity: testenv.NewIdentity(t), Logs: &SyncBuffer{}, Queue: &Recorder{}}
+	prepare(e.DB)
+	e.Config = testenv.Config(t, e.DB, e.Bucket, e.Identity.Recipient().String(), fragment)
+	logger := slog.New(slog.NewTextHandler(e.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var err error
+	e.App, err = app.Open(ctx, e.Config, logger, app.Options{})
+	require.NoError(t, err)
+	t.Cleanup(e.App.Close)
+	e.Plan = e.App.Plan
+	e.Arch, err = e.App.Store(ctx, false)
+	require.NoError(t, err)
+	holds := hold.Checker{}
+	e.Sweeper, err = retention.NewSweeper(retention.SweeperConfig{Pool: e.DB.Pool, Plan: e.Plan, Holds: holds, Jobs: e.App.Queue,
+		Logger: logger, BatchSize: e.Config.Archive.BatchSize})
+	require.NoError(t, err)
+	e.Mover, err = retention.NewMover(retention.MoverConfig{Pool: e.DB.Pool, Plan: e.Plan, Store: e.Arch, Holds: holds,
+		Logger: logger, Concurrency: e.Config.Archive.Concurrency})
+	require.NoError(t, err)
+	e.Expirer, err = retention.NewExpirer(retention.ExpirerConfig{Pool: e.DB.Pool, Plan: e.Plan, Store: e.Arch, Holds: holds, Logger: logger})
+	require.NoError(t, err)
+	e.Intake, err = request.NewIntake(request.IntakeConfig{Pool: e.DB.Pool, Plan: e.Plan, Queue: e.Queue, Logger: logger})
+	require.NoError(t, err)
+	e.Eraser, err = request.NewEraser(request.EraserConfig{Pool: e.DB.Pool, Plan: e.Plan, Holds: holds, Store: e.Arch, Logger: logger})
+	require.NoError(t, err)
+	e.Holds, err = hold.New(hold.Config{Pool: e.DB.Pool, Plan: e.Plan, Queue: e.Queue, Waiting: e.Intake, Logger: logger})
+	require.NoError(t, err)
+	e.Syncer, err = hold.NewSyncer(e.DB.Pool, e.Arch, logger)
+	require.NoError(t, err)
+	e.Root = e.Bucket.Server.Client(e.Bucket.Server.Root)
+	return e
+}
+
+// Sweep runs a whole sweep in the test: it claims, then works every batch
+// it queued (and every batch it took over), as the queue would. It returns
+// the first batch error.
+func (e *Env) Sweep(t *testing.T) (*retention.SweepResult, error) {
+	t.Helper()
+	ctx := context.Background()
+	q := &Recorder{}
+	run, err := e.Sweeper.StartRun(ctx, retention.TriggerCLI, 0)
+	require.NoError(t, err)
+	res, err := e.Sweeper.Sweep(ctx, run, q)
+	if err != nil {
+		return res, err
+	}
+	var first error
+	for _, id := range q.Taken().Batches {
+		// A batch another sweep is working is that sweep's to finish, as
+		// the queue would snooze this job.
+		if _, err := e.Mover.RunBatch(ctx, id); err != nil && !errors.Is(err, retention.ErrBatchBusy) && first == nil {
+			first = err
+		}
+	}
+	return res, first
+}
+
+// MustSweep sweeps and requires success.
+func (e *Env) MustSweep(t *testing.T) *retention.SweepResult {
+	t.Helper()
+	res, err := e.Sweep(t)
+	require.NoError(t, err)
+	return res
+}
+
+// Work drains the recorded queue as workers would: batches, requests and
+// hold syncs, trying a busy one again shortly, until nothing is left.
+func (e *Env) Work(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	for range 200 {
+		jobs := e.Queue.Taken()
+		if len(jobs.Batches)+len(jobs.Requests)+len(jobs.Syncs) == 0 {
+			return
+		}
+		for _, id := range jobs.Batches {
+			_, err := e.Mover.RunBatch(ctx, id)
+			require.NoError(t, err)
+		}
+		for _, h := range jobs.Syncs {
+			if err := e.Syncer.Sync(ctx, h); errors.Is(err, hold.ErrRetryLater) {
+				e.Queue.EnqueueHoldSyncs(ctx, nil, []string{h}) //nolint:errcheck // never fails
+			} else {
+				require.NoError(t, err)
+			}
+		}
+		for _, id := range jobs.Requests {
+			if err := e.Eraser.Process(ctx, id); errors.Is(err, request.ErrRetryLater) {
+				e.Queue.EnqueueRequest(ctx, nil, id) //nolint:errcheck // never fails
+			} else {
+				require.NoError(t, err)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("the queue did not drain")
+}
+
+// Versions lists, as root, every version and delete marker in the bucket,
+// by object name.
+func (e *Env) Versions(t *testing.T) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	in := &s3.ListObjectVersionsInput{Bucket: aws.String(e.Bucket.Name)}
+	for {
+		res, err := e.Root.ListObjectVersions(context.Background(), in)
+		require.NoError(t, err)
+		for _, v := range res.Versions {
+			out[aws.ToString(v.Key)] = append(out[aws.ToString(v.Key)], aws.ToString(v.VersionId))
+		}
+		for _, m := range res.DeleteMarkers {
+			out[aws.ToString(m.Key)] = append(out[aws.ToString(m.Key)], "marker:"+aws.ToString(m.VersionId))
+		}
+		if !aws.ToBool(res.IsTruncated) {
+			return out
+		}
+		in.KeyMarker, in.VersionIdMarker = res.NextKeyMarker, res.NextVersionIdMarker
+	}
+}
+
+// Manifest reads the manifest: subject HMAC -> version id.
+func (e *Env) Manifest(t *testing.T) map[string]string {
+	t.Helper()
+	rows, err := e.DB.Pool.Query(context.Background(), `SELECT subject_hmac, version_id FROM lethe.manifest`)
+	require.NoError(t, err)
+	out := map[string]string{}
+	var h, v string
+	_, err = pgx.ForEachRow(rows, []any{&h, &v}, func() error { out[h] = v; return nil })
+	require.NoError(t, err)
+	return out
+}
+
+// Restore reads and decrypts a subject's object with the reader's
+// credentials, returning its rows by table, each table's rows sorted.
+func (e *Env) Restore(t *testing.T, key string) map[string][]string {
+	t.Helper()
+	srv := e.Bucket.Server
+	r := archive.NewRestorer(srv.Client(srv.Reader), e.Bucket.Name, e.Config.Archive.Prefix)
+	res, err := r.Restore(context.Background(), e.Plan.HMAC(key), key, "", "", e.Plan.Tables(), []age.Identity{e.Identity})
+	require.NoError(t, err)
+	out := map[string][]string{}
+	for table, rows := range res.Bundle.Rows {
+		out[table] = []string{}
+		for _, row := range rows {
+			out[table] = append(out[table], string(row))
+		}
+		sort.Strings(out[table])
+	}
+	return out
+}
+
+// Count runs a count query.
+func (e *Env) Count(t *testing.T, query string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, e.DB.Pool.QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
+}
+
+// AuditKinds counts the audit log's entries by kind.
+func (e *Env) AuditKinds(t *testing.T) map[string]int {
+	t.Helper()
+	rows, err := e.DB.Pool.Query(context.Background(), `SELECT kind, count(*) FROM lethe.audit_log GROUP BY kind`)
+	require.NoError(t, err)
+	out := map[string]int{}
+	var k string
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&k, &n}, func() error { out[k] = n; return nil })
+	require.NoError(t, err)
+	return out
+}
+
+// RequireAuditIntact requires the audit log's chain to verify.
+func (e *Env) RequireAuditIntact(t *testing.T) {
+	t.Helper()
+	v, err := audit.Verify(context.Background(), e.DB.Pool)
+	require.NoError(t, err)
+	require.True(t, v.OK, v.Problem)
+}
+
+// SyncBuffer is a buffer safe for concurrent writes: a log's destination.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var _ io.Writer = (*SyncBuffer)(nil)
+
+// Recorder is the queue of in-process tests: it records what the services
+// hand off, and the test works it.
+type Recorder struct {
+	mu       sync.Mutex
+	Batches  []int64
+	Requests []int64
+	Syncs    []string
+}
+
+var (
+	_ retention.BatchQueue = (*Recorder)(nil)
+	_ request.Queue        = (*Recorder)(nil)
+	_ hold.Queue           = (*Recorder)(nil)
+)
+
+// EnqueueBatch records a batch job.
+func (r *Recorder) EnqueueBatch(_ context.Context, _ pgx.Tx, id int64) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Batches = append(r.Batches, id)
+	return 0, nil
+}
+
+// EnqueueRequest records a request job.
+func (r *Recorder) EnqueueRequest(_ context.Context, _ pgx.Tx, id int64) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Requests = append(r.Requests, id)
+	return 0, nil
+}
+
+// EnqueueHoldSyncs records hold-sync jobs.
+func (r *Recorder) EnqueueHoldSyncs(_ context.Context, _ pgx.Tx, hs []string) ([]int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Syncs = append(r.Syncs, hs...)
+	return make([]int64, len(hs)), nil
+}
+
+// Taken empties the recorder and returns what it held.
+func (r *Recorder) Taken() *Recorder {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := &Recorder{Batches: r.Batches, Requests: r.Requests, Syncs: r.Syncs}
+	r.Batches, r.Requests, r.Syncs = nil, nil, nil
+	return out
+}
+
+// Submit files a deletion request and requires it to be new.
+func (e *Env) Submit(t *testing.T, key, ticket string, force bool) *request.Request {
+	t.Helper()
+	req, created, err := e.Intake.Submit(context.Background(), key, ticket, "privacy-team", force)
+	require.NoError(t, err)
+	require.True(t, created)
+	return req
+}
+
+// Get reads a request.
+func (e *Env) Get(t *testing.T, id int64) *request.Request {
+	t.Helper()
+	req, err := e.Intake.Get(context.Background(), id)
+	require.NoError(t, err)
+	return req
+}
+
+// ReceiptOf decodes a completed request's receipt.
+func ReceiptOf(t *testing.T, req *request.Request) request.Receipt {
+	t.Helper()
+	require.NotNil(t, req.Receipt, "request %d has no receipt", req.ID)
+	var rc request.Receipt
+	require.NoError(t, json.Unmarshal(*req.Receipt, &rc))
+	return rc
+}
+
+// ObjectVersions lists, as root, the versions of the subject's object.
+func (e *Env) ObjectVersions(t *testing.T, key string) []string {
+	t.Helper()
+	return e.Versions(t)[e.Arch.ObjectKey(e.Plan.HMAC(key))]
+}
+
+// LegalHold reads, as root, the S3 legal hold of a version of the subject's
+// object.
+func (e *Env) LegalHold(t *testing.T, key, version string) types.ObjectLockLegalHoldStatus {
+	t.Helper()
+	out, err := e.Root.GetObjectLegalHold(context.Background(), &s3.GetObjectLegalHoldInput{
+		Bucket: aws.String(e.Bucket.Name), Key: aws.String(e.Arch.ObjectKey(e.Plan.HMAC(key))), VersionId: aws.String(version),
+	})
+	require.NoError(t, err)
+	return out.LegalHold.Status
+}

@@ -1,0 +1,7 @@
+//go:build lethefault
+
+package request
+
+// InjectFault makes r call f at each fault point. It exists only in builds
+// tagged lethefault: the crash tests' build of lethe.
+func InjectFault(r *Eraser, f func(point string) error) { r.fault = f }

@@ -1,0 +1,379 @@
+// Package request owns deletion requests: their intake (idempotent per
+// ticket), their erasure of a subject, the receipts they leave, and the
+// suppression list that erases a subject again if it comes back. Requests
+// wait while a legal hold covers their subject (package hold); see
+// docs/ARCHITECTURE.md.
+package request
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lethehq/lethe"
+	"github.com/lethehq/lethe/audit"
+	"github.com/lethehq/lethe/retention"
+)
+
+// Request states: a request moves received -> processing -> completed, or
+// ends rejected or failed; it waits in blocked_by_hold while a hold covers
+// its subject.
+const (
+	StateReceived      = "received"
+	StateProcessing    = "processing"
+	StateBlockedByHold = "blocked_by_hold"
+	StateCompleted     = "completed"
+	StateRejected      = "rejected"
+	StateFailed        = "failed"
+)
+
+// RequestStates are every state, in the order a request moves through them.
+var RequestStates = []string{StateReceived, StateProcessing, StateBlockedByHold, StateCompleted, StateRejected, StateFailed}
+
+// Deadline is how long after receipt a request must be completed (CCPA: 45
+// days).
+const Deadline = 45 * 24 * time.Hour
+
+// Request is a deletion request as reported by show and list.
+type Request struct {
+	ID     int64  `json:"id"`
+	Ticket string `json:"ticket"`
+	// Subject is the subject's key while the request is open. lethe erases
+	// it from its own records when the request ends; then it is null and
+	// only SubjectHMAC remains.
+	Subject     *string          `json:"subject"`
+	SubjectHMAC string           `json:"subject_hmac"`
+	State       string           `json:"state"`
+	Reason      *string          `json:"reason"`
+	RequestedBy string           `json:"requested_by"`
+	Force       bool             `json:"force"`
+	ReceivedAt  time.Time        `json:"received_at"`
+	Deadline    time.Time        `json:"deadline"`
+	DaysLeft    int              `json:"days_left"`
+	CompletedAt *time.Time       `json:"completed_at"`
+	Receipt     *json.RawMessage `json:"receipt"`
+}
+
+// Open reports whether the request has not ended.
+func (r *Request) Open() bool {
+	return r.State == StateReceived || r.State == StateProcessing || r.State == StateBlockedByHold
+}
+
+// Receipt is the proof that a request was carried out. It holds no personal
+// data: the subject appears only as its HMAC.
+type Receipt struct {
+	RequestID   int64     `json:"request_id"`
+	Ticket      string    `json:"ticket"`
+	SubjectHMAC string    `json:"subject_hmac"`
+	RequestedBy string    `json:"requested_by"`
+	ReceivedAt  time.Time `json:"received_at"`
+	CompletedAt time.Time `json:"completed_at"`
+	// Found is false when lethe held nothing of the subject: no row in the
+	// hot tables and no archived copy.
+	Found bool `json:"found"`
+	// RowsDeleted counts the rows deleted from each table of the graph.
+	RowsDeleted map[string]int64 `json:"rows_deleted"`
+	// ObjectVersionsDeleted are the archive object versions (and delete
+	// markers) deleted.
+	ObjectVersionsDeleted []ObjectVersion `json:"object_versions_deleted"`
+	// ManifestEntryDeleted says whether the manifest named an archived copy.
+	ManifestEntryDeleted bool `json:"manifest_entry_deleted"`
+	// CompletedWith are the other requests for the same subject that this
+	// deletion completed at the same time.
+	CompletedWith []int64 `json:"completed_with"`
+	// Summary says in words what was done.
+	Summary string `json:"summary"`
+}
+
+// ObjectVersion names one deleted object version.
+type ObjectVersion struct {
+	Key       string `json:"key"`
+	VersionID string `json:"version_id"`
+}
+
+// ErrRetryLater means the request cannot proceed yet (the subject is being
+// archived, or its hold is being lifted); try again in a few seconds.
+var ErrRetryLater = errors.New("subject is busy; retry later")
+
+// ErrTicketReused is returned by Submit when the ticket already names
+// another subject; it comes wrapped in a *lethe.InputError.
+var ErrTicketReused = errors.New("ticket already names another subject")
+
+// ErrNoRequest is returned when no request has the id or ticket.
+var ErrNoRequest = errors.New("no such request")
+
+// Queue inserts request jobs inside the caller's transaction, so that a
+// request and its job exist together. Package jobs implements it with River.
+type Queue interface {
+	EnqueueRequest(ctx context.Context, tx pgx.Tx, requestID int64) (jobID int64, err error)
+}
+
+// IntakeConfig is what an Intake needs.
+type IntakeConfig struct {
+	// Pool is lethe's database. Required.
+	Pool *pgxpool.Pool
+	// Plan turns keys into canonical keys and HMACs. Required.
+	Plan *retention.Plan
+	// Queue inserts request jobs. Required.
+	Queue Queue
+	// Logger gets the intake's log lines. Required.
+	Logger *slog.Logger
+}
+
+// Intake records deletion requests and reads them back. It is all that the
+// CLI and the API need; workers carry requests out with an Eraser.
+type Intake struct {
+	IntakeConfig
+}
+
+// NewIntake returns an Intake, or an error naming what is missing.
+func NewIntake(cfg IntakeConfig) (*Intake, error) {
+	if cfg.Pool == nil || cfg.Plan == nil || cfg.Queue == nil || cfg.Logger == nil {
+		return nil, errors.New("error creating the request intake: Pool, Plan, Queue and Logger are required")
+	}
+	return &Intake{IntakeConfig: cfg}, nil
+}
+
+// Submit records a deletion request and queues its job in one transaction.
+// It is idempotent per ticket: the same ticket for the same subject returns
+// the existing request with created false.
+func (r *Intake) Submit(ctx context.Context, key, ticket, by string, force bool) (req *Request, created bool, err error) {
+	if err := nonBlank("ticket", ticket, "by", by); err != nil {
+		return nil, false, err
+	}
+	key, err = r.Plan.CanonicalKey(ctx, r.Pool, key)
+	if err != nil {
+		return nil, false, err
+	}
+	hmac := r.Plan.HMAC(key)
+	err = pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+		var id int64
+		var existing string
+		err := tx.QueryRow(ctx, `
+			INSERT INTO lethe.request (ticket, subject_hmac, subject_key, requested_by, force, deadline)
+			VALUES ($1, $2, $3, $4, $5, now() + $6::interval)
+			ON CONFLICT (ticket) DO NOTHING RETURNING id`,
+			ticket, hmac, key, by, force, fmt.Sprintf("%d seconds", int(Deadline.Seconds()))).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			if err := tx.QueryRow(ctx, `SELECT id, subject_hmac FROM lethe.request WHERE ticket = $1`, ticket).Scan(&id, &existing); err != nil {
+				return fmt.Errorf("error reading request: %w", err)
+			}
+			if existing != hmac {
+				return &lethe.InputError{Field: "ticket", Index: -1, Err: ErrTicketReused,
+					Problem: fmt.Sprintf("%q was used for request %d, for another subject; use a new ticket", ticket, id)}
+			}
+			created = false
+			req, err = getRequest(ctx, tx, `id = $1`, id)
+			return err
+		}
+		if err != nil {
+			return fmt.Errorf("error recording request: %w", err)
+		}
+		created = true
+		if err := enqueue(ctx, tx, r.Queue, id); err != nil {
+			return err
+		}
+		if err := audit.Append(ctx, tx, audit.Entry{Kind: audit.KindRequestReceived, Actor: by, SubjectHMAC: hmac,
+			Detail: map[string]any{"request_id": id, "ticket": ticket, "force": force}}); err != nil {
+			return err
+		}
+		req, err = getRequest(ctx, tx, `id = $1`, id)
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return req, created, nil
+}
+
+const requestColumns = `id, ticket, subject_key, subject_hmac, state, reason, requested_by, force, received_at, deadline, completed_at, receipt`
+
+func scanRequest(row pgx.Row) (*Request, error) {
+	var q Request
+	var receipt []byte
+	if err := row.Scan(&q.ID, &q.Ticket, &q.Subject, &q.SubjectHMAC, &q.State, &q.Reason, &q.RequestedBy, &q.Force,
+		&q.ReceivedAt, &q.Deadline, &q.CompletedAt, &receipt); err != nil {
+		return nil, err
+	}
+	if receipt != nil {
+		raw := json.RawMessage(receipt)
+		q.Receipt = &raw
+	}
+	left := time.Until(q.Deadline).Hours() / 24
+	q.DaysLeft = int(math.Ceil(left))
+	return &q, nil
+}
+
+func getRequest(ctx context.Context, q retention.Querier, where string, arg any) (*Request, error) {
+	req, err := scanRequest(q.QueryRow(ctx, `SELECT `+requestColumns+` FROM lethe.request WHERE `+where, arg))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNoRequest
+	}
+	if err != nil {
+		return nil, fmt.Errorf("error reading request: %w", err)
+	}
+	return req, nil
+}
+
+// Get returns the request with id.
+func (r *Intake) Get(ctx context.Context, id int64) (*Request, error) {
+	return getRequest(ctx, r.Pool, `id = $1`, id)
+}
+
+// ByTicket returns the request with ticket.
+func (r *Intake) ByTicket(ctx context.Context, ticket string) (*Request, error) {
+	return getRequest(ctx, r.Pool, `ticket = $1`, ticket)
+}
+
+// List returns requests, newest first, optionally only in state.
+func (r *Intake) List(ctx context.Context, state string, limit int) ([]*Request, error) {
+	if state != "" && !slices.Contains(RequestStates, state) {
+		return nil, lethe.Input("state", "%q is not one of %s", state, strings.Join(RequestStates, ", "))
+	}
+	rows, err := r.Pool.Query(ctx, `SELECT `+requestColumns+` FROM lethe.request
+		WHERE ($1 = '' OR state = $1) ORDER BY id DESC LIMIT $2`, state, limit)
+	if err != nil {
+		return nil, fmt.Errorf("error listing requests: %w", err)
+	}
+	defer rows.Close()
+	var out []*Request
+	for rows.Next() {
+		q, err := scanRequest(rows)
+		if err != nil {
+			return nil, fmt.Errorf("error listing requests: %w", err)
+		}
+		out = append(out, q)
+	}
+	return out, rows.Err()
+}
+
+// enqueue queues a request's job in tx and records it on the request, so
+// that a job lost with its process can be told from one still queued.
+func enqueue(ctx context.Context, tx pgx.Tx, queue Queue, requestID int64) error {
+	jobID, err := queue.EnqueueRequest(ctx, tx, requestID)
+	if err != nil {
+		return fmt.Errorf("error queueing request %d: %w", requestID, err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE lethe.request SET job_id = $2 WHERE id = $1`, requestID, jobID); err != nil {
+		return fmt.Errorf("error recording request job: %w", err)
+	}
+	return nil
+}
+
+// Requeue queues a new job for an open request whose job was lost, if no
+// one holds its subject, and reports whether it did. Package jobs calls it
+// when it finds such a request.
+func (r *Intake) Requeue(ctx context.Context, requestID int64, subjectHMAC string) (bool, error) {
+	done := false
+	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+		free, err := retention.TryLockSubject(ctx, tx, subjectHMAC)
+		if err != nil || !free {
+			return err
+		}
+		done = true
+		return enqueue(ctx, tx, r.Queue, requestID)
+	})
+	if err != nil {
+		return false, fmt.Errorf("error queueing request %d again: %w", requestID, err)
+	}
+	return done, nil
+}
+
+// Lost is an open request and the job that should be working it.
+type Lost struct {
+	ID          int64
+	SubjectHMAC string
+	JobID       int64 // 0 when none was recorded
+}
+
+// Open returns the requests that a job should be working (received or
+// processing), with their jobs, a page at a time after id after.
+func (r *Intake) Open(ctx context.Context, after int64, limit int) ([]Lost, error) {
+	rows, err := r.Pool.Query(ctx, `
+		SELECT id, subject_hmac, coalesce(job_id, 0) FROM lethe.request
+		WHERE state IN ($1, $2) AND id > $3 ORDER BY id LIMIT $4`, StateReceived, StateProcessing, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("error reading open requests: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Lost, error) {
+		var l Lost
+		return l, row.Scan(&l.ID, &l.SubjectHMAC, &l.JobID)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("error reading open requests: %w", err)
+	}
+	return out, nil
+}
+
+// Resume queues again, in tx, every request that waited on a subject no
+// hold covers any more, and returns how many and their audit entries. It
+// makes Intake a hold.Waiting.
+func (r *Intake) Resume(ctx context.Context, tx pgx.Tx, subjectHMACs []string, matter, by string) (int, []audit.Entry, error) {
+	if len(subjectHMACs) == 0 {
+		return 0, nil, nil
+	}
+	rows, err := tx.Query(ctx, `
+		UPDATE lethe.request SET state = $2, reason = NULL, updated_at = now()
+		WHERE subject_hmac = ANY ($1) AND state = $3
+		RETURNING id, subject_hmac`, subjectHMACs, StateReceived, StateBlockedByHold)
+	if err != nil {
+		return 0, nil, fmt.Errorf("error resuming requests: %w", err)
+	}
+	type resumed struct {
+		id   int64
+		hmac string
+	}
+	rs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (resumed, error) {
+		var x resumed
+		return x, row.Scan(&x.id, &x.hmac)
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("error resuming requests: %w", err)
+	}
+	entries := make([]audit.Entry, 0, len(rs))
+	for _, x := range rs {
+		if err := enqueue(ctx, tx, r.Queue, x.id); err != nil {
+			return 0, nil, err
+		}
+		entries = append(entries, audit.Entry{Kind: audit.KindRequestResumed, Actor: by, SubjectHMAC: x.hmac,
+			Detail: map[string]any{"request_id": x.id, "matter": matter}})
+	}
+	return len(rs), entries, nil
+}
+
+// StillHeld rewrites, in tx, the reason of the requests that wait on
+// subjects some matter still holds, to name the matters left.
+func (r *Intake) StillHeld(ctx context.Context, tx pgx.Tx, subjectHMACs []string) error {
+	if _, err := tx.Exec(ctx, `
+		UPDATE lethe.request r SET reason = 'held under matter ' || m.matters, updated_at = now()
+		FROM (SELECT subject_hmac, string_agg(DISTINCT matter, ', ' ORDER BY matter) AS matters
+		      FROM lethe.hold WHERE released_at IS NULL AND subject_hmac = ANY ($1) GROUP BY subject_hmac) m
+		WHERE r.subject_hmac = m.subject_hmac AND r.state = $2`, subjectHMACs, StateBlockedByHold); err != nil {
+		return fmt.Errorf("error updating blocked requests: %w", err)
+	}
+	return nil
+}
+
+// nonBlank refuses a blank or non-text value among name, value pairs.
+func nonBlank(nameValue ...string) error {
+	for i := 0; i+1 < len(nameValue); i += 2 {
+		name, v := nameValue[i], nameValue[i+1]
+		if strings.TrimSpace(v) == "" {
+			return lethe.Input(name, "is required and cannot be blank")
+		}
+		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return lethe.Input(name, "is not valid UTF-8 text")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,237 @@
+package request_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lethehq/lethe"
+	"github.com/lethehq/lethe/audit"
+	"github.com/lethehq/lethe/internal/lethetest"
+	"github.com/lethehq/lethe/request"
+	"github.com/lethehq/lethe/retention"
+)
+
+func TestRequestStateMachine(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	p := lethetest.New(t, lethetest.CRMSchema, lethetest.CRMConfig)
+	groups := p.SeedCRM(t, 4)
+	before := p.CRMSnapshot(t)
+	p.MustSweep(t)
+	archived := groups["due"][1]
+	require.Len(t, p.ObjectVersions(t, archived), 1)
+	version := p.ObjectVersions(t, archived)[0]
+
+	// An archived subject: every version and the manifest entry go.
+	r1 := p.Submit(t, archived, "T-1", false)
+	require.Equal(t, request.StateReceived, r1.State)
+	require.Equal(t, archived, *r1.Subject)
+	require.Equal(t, []int64{r1.ID}, p.Queue.Requests)
+	require.WithinDuration(t, r1.ReceivedAt.Add(45*24*time.Hour), r1.Deadline, time.Second)
+	require.Equal(t, 45, r1.DaysLeft)
+	p.Work(t)
+	r1 = p.Get(t, r1.ID)
+	require.Equal(t, request.StateCompleted, r1.State)
+	require.Nil(t, r1.Subject, "lethe must forget the key once the request ends")
+	rc := lethetest.ReceiptOf(t, r1)
+	require.True(t, rc.Found)
+	require.True(t, rc.ManifestEntryDeleted)
+	require.Equal(t, []request.ObjectVersion{{Key: p.Arch.ObjectKey(p.Plan.HMAC(archived)), VersionID: version}}, rc.ObjectVersionsDeleted)
+	require.Empty(t, p.ObjectVersions(t, archived), "every version is gone, as the root account sees it")
+	require.NotContains(t, p.Manifest(t), p.Plan.HMAC(archived))
+	require.NotContains(t, string(*r1.Receipt), archived)
+
+	// A protected subject is rejected, and nothing changes.
+	active := groups["active"][2]
+	r2 := p.Submit(t, active, "T-2", false)
+	p.Work(t)
+	r2 = p.Get(t, r2.ID)
+	require.Equal(t, request.StateRejected, r2.State)
+	require.Equal(t, "protected", *r2.Reason)
+	require.Nil(t, r2.Subject)
+	require.Equal(t, before[active], p.CRMSnapshot(t)[active])
+
+	// Forced, it is deleted from every table, and the receipt counts them.
+	r3 := p.Submit(t, active, "T-3", true)
+	p.Work(t)
+	r3 = p.Get(t, r3.ID)
+	require.Equal(t, request.StateCompleted, r3.State)
+	require.NotContains(t, p.CRMSnapshot(t), active)
+	rc = lethetest.ReceiptOf(t, r3)
+	for _, table := range lethetest.CRMTables {
+		require.Equal(t, int64(len(before[active][table])), rc.RowsDeleted[table], table)
+	}
+	require.False(t, rc.ManifestEntryDeleted)
+	require.Empty(t, rc.ObjectVersionsDeleted)
+
+	// A subject lethe never saw completes with nothing deleted, and says so.
+	r4 := p.Submit(t, "never-seen", "T-4", false)
+	p.Work(t)
+	rc = lethetest.ReceiptOf(t, p.Get(t, r4.ID))
+	require.False(t, rc.Found)
+	require.Contains(t, rc.Summary, "nothing was deleted")
+
+	// Idempotent per ticket: the same ticket returns the same request and
+	// queues nothing; a ticket cannot be reused for another subject.
+	again, created, err := p.Intake.Submit(ctx, active, "T-3", "privacy-team", true)
+	require.NoError(t, err)
+	require.False(t, created)
+	require.Equal(t, r3.ID, again.ID)
+	require.Empty(t, p.Queue.Taken().Requests)
+	_, _, err = p.Intake.Submit(ctx, "someone else", "T-3", "privacy-team", false)
+	require.ErrorIs(t, err, request.ErrTicketReused)
+
+	// Bad input changes nothing.
+	for _, bad := range []struct{ key, ticket, by string }{{"  \t", "T-9", "x"}, {"k", "", "x"}, {"k", "T-9", " "}} {
+		_, _, err := p.Intake.Submit(ctx, bad.key, bad.ticket, bad.by, false)
+		require.ErrorIs(t, err, lethe.ErrBadInput)
+	}
+	list, err := p.Intake.List(ctx, "", 100)
+	require.NoError(t, err)
+	require.Len(t, list, 4)
+
+	// Two tickets for one subject complete together.
+	twice := groups["recent"][0]
+	a := p.Submit(t, twice, "T-5", false)
+	b := p.Submit(t, twice, "T-6", false)
+	p.Work(t)
+	ra, rb := lethetest.ReceiptOf(t, p.Get(t, a.ID)), lethetest.ReceiptOf(t, p.Get(t, b.ID))
+	require.Equal(t, []int64{b.ID}, ra.CompletedWith)
+	require.Equal(t, []int64{a.ID}, rb.CompletedWith)
+	require.Equal(t, ra.RowsDeleted, rb.RowsDeleted)
+	require.Equal(t, int64(1), ra.RowsDeleted["crm.customers"])
+
+	// A request that uses up its retries fails, with the error.
+	f := p.Submit(t, groups["recent"][1], "T-7", false)
+	require.NoError(t, p.Eraser.Fail(ctx, f.ID, errors.New("object store unreachable")))
+	f = p.Get(t, f.ID)
+	require.Equal(t, request.StateFailed, f.State)
+	require.Equal(t, "object store unreachable", *f.Reason)
+	require.Nil(t, f.Subject)
+
+	kinds := p.AuditKinds(t)
+	require.Equal(t, 7, kinds[audit.KindRequestReceived])
+	require.Equal(t, 5, kinds[audit.KindRequestCompleted])
+	require.Equal(t, 1, kinds[audit.KindRequestRejected])
+	require.Equal(t, 1, kinds[audit.KindRequestFailed])
+	p.RequireAuditIntact(t)
+}
+
+func TestErasedSubjectThatReappearsIsErasedAgain(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	p := lethetest.New(t, lethetest.CRMSchema, lethetest.CRMConfig)
+	groups := p.SeedCRM(t, 2)
+	gone := groups["active"][0]
+	r := p.Submit(t, gone, "T-1", true)
+	p.Work(t)
+	require.Equal(t, request.StateCompleted, p.Get(t, r.ID).State)
+
+	// A restore from backup brings the customer back, as active: no policy
+	// would touch it, but the suppression does.
+	_, err := p.DB.Pool.Exec(ctx, `INSERT INTO crm.customers (code, status, created_at) VALUES ($1, 'active', now())`, gone)
+	require.NoError(t, err)
+	_, err = p.DB.Pool.Exec(ctx, `INSERT INTO crm.notes (customer_code, body) VALUES ($1, 'restored from backup')`, gone)
+	require.NoError(t, err)
+	res := p.MustSweep(t)
+	require.Equal(t, 1, res.Claimed[retention.PolicySuppressed])
+	require.NotContains(t, p.CRMSnapshot(t), gone)
+	require.Empty(t, p.ObjectVersions(t, gone), "an erased subject is never archived")
+	require.Equal(t, 1, p.AuditKinds(t)[audit.KindSuppressed])
+
+	// Under a hold it is left alone.
+	_, err = p.Holds.Place(ctx, "Matter", []string{gone}, "hold", "legal")
+	require.NoError(t, err)
+	_, err = p.DB.Pool.Exec(ctx, `INSERT INTO crm.customers (code, status, created_at) VALUES ($1, 'active', now())`, gone)
+	require.NoError(t, err)
+	p.MustSweep(t)
+	require.Contains(t, p.CRMSnapshot(t), gone)
+	p.RequireAuditIntact(t)
+}
+
+// Requests that arrive while a sweep archives the same subjects must leave
+// nothing behind once they complete.
+func TestRequestsRacingASweepLeaveNothingBehind(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	p := lethetest.New(t, lethetest.CRMSchema, lethetest.CRMConfig)
+	groups := p.SeedCRM(t, 24)
+	p.Sweeper.BatchSize = 4
+	run, err := p.Sweeper.StartRun(ctx, retention.TriggerCLI, 0)
+	require.NoError(t, err)
+	_, err = p.Sweeper.Sweep(ctx, run, p.Queue)
+	require.NoError(t, err)
+	batches := p.Queue.Taken().Batches
+	require.NotEmpty(t, batches)
+
+	// Half the due subjects get a deletion request while their batches run.
+	targets := groups["due"][:12]
+	var wg sync.WaitGroup
+	errs := make(chan error, len(batches)+len(targets))
+	for _, id := range batches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
+			_, err := p.Mover.RunBatch(ctx, id)
+			errs <- err
+		}()
+	}
+	for i, key := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
+			req, _, err := p.Intake.Submit(ctx, key, fmt.Sprintf("race-%d", i), "privacy-team", false)
+			if err != nil {
+				errs <- err
+				return
+			}
+			for {
+				err := p.Eraser.Process(ctx, req.ID)
+				if !errors.Is(err, request.ErrRetryLater) {
+					errs <- err
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+
+	vers := p.Versions(t)
+	man := p.Manifest(t)
+	hot := p.CRMSnapshot(t)
+	for _, key := range targets {
+		h := p.Plan.HMAC(key)
+		require.NotContains(t, vers, p.Arch.ObjectKey(h), "an object of %q outlived its completed request", key)
+		require.NotContains(t, man, h)
+		require.NotContains(t, hot, key)
+	}
+	for _, key := range groups["due"][12:] {
+		h := p.Plan.HMAC(key)
+		require.Equal(t, []string{man[h]}, vers[p.Arch.ObjectKey(h)])
+	}
+	list, err := p.Intake.List(ctx, request.StateCompleted, 100)
+	require.NoError(t, err)
+	require.Len(t, list, len(targets))
+	require.Equal(t, 0, p.Count(t, `SELECT count(*) FROM lethe.work_item`))
+	p.RequireAuditIntact(t)
+}
+
+// A hold placed after the sweep claimed a subject for destruction, but
+// before its batch runs, still saves it.

@@ -1,0 +1,82 @@
+package retention
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lethehq/lethe/audit"
+)
+
+func (m *batchRun) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, items []item, res *BatchResult) error {
+	ctx, cancel := context.WithTimeout(ctx, m.QueryTimeout)
+	defer cancel()
+	hmacOf := make(map[string]string, len(items))
+	hmacs := make([]string, len(items))
+	for i, it := range items {
+		hmacOf[it.key] = it.hmac
+		hmacs[i] = it.hmac
+	}
+	now := m.Now()
+	return pgx.BeginFunc(ctx, m.db, func(tx pgx.Tx) error {
+		// The subjects' locks order this against holds being placed.
+		if err := LockSubjects(ctx, tx, hmacs); err != nil {
+			return err
+		}
+		held, err := m.Holds.HeldAmong(ctx, tx, hmacs)
+		if err != nil {
+			return err
+		}
+		var keys []string
+		for _, it := range items {
+			if !held[it.hmac] {
+				keys = append(keys, it.key)
+			}
+		}
+		var dueKeys []string
+		if pp != nil {
+			dueKeys, err = m.Plan.LockDue(ctx, tx, pp, keys, now)
+		} else {
+			dueKeys, err = m.Plan.LockRoots(ctx, tx, keys)
+		}
+		if err != nil {
+			return err
+		}
+		del, total, err := m.Plan.DeleteGraph(ctx, tx, dueKeys, func() error { return m.at(FaultDuringDelete) })
+		if err != nil {
+			return err
+		}
+		entries := make([]audit.Entry, 0, len(dueKeys))
+		for _, k := range dueKeys {
+			e := audit.Entry{Kind: audit.KindDestroy, Actor: "lethe", SubjectHMAC: hmacOf[k],
+				Detail: map[string]any{"batch_id": batchID, "rows": m.Plan.RowsByTable(del[k])}}
+			if pp != nil {
+				e.Detail.(map[string]any)["policy"] = pp.Name
+			} else {
+				e.Kind = audit.KindSuppressed
+				e.Detail.(map[string]any)["reason"] = "erased on request earlier; found again in the hot tables"
+			}
+			entries = append(entries, e)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM lethe.work_item WHERE subject_hmac = ANY ($1)`, hmacs); err != nil {
+			return fmt.Errorf("error dropping work items: %w", err)
+		}
+		skipped := len(keys) - len(dueKeys)
+		if _, err := tx.Exec(ctx, `UPDATE lethe.batch SET destroyed = destroyed + $2, skipped = skipped + $3, held = held + $4, rows_moved = rows_moved + $5 WHERE id = $1`,
+			batchID, len(dueKeys), skipped, len(held), total); err != nil {
+			return fmt.Errorf("error counting batch: %w", err)
+		}
+		if err := audit.Append(ctx, tx, entries...); err != nil {
+			return err
+		}
+		if err := m.at(FaultBeforeCommit); err != nil {
+			return err
+		}
+		res.Destroyed += len(dueKeys)
+		res.Skipped += skipped
+		res.Held += len(held)
+		res.Rows += total
+		return nil
+	})
+}

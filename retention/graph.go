@@ -1,0 +1,210 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lethehq/lethe/archive"
+)
+
+// GraphRows is one subject's rows, read from every table of the graph.
+type GraphRows struct {
+	// Key is the subject's canonical key.
+	Key string
+	// Bundle holds the rows, ready to archive.
+	Bundle *archive.Bundle
+	// Digests are the md5 of each table's rows (indexed as Plan.Nodes), ""
+	// where the subject has none; a delete compares them with what it
+	// deletes, to catch rows that changed since.
+	Digests []string
+}
+
+// ReadGraph reads in tx, which should be a repeatable-read snapshot, the
+// whole graph of every subject among keys that policy pp still finds due at
+// now: one statement per table for all of them. Subjects no longer due are
+// left out.
+func (p *Plan) ReadGraph(ctx context.Context, tx pgx.Tx, pp *PolicyPlan, keys []string, now time.Time) ([]*GraphRows, error) {
+	rows, err := tx.Query(ctx, p.sql.readRoot[pp.Name], keys, pp.Cutoff(now))
+	if err != nil {
+		return nil, fmt.Errorf("error reading subjects: %w", err)
+	}
+	bySubject := map[string]*GraphRows{}
+	var out []*GraphRows
+	for rows.Next() {
+		var key, digest string
+		var agg []byte
+		if err := rows.Scan(&key, &agg, &digest); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("error reading subjects: %w", err)
+		}
+		g := &GraphRows{Key: key, Digests: make([]string, len(p.Nodes)), Bundle: &archive.Bundle{
+			Subject: key, Policy: pp.Name, ArchivedAt: now, Tables: make([]archive.TableRows, len(p.Nodes)),
+		}}
+		for i, n := range p.Nodes {
+			g.Bundle.Tables[i].Table = n.Name
+		}
+		g.Bundle.Tables[0].Rows, g.Digests[0] = agg, digest
+		bySubject[key] = g
+		out = append(out, g)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("error reading subjects: %w", err)
+	}
+	if len(out) == 0 || len(p.Nodes) == 1 {
+		return out, nil
+	}
+	dueKeys := make([]string, len(out))
+	for i, g := range out {
+		dueKeys[i] = g.Key
+	}
+	var b pgx.Batch
+	for _, q := range p.sql.read[1:] {
+		b.Queue(q, dueKeys)
+	}
+	br := tx.SendBatch(ctx, &b)
+	defer br.Close()
+	for i := 1; i < len(p.Nodes); i++ {
+		if err := readNode(br, i, bySubject); err != nil {
+			return nil, fmt.Errorf("error reading %s: %w", p.Nodes[i].Name, err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return nil, fmt.Errorf("error reading subjects: %w", err)
+	}
+	return out, nil
+}
+
+func readNode(br pgx.BatchResults, i int, bySubject map[string]*GraphRows) error {
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key, digest string
+		var agg []byte
+		if err := rows.Scan(&key, &agg, &digest); err != nil {
+			return err
+		}
+		if g := bySubject[key]; g != nil {
+			g.Bundle.Tables[i].Rows, g.Digests[i] = agg, digest
+		}
+	}
+	return rows.Err()
+}
+
+// LockRoots locks, in tx, the root rows of the subjects with keys, and
+// returns the keys of those that exist.
+func (p *Plan) LockRoots(ctx context.Context, tx pgx.Tx, keys []string) ([]string, error) {
+	return p.lockKeys(ctx, tx, p.sql.lockRoots, keys)
+}
+
+// LockDue locks, in tx, the root rows of the subjects with keys that policy
+// pp still finds due at now, and returns their keys.
+func (p *Plan) LockDue(ctx context.Context, tx pgx.Tx, pp *PolicyPlan, keys []string, now time.Time) ([]string, error) {
+	return p.lockKeys(ctx, tx, p.sql.lockDue[pp.Name], keys, pp.Cutoff(now))
+}
+
+func (p *Plan) lockKeys(ctx context.Context, tx pgx.Tx, q string, keys []string, args ...any) ([]string, error) {
+	rows, err := tx.Query(ctx, q, append([]any{keys}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("error locking subjects: %w", err)
+	}
+	locked, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("error locking subjects: %w", err)
+	}
+	return locked, nil
+}
+
+// LockForErasure locks, in tx, the subject's root row and reports whether it
+// exists and whether requests.protect matches it. Once the lock is granted,
+// a sweep that claimed the subject has committed its claim, and no sweep can
+// claim it until tx ends.
+func (p *Plan) LockForErasure(ctx context.Context, tx pgx.Tx, key string) (exists, protected bool, err error) {
+	err = tx.QueryRow(ctx, p.sql.lockProtect, key).Scan(&protected)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, false, nil
+	case err != nil:
+		return false, false, fmt.Errorf("error locking subject: %w", err)
+	}
+	return true, protected, nil
+}
+
+// Deleted is what one delete statement removed of one subject.
+type Deleted struct {
+	// Count is how many rows.
+	Count int64
+	// Digest is the md5 of the rows, as ReadGraph digests them; "" when
+	// there were none.
+	Digest string
+}
+
+// DeleteGraph deletes the subjects' rows from every table, children before
+// parents, with one statement per table, and returns per subject what was
+// deleted from each table (indexed as Plan.Nodes) and the total of rows.
+// afterFirst, if set, runs after the first delete (a fault point).
+func (p *Plan) DeleteGraph(ctx context.Context, tx pgx.Tx, keys []string, afterFirst func() error) (map[string][]Deleted, int64, error) {
+	out := make(map[string][]Deleted, len(keys))
+	for _, k := range keys {
+		out[k] = make([]Deleted, len(p.Nodes))
+	}
+	if len(keys) == 0 {
+		return out, 0, nil
+	}
+	var total int64
+	for i := len(p.Nodes) - 1; i >= 0; i-- {
+		n, err := p.deleteNode(ctx, tx, i, keys, out)
+		if err != nil {
+			return nil, 0, fmt.Errorf("error deleting from %s: %w", p.Nodes[i].Name, err)
+		}
+		total += n
+		if i == len(p.Nodes)-1 && afterFirst != nil {
+			if err := afterFirst(); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	return out, total, nil
+}
+
+func (p *Plan) deleteNode(ctx context.Context, tx pgx.Tx, i int, keys []string, out map[string][]Deleted) (int64, error) {
+	rows, err := tx.Query(ctx, p.sql.delete[i], keys)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	var total int64
+	for rows.Next() {
+		var key string
+		var d Deleted
+		if err := rows.Scan(&key, &d.Count, &d.Digest); err != nil {
+			return 0, err
+		}
+		if ds := out[key]; ds != nil {
+			ds[i] = d
+			total += d.Count
+		}
+	}
+	return total, rows.Err()
+}
+
+// RowsByTable turns DeleteGraph's result for one subject into counts by
+// table name, for audit entries and receipts; nil gives every table 0.
+func (p *Plan) RowsByTable(ds []Deleted) map[string]int64 {
+	out := make(map[string]int64, len(p.Nodes))
+	for i, n := range p.Nodes {
+		if i < len(ds) {
+			out[n.Name] = ds[i].Count
+		} else {
+			out[n.Name] = 0
+		}
+	}
+	return out
+}

@@ -1,0 +1,133 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/lethehq/lethe/audit"
+)
+
+// FinishRun marks runID done (or failed, if any batch failed) once its
+// sweep has finished claiming and no batch of it is still queued, and audits
+// it. Every batch calls it after it settles, so the last one closes the run.
+// It reports whether this call closed it.
+func FinishRun(ctx context.Context, db beginner, runID int64) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return false, fmt.Errorf("error finishing run: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
+	var state string
+	err = tx.QueryRow(ctx, `
+		UPDATE lethe.run r SET finished_at = now(),
+			state = CASE WHEN EXISTS (SELECT 1 FROM lethe.batch b WHERE b.run_id = r.id AND b.state = $3)
+			             THEN $4 ELSE $5 END
+		WHERE r.id = $1 AND r.state = $2
+		  AND NOT EXISTS (SELECT 1 FROM lethe.batch b WHERE b.run_id = r.id AND b.state = $6)
+		RETURNING r.state`, runID, RunWorking, BatchFailed, RunFailed, RunDone, BatchQueued).Scan(&state)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("error finishing run: %w", err)
+	}
+	sum, err := runSummary(ctx, tx, runID)
+	if err != nil {
+		return false, err
+	}
+	sum.State = state
+	if err := audit.Append(ctx, tx, audit.Entry{Kind: audit.KindRun, Actor: "lethe", Detail: sum}); err != nil {
+		return false, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return false, fmt.Errorf("error finishing run: %w", err)
+	}
+	return true, nil
+}
+
+// RunTotals are a run's counts, for summaries and the audit log.
+type RunTotals struct {
+	RunID     int64                   `json:"run_id"`
+	State     string                  `json:"state"`
+	Batches   int                     `json:"batches"`
+	Queued    int                     `json:"batches_queued"`
+	Failed    int                     `json:"batches_failed"`
+	Subjects  int                     `json:"subjects"`
+	Archived  int                     `json:"archived"`
+	Destroyed int                     `json:"destroyed"`
+	Skipped   int                     `json:"skipped"`
+	Rows      int64                   `json:"rows"`
+	Bytes     int64                   `json:"bytes"`
+	Policies  map[string]*PolicyTotal `json:"policies"`
+}
+
+// PolicyTotal are one policy's counts in a run.
+type PolicyTotal struct {
+	Subjects  int   `json:"subjects"`
+	Archived  int   `json:"archived"`
+	Destroyed int   `json:"destroyed"`
+	Skipped   int   `json:"skipped"`
+	Bytes     int64 `json:"bytes"`
+}
+
+func runSummary(ctx context.Context, db Querier, runID int64) (*RunTotals, error) {
+	rows, err := db.Query(ctx, `
+		SELECT policy, state, subjects, archived, destroyed, skipped, rows_moved, bytes
+		FROM lethe.batch WHERE run_id = $1`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("error summing run: %w", err)
+	}
+	defer rows.Close()
+	t := &RunTotals{RunID: runID, Policies: map[string]*PolicyTotal{}}
+	for rows.Next() {
+		var policy, state string
+		var subjects, archived, destroyed, skipped int
+		var nrows, bytes int64
+		if err := rows.Scan(&policy, &state, &subjects, &archived, &destroyed, &skipped, &nrows, &bytes); err != nil {
+			return nil, fmt.Errorf("error summing run: %w", err)
+		}
+		t.Batches++
+		switch state {
+		case BatchQueued:
+			t.Queued++
+		case BatchFailed:
+			t.Failed++
+		}
+		t.Subjects += subjects
+		t.Archived += archived
+		t.Destroyed += destroyed
+		t.Skipped += skipped
+		t.Rows += nrows
+		t.Bytes += bytes
+		p := t.Policies[policy]
+		if p == nil {
+			p = &PolicyTotal{}
+			t.Policies[policy] = p
+		}
+		p.Subjects += subjects
+		p.Archived += archived
+		p.Destroyed += destroyed
+		p.Skipped += skipped
+		p.Bytes += bytes
+	}
+	return t, rows.Err()
+}
+
+// Totals returns a run's counts so far.
+func Totals(ctx context.Context, pool *pgxpool.Pool, runID int64) (*RunTotals, error) {
+	t, err := runSummary(ctx, pool, runID)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.QueryRow(ctx, `SELECT state FROM lethe.run WHERE id = $1`, runID).Scan(&t.State); err != nil {
+		return nil, fmt.Errorf("error reading run %d: %w", runID, err)
+	}
+	return t, nil
+}
