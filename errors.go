@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrBadInput is wrapped by every error about what a caller gave lethe: a
@@ -63,4 +64,19 @@ func (e *InputError) Unwrap() []error {
 		return []error{ErrBadInput, e.Err}
 	}
 	return []error{ErrBadInput}
+}
+
+// NonBlank refuses the first blank or non-text value among name, value
+// pairs: each is a required field that must be UTF-8 text without NUL.
+func NonBlank(nameValue ...string) error {
+	for i := 0; i+1 < len(nameValue); i += 2 {
+		name, v := nameValue[i], nameValue[i+1]
+		if strings.TrimSpace(v) == "" {
+			return Input(name, "is required and cannot be blank")
+		}
+		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return Input(name, "is not valid UTF-8 text")
+		}
+	}
+	return nil
 }

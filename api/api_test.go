@@ -1,7 +1,7 @@
 package api_test
 
 // Tests of lethe's API as lethe worker and lethe serve run it, built
-// in-process: a real listener over the shop's database, the bucket, and
+// in-process: a real listener over the CRM's database, the bucket, and
 // (for the worker) a River client working the jobs. Every answer under
 // /api/v1, /healthz and /readyz is held to the OpenAPI document.
 
@@ -26,115 +26,17 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/lethehq/lethe/api"
 	"github.com/lethehq/lethe/audit"
 	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/internal/config"
+	"github.com/lethehq/lethe/internal/lethetest"
 	"github.com/lethehq/lethe/internal/testenv"
 	"github.com/lethehq/lethe/jobs"
 	"github.com/lethehq/lethe/retention"
 )
-
-// ---------------------------------------------------------------------------
-// The shop: a small customer schema, synthetic data only.
-
-const shopSchema = `
-CREATE SCHEMA shop;
-CREATE TABLE shop.clients (
-	code       text PRIMARY KEY,
-	state      text NOT NULL,
-	left_at    timestamptz,
-	created_at timestamptz NOT NULL,
-	email      text
-);
-CREATE TABLE shop.orders (
-	id          bigserial PRIMARY KEY,
-	client_code text NOT NULL REFERENCES shop.clients (code),
-	total       numeric
-);
-CREATE INDEX ON shop.orders (client_code);
-`
-
-// shopFragment is the shop's config but for database and archive: former
-// clients are archived two years after they left, spam is deleted after 30
-// days, and a request never deletes an active client.
-const shopFragment = `schedule: "0 3 1 1 *"
-subject:
-  table: shop.clients
-  key: code
-  related:
-    - table: shop.orders
-      join: client_code = code
-policies:
-  - name: gone
-    where: "state = 'gone'"
-    clock: left_at
-    retain: 730d
-  - name: spam
-    where: "state = 'spam'"
-    clock: created_at
-    retain: 30d
-    then: delete
-requests:
-  protect: "state = 'active'"
-`
-
-// Subject categories of the shop.
-const (
-	catGoneDue    = "gone-due"    // state gone, left more than 730 days ago
-	catGoneRecent = "gone-recent" // state gone, left 10 days ago
-	catSpamDue    = "spam-due"    // state spam, created more than 30 days ago
-	catSpamRecent = "spam-recent" // state spam, created 5 days ago
-	catActive     = "active"      // state active, whatever the clocks say
-)
-
-// seedShop fills the shop with clients of every category, each with one to
-// three orders, and returns their keys by category, in key order.
-func seedShop(t *testing.T, db *testenv.DB) map[string][]string {
-	t.Helper()
-	ctx := context.Background()
-	_, err := db.Pool.Exec(ctx, shopSchema)
-	require.NoError(t, err)
-	// The clocks of one category differ by up to a minute per subject, so
-	// that a sweep pages through distinct clock values, and no subject
-	// comes near its policy's cutoff.
-	cats := []struct {
-		cat, state  string
-		n           int
-		leftDays    int // 0: no left_at
-		createdDays int
-	}{
-		{catGoneDue, "gone", 24, 800, 1200},
-		{catGoneRecent, "gone", 5, 10, 1200},
-		{catSpamDue, "spam", 6, 0, 60},
-		{catSpamRecent, "spam", 3, 0, 5},
-		{catActive, "active", 8, 900, 1200}, // an old clock does not make an active client due
-	}
-	keys := map[string][]string{}
-	var b strings.Builder
-	i := 0
-	for _, c := range cats {
-		for range c.n {
-			i++
-			key := fmt.Sprintf("cl-%04d", 1000+i)
-			keys[c.cat] = append(keys[c.cat], key)
-			left := "NULL"
-			if c.leftDays > 0 {
-				left = fmt.Sprintf("now() - interval '%d days %d seconds'", c.leftDays, 60*i)
-			}
-			fmt.Fprintf(&b, "INSERT INTO shop.clients VALUES ('%s', '%s', %s, now() - interval '%d days %d seconds', 'pd-mail-%04d@example.test');\n",
-				key, c.state, left, c.createdDays, 60*i, i)
-			fmt.Fprintf(&b, "INSERT INTO shop.orders (client_code, total) SELECT '%s', g * 10.5 FROM generate_series(1, %d) AS g;\n", key, i%3+1)
-		}
-	}
-	_, err = db.Pool.Exec(ctx, b.String())
-	require.NoError(t, err)
-	return keys
-}
 
 // ---------------------------------------------------------------------------
 // The server, as lethe worker and lethe serve build it.
@@ -158,25 +60,6 @@ func withHTTP(t *testing.T, yaml, extra string) string {
 	return strings.Replace(yaml, plain, b.String(), 1)
 }
 
-// logBuffer holds a server's log; the server, the worker and the test use
-// it from several goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // liveOptions say what startLive runs.
 type liveOptions struct {
 	// bucket is the archive; nil for a new bucket on the shared server.
@@ -188,34 +71,36 @@ type liveOptions struct {
 	worker bool
 }
 
-// live is one test's server, listening, over a shop of its own.
+// live is one test's server, listening, over a CRM of its own.
 type live struct {
 	db   *testenv.DB
 	app  *app.App
 	svc  *jobs.Services      // what the worker calls into; nil without one
-	keys map[string][]string // the shop's keys by category
-	log  *logBuffer
+	keys map[string][]string // the CRM's keys by group
+	log  *lethetest.SyncBuffer
 	addr string
 }
 
-// startLive serves lethe's API over a new shop on a real listener, with
+// startLive serves lethe's API over a new CRM on a real listener, with
 // the readiness checks, metrics and River UI of lethe worker and lethe
 // serve, logging at debug level into l.log. Everything stops when t ends.
 func startLive(t *testing.T, opts liveOptions) *live {
 	t.Helper()
 	ctx := context.Background()
-	l := &live{db: testenv.NewDB(t), log: &logBuffer{}}
+	l := &live{db: testenv.NewDB(t), log: &lethetest.SyncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("the server's log:\n%s", l.log)
 		}
 	})
-	l.keys = seedShop(t, l.db)
+	_, err := l.db.Pool.Exec(ctx, lethetest.CRMSchema)
+	require.NoError(t, err)
+	l.keys = lethetest.SeedCRM(t, l.db.Pool, 12)
 	bucket := opts.bucket
 	if bucket == nil {
 		bucket = testenv.NewBucket(t)
 	}
-	yaml := testenv.ConfigYAML(l.db, bucket, testenv.NewIdentity(t).Recipient().String(), shopFragment)
+	yaml := testenv.ConfigYAML(l.db, bucket, testenv.NewIdentity(t).Recipient().String(), lethetest.CRMConfig)
 	cfg, err := config.Load(strings.NewReader(withHTTP(t, yaml, opts.httpExtra)), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	logger := slog.New(slog.NewTextHandler(l.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -277,7 +162,7 @@ func (l *live) sweep(t *testing.T) {
 	}
 }
 
-// count runs a count query on the shop's database.
+// count runs a count query on the CRM's database.
 func (l *live) count(t *testing.T, query string, args ...any) int {
 	t.Helper()
 	var n int
@@ -285,10 +170,11 @@ func (l *live) count(t *testing.T, query string, args ...any) int {
 	return n
 }
 
-// clientRows is how many rows subject key has in the shop's tables.
+// clientRows is how many rows subject key has in the CRM's tables.
 func (l *live) clientRows(t *testing.T, key string) int {
 	t.Helper()
-	return l.count(t, `SELECT (SELECT count(*) FROM shop.clients WHERE code = $1) + (SELECT count(*) FROM shop.orders WHERE client_code = $1)`, key)
+	return l.count(t, `SELECT (SELECT count(*) FROM crm.customers WHERE code = $1) + (SELECT count(*) FROM crm.notes WHERE customer_code = $1)
+		+ (SELECT count(*) FROM crm.accounts WHERE customer_code = $1)`, key)
 }
 
 // ---------------------------------------------------------------------------
@@ -437,41 +323,7 @@ func (c *apiClient) metrics(t *testing.T) (map[string]*dto.MetricFamily, []byte)
 	t.Helper()
 	r := c.call("GET", "/metrics", "", nil)
 	require.Equal(t, 200, r.status)
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(r.body))
-	require.NoError(t, err)
-	return families, r.body
-}
-
-// metricValue is the value of name's first sample that has every label of
-// labels (name, value, ...): a counter's or gauge's value, or a histogram's
-// sample count.
-func metricValue(t *testing.T, families map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	t.Helper()
-	f, ok := families[name]
-	require.True(t, ok, "no metric %s", name)
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.GetCounter() != nil:
-			return m.GetCounter().GetValue()
-		case m.GetGauge() != nil:
-			return m.GetGauge().GetValue()
-		case m.GetHistogram() != nil:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	require.FailNow(t, "no sample", "%s %v", name, labels)
-	return 0
+	return testenv.ParseMetrics(t, string(r.body)), r.body
 }
 
 // ---------------------------------------------------------------------------
@@ -486,11 +338,11 @@ func TestAPI(t *testing.T) {
 	ctx := context.Background()
 	l := startLive(t, liveOptions{worker: true})
 	c := newAPIClient(t, "http://"+l.addr, nil)
-	gone := l.keys[catGoneDue][0]
-	held := l.keys[catGoneDue][1]
-	active := l.keys[catActive][0]
-	require.NotZero(t, l.count(t, `SELECT count(*) FROM shop.orders WHERE client_code = $1`, gone))
-	require.NotZero(t, l.count(t, `SELECT count(*) FROM shop.orders WHERE client_code = $1`, held))
+	gone := l.keys["due"][0]
+	held := l.keys["due"][1]
+	active := l.keys["active"][0]
+	require.Greater(t, l.clientRows(t, gone), 1, "the subject has rows in several tables")
+	require.Greater(t, l.clientRows(t, held), 1, "the subject has rows in several tables")
 
 	t.Run("health", func(t *testing.T) {
 		r := c.call("GET", "/healthz", "", nil)
@@ -626,8 +478,8 @@ func TestAPI(t *testing.T) {
 		require.True(t, ok, "%v", done)
 		require.Equal(t, true, receipt["found"])
 		require.Equal(t, float64(v.ID), receipt["request_id"])
-		require.Zero(t, l.count(t, `SELECT count(*) FROM shop.clients WHERE code = $1`, gone), "the subject is gone from the hot tables")
-		require.Zero(t, l.clientRows(t, gone), "its orders too")
+		require.Zero(t, l.count(t, `SELECT count(*) FROM crm.customers WHERE code = $1`, gone), "the subject is gone from the hot tables")
+		require.Zero(t, l.clientRows(t, gone), "its accounts and notes too")
 
 		var list []map[string]any
 		c.call("GET", "/api/v1/requests?state=completed", "auditor", nil).json(t, &list)
@@ -648,7 +500,7 @@ func TestAPI(t *testing.T) {
 		r.json(t, &v)
 		rej := c.waitRequestState(v.ID, "rejected")
 		require.Equal(t, "protected", rej["reason"])
-		require.NotZero(t, l.count(t, `SELECT count(*) FROM shop.clients WHERE code = $1`, active), "an active client is not deleted")
+		require.NotZero(t, l.count(t, `SELECT count(*) FROM crm.customers WHERE code = $1`, active), "an active client is not deleted")
 	})
 
 	t.Run("holds", func(t *testing.T) {
@@ -680,7 +532,7 @@ func TestAPI(t *testing.T) {
 		}
 		r.json(t, &v)
 		c.waitRequestState(v.ID, "blocked_by_hold")
-		require.NotZero(t, l.count(t, `SELECT count(*) FROM shop.clients WHERE code = $1`, held), "a held subject is not deleted")
+		require.NotZero(t, l.count(t, `SELECT count(*) FROM crm.customers WHERE code = $1`, held), "a held subject is not deleted")
 
 		r = c.call("POST", "/api/v1/holds/release", "legal", map[string]any{"matter": "M-1", "by": "counsel"})
 		require.Equal(t, 200, r.status, "%s", r.body)
@@ -690,7 +542,7 @@ func TestAPI(t *testing.T) {
 		r.json(t, &rel)
 		require.Equal(t, struct{ Released, Freed, Resumed int }{1, 1, 1}, rel)
 		c.waitRequestState(v.ID, "completed")
-		require.Zero(t, l.count(t, `SELECT count(*) FROM shop.clients WHERE code = $1`, held))
+		require.Zero(t, l.count(t, `SELECT count(*) FROM crm.customers WHERE code = $1`, held))
 		require.Zero(t, l.clientRows(t, held))
 	})
 
@@ -717,25 +569,25 @@ func TestAPI(t *testing.T) {
 		families, body := c.metrics(t)
 		value := func(name string, labels ...string) float64 {
 			t.Helper()
-			return metricValue(t, families, name, labels...)
+			return testenv.MetricValue(t, families, name, labels...)
 		}
-		archived := l.count(t, `SELECT count(*) FROM lethe.manifest WHERE policy = 'gone'`)
+		archived := l.count(t, `SELECT count(*) FROM lethe.manifest WHERE policy = 'former'`)
 		require.NotZero(t, archived)
-		require.Equal(t, float64(archived), value("lethe_subjects_archived_total", "policy", "gone"))
+		require.Equal(t, float64(archived), value("lethe_subjects_archived_total", "policy", "former"))
 		var destroyed int
 		require.NoError(t, l.db.Pool.QueryRow(ctx, `SELECT coalesce(sum(destroyed), 0)::int FROM lethe.batch WHERE policy = 'spam'`).Scan(&destroyed))
 		require.NotZero(t, destroyed)
 		require.Equal(t, float64(destroyed), value("lethe_subjects_destroyed_total", "policy", "spam"))
 		var bytesPut int
-		require.NoError(t, l.db.Pool.QueryRow(ctx, `SELECT coalesce(sum(bytes), 0)::int FROM lethe.batch WHERE policy = 'gone'`).Scan(&bytesPut))
-		require.Equal(t, float64(bytesPut), value("lethe_archive_bytes_total", "policy", "gone"))
-		require.Equal(t, float64(l.count(t, `SELECT count(*) FROM lethe.batch WHERE policy = 'gone'`)),
-			value("lethe_batch_duration_seconds", "policy", "gone"))
+		require.NoError(t, l.db.Pool.QueryRow(ctx, `SELECT coalesce(sum(bytes), 0)::int FROM lethe.batch WHERE policy = 'former'`).Scan(&bytesPut))
+		require.Equal(t, float64(bytesPut), value("lethe_archive_bytes_total", "policy", "former"))
+		require.Equal(t, float64(l.count(t, `SELECT count(*) FROM lethe.batch WHERE policy = 'former'`)),
+			value("lethe_batch_duration_seconds", "policy", "former"))
 		require.Equal(t, 2.0, value("lethe_requests", "state", "completed"))
 		require.Equal(t, 1.0, value("lethe_requests", "state", "rejected"))
 		require.Equal(t, 0.0, value("lethe_holds_active"))
 		require.Equal(t, 1.0, value("lethe_database_up"))
-		for _, k := range slices.Concat(l.keys[catGoneDue], l.keys[catActive]) {
+		for _, k := range slices.Concat(l.keys["due"], l.keys["active"]) {
 			require.NotContains(t, string(body), k, "metrics carry no subject key")
 		}
 	})

@@ -88,9 +88,8 @@ func (s *Server) riverUI(w http.ResponseWriter, r *http.Request) {
 		IDs []json.Number `json:"ids"`
 	}
 	_ = json.Unmarshal(body, &named) // not every call names jobs
-	lw := &statusWriter{ResponseWriter: w}
-	s.opts.RiverUI.ServeHTTP(lw, r)
-	s.auditRiverUI(r, c, route, lw.status, named.IDs)
+	s.opts.RiverUI.ServeHTTP(w, r)
+	s.auditRiverUI(r, c, route, statusOf(w), named.IDs)
 }
 
 func (s *Server) auditRiverUI(r *http.Request, c *caller, route string, status int, jobIDs []json.Number) {
@@ -101,25 +100,11 @@ func (s *Server) auditRiverUI(r *http.Request, c *caller, route string, status i
 	s.auditCall(r, c, status, detail)
 }
 
-// statusWriter remembers the status a handler answered with.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
+// statusOf is the status a handler answered on w, as logRequests's writer
+// recorded it.
+func statusOf(w http.ResponseWriter) int {
+	if lw, ok := w.(*logWriter); ok && lw.status != 0 {
+		return lw.status
 	}
-	w.ResponseWriter.WriteHeader(code)
+	return http.StatusOK
 }
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap gives http.ResponseController the underlying writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

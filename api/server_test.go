@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -125,15 +124,9 @@ func setup(t *testing.T) *bundle {
 	return b
 }
 
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
 // do sends a request with the role's token as a bearer token ("" for
 // none); headers are set after.
-func (b *bundle) do(t *testing.T, method, path, role, body string, headers ...string) response {
+func (b *bundle) do(t *testing.T, method, path, role, body string, headers ...string) apiResponse {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -159,27 +152,7 @@ func (b *bundle) do(t *testing.T, method, path, role, body string, headers ...st
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	return response{status: resp.StatusCode, header: resp.Header, body: out}
-}
-
-// problem requires an application/problem+json answer of status and
-// returns its detail.
-func (r response) problem(t *testing.T, status int) string {
-	t.Helper()
-	require.Equal(t, status, r.status, "%s", r.body)
-	require.Equal(t, "application/problem+json", r.header.Get("Content-Type"))
-	var p struct {
-		Status int    `json:"status"`
-		Detail string `json:"detail"`
-	}
-	require.NoError(t, json.Unmarshal(r.body, &p))
-	require.Equal(t, status, p.Status)
-	return p.Detail
-}
-
-func (r response) json(t *testing.T, v any) {
-	t.Helper()
-	require.NoError(t, json.Unmarshal(r.body, v), "%d %s", r.status, r.body)
+	return apiResponse{status: resp.StatusCode, header: resp.Header, body: out}
 }
 
 func (b *bundle) count(t *testing.T, q string, args ...any) int {

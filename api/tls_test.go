@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lethehq/lethe/internal/testenv"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key into dir and
@@ -72,7 +74,7 @@ func TestAPIServeTLS(t *testing.T) {
 	require.Equal(t, 200, c.call("GET", "/healthz", "", nil).status)
 	require.Equal(t, 200, c.call("GET", "/readyz", "", nil).status)
 
-	key := l.keys[catGoneDue][0]
+	key := l.keys["due"][0]
 	r := c.call("POST", "/api/v1/requests", "privacy", map[string]any{"subject": key, "ticket": "T-TLS", "by": "desk"})
 	require.Equal(t, 201, r.status, "%s", r.body)
 	var req struct {
@@ -83,13 +85,13 @@ func TestAPIServeTLS(t *testing.T) {
 	r.json(t, &req)
 	require.Equal(t, "received", req.State, "no worker: the request waits for one")
 	require.Equal(t, 45, req.DaysLeft)
-	r = c.call("POST", "/api/v1/holds", "legal", map[string]any{"matter": "M-TLS", "subjects": []string{l.keys[catGoneDue][1], "not-yet-a-customer"}, "reason": "r", "by": "counsel"})
+	r = c.call("POST", "/api/v1/holds", "legal", map[string]any{"matter": "M-TLS", "subjects": []string{l.keys["due"][1], "not-yet-a-customer"}, "reason": "r", "by": "counsel"})
 	require.Equal(t, 201, r.status, "%s", r.body)
 
 	families, body := c.metrics(t)
 	gauge := func(name string, labels ...string) float64 {
 		t.Helper()
-		return metricValue(t, families, name, labels...)
+		return testenv.MetricValue(t, families, name, labels...)
 	}
 	require.Equal(t, 1.0, gauge("lethe_requests", "state", "received"))
 	require.Equal(t, 0.0, gauge("lethe_requests", "state", "completed"))

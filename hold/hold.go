@@ -12,9 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -103,14 +101,14 @@ type PlaceResult struct {
 // Keys are made canonical first, so that one subject typed two ways is held
 // once.
 func (s *Service) Place(ctx context.Context, matter string, keys []string, reason, by string) (*PlaceResult, error) {
-	if err := nonBlank("matter", matter, "reason", reason, "by", by); err != nil {
+	if err := lethe.NonBlank("matter", matter, "reason", reason, "by", by); err != nil {
 		return nil, err
 	}
 	keys, err := s.Plan.CanonicalKeys(ctx, s.Pool, keys)
 	if err != nil {
 		return nil, err
 	}
-	keys = unique(keys)
+	keys = retention.Unique(keys)
 	hmacs := s.hmacs(keys)
 	res := &PlaceResult{}
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
@@ -169,14 +167,14 @@ type ReleaseResult struct {
 // S3 legal hold is switched off by a job, and deletion requests waiting on
 // it resume by themselves.
 func (s *Service) Release(ctx context.Context, matter string, keys []string, by string) (*ReleaseResult, error) {
-	if err := nonBlank("matter", matter, "by", by); err != nil {
+	if err := lethe.NonBlank("matter", matter, "by", by); err != nil {
 		return nil, err
 	}
 	keys, err := s.Plan.CanonicalKeys(ctx, s.Pool, keys)
 	if err != nil {
 		return nil, err
 	}
-	keys = unique(keys)
+	keys = retention.Unique(keys)
 	res := &ReleaseResult{}
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		*res = ReleaseResult{}
@@ -343,33 +341,6 @@ func (s *Service) hmacs(keys []string) []string {
 	out := make([]string, len(keys))
 	for i, k := range keys {
 		out[i] = s.Plan.HMAC(k)
-	}
-	return out
-}
-
-// nonBlank refuses a blank or non-text value among name, value pairs.
-func nonBlank(nameValue ...string) error {
-	for i := 0; i+1 < len(nameValue); i += 2 {
-		name, v := nameValue[i], nameValue[i+1]
-		if strings.TrimSpace(v) == "" {
-			return lethe.Input(name, "is required and cannot be blank")
-		}
-		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
-			return lethe.Input(name, "is not valid UTF-8 text")
-		}
-	}
-	return nil
-}
-
-// unique returns keys without repeats, in order of first appearance.
-func unique(keys []string) []string {
-	seen := make(map[string]bool, len(keys))
-	out := keys[:0:0]
-	for _, k := range keys {
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, k)
-		}
 	}
 	return out
 }

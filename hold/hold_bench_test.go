@@ -3,19 +3,11 @@ package hold_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/lethehq/lethe/hold"
-	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/internal/lethetest"
-	"github.com/lethehq/lethe/internal/testenv"
-	"github.com/lethehq/lethe/request"
-	"github.com/lethehq/lethe/retention"
 )
 
 // BenchmarkHoldPlace places one hold on 7,000 subjects of a bigint key,
@@ -23,28 +15,9 @@ import (
 // keys are made canonical and the holds written a batch at a time.
 func BenchmarkHoldPlace(b *testing.B) {
 	ctx := context.Background()
-	db := testenv.NewDB(b)
-	_, err := db.Pool.Exec(ctx, `CREATE SCHEMA k; CREATE TABLE k.subjects (id bigint PRIMARY KEY, status text, closed_at timestamptz)`)
-	require.NoError(b, err)
-	yaml := testenv.ConfigYAML(db, testenv.NewBucket(b), testenv.NewIdentity(b).Recipient().String(), `
-subject:
-  table: k.subjects
-  key: id
-policies:
-  - name: p
-    clock: closed_at
-    retain: 1d
-`)
-	cfg, err := config.Load(strings.NewReader(yaml), func(string) (string, bool) { return "", false })
-	require.NoError(b, err)
-	plan, err := retention.Compile(ctx, db.Pool, cfg)
-	require.NoError(b, err)
-	q := &lethetest.Recorder{}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	intake, err := request.NewIntake(request.IntakeConfig{Pool: db.Pool, Plan: plan, Queue: q, Logger: logger})
-	require.NoError(b, err)
-	holds, err := hold.New(hold.Config{Pool: db.Pool, Plan: plan, Queue: q, Waiting: intake, Logger: logger})
-	require.NoError(b, err)
+	// Holds may be placed before lethe knows the subjects: one will do.
+	e := lethetest.NewKeys(b, "bigint", "1")
+	holds, q := e.Holds, e.Queue
 	keys := make([]string, 7000)
 	for i := range keys {
 		keys[i] = fmt.Sprintf(" %04d ", i+1)

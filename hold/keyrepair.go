@@ -33,61 +33,36 @@ func RepairKeys(ctx context.Context, tx pgx.Tx, plan *retention.Plan, queue Queu
 	if _, err := tx.Exec(ctx, `LOCK TABLE lethe.hold IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 		return nil, fmt.Errorf("error locking holds: %w", err)
 	}
-	rows, err := tx.Query(ctx, `SELECT id, matter, subject_key, subject_hmac FROM lethe.hold WHERE released_at IS NULL ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("error reading holds: %w", err)
-	}
-	type stored struct {
-		id                int64
-		matter, key, hmac string
-	}
-	holds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stored, error) {
-		var s stored
-		return s, r.Scan(&s.id, &s.matter, &s.key, &s.hmac)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("error reading holds: %w", err)
-	}
-	keys := make([]string, len(holds))
-	for i, h := range holds {
-		keys[i] = h.key
-	}
-	canon, err := plan.CanonicalKeysLenient(ctx, tx, keys)
+	stale, invalid, err := plan.StaleKeys(ctx, tx, `
+		SELECT id, matter, subject_key, subject_hmac FROM lethe.hold WHERE released_at IS NULL ORDER BY id`)
 	if err != nil {
 		return nil, err
 	}
+	res.Invalid = invalid
 	var entries []audit.Entry
 	var held, touched []string
-	for i, h := range holds {
-		if canon[i] == "" {
-			res.Invalid++
-			continue
-		}
-		newHMAC := plan.HMAC(canon[i])
-		if canon[i] == h.key && newHMAC == h.hmac {
-			continue
-		}
-		touched = append(touched, h.hmac, newHMAC)
+	for _, h := range stale {
+		touched = append(touched, h.HMAC, h.CanonicalHMAC)
 		var dup bool
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM lethe.hold WHERE matter = $1 AND subject_hmac = $2 AND released_at IS NULL AND id <> $3)`,
-			h.matter, newHMAC, h.id).Scan(&dup); err != nil {
+			h.Group, h.CanonicalHMAC, h.ID).Scan(&dup); err != nil {
 			return nil, fmt.Errorf("error reading holds: %w", err)
 		}
-		detail := map[string]any{"hold_id": h.id, "matter": h.matter, "old_subject_hmac": h.hmac}
+		detail := map[string]any{"hold_id": h.ID, "matter": h.Group, "old_subject_hmac": h.HMAC}
 		if dup {
-			if _, err := tx.Exec(ctx, `UPDATE lethe.hold SET released_at = now(), released_by = 'lethe', subject_key = NULL WHERE id = $1`, h.id); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE lethe.hold SET released_at = now(), released_by = 'lethe', subject_key = NULL WHERE id = $1`, h.ID); err != nil {
 				return nil, fmt.Errorf("error merging holds: %w", err)
 			}
 			res.Merged++
 			detail["merged"] = true
 		} else {
-			if _, err := tx.Exec(ctx, `UPDATE lethe.hold SET subject_key = $2, subject_hmac = $3 WHERE id = $1`, h.id, canon[i], newHMAC); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE lethe.hold SET subject_key = $2, subject_hmac = $3 WHERE id = $1`, h.ID, h.Canonical, h.CanonicalHMAC); err != nil {
 				return nil, fmt.Errorf("error rewriting hold: %w", err)
 			}
 			res.Rewritten++
 		}
-		held = append(held, newHMAC)
-		entries = append(entries, audit.Entry{Kind: audit.KindKeyRepaired, Actor: "lethe", SubjectHMAC: newHMAC, Detail: detail})
+		held = append(held, h.CanonicalHMAC)
+		entries = append(entries, audit.Entry{Kind: audit.KindKeyRepaired, Actor: "lethe", SubjectHMAC: h.CanonicalHMAC, Detail: detail})
 	}
 	if len(touched) == 0 {
 		return res, nil
@@ -97,10 +72,10 @@ func RepairKeys(ctx context.Context, tx pgx.Tx, plan *retention.Plan, queue Queu
 	}
 	// The canonical subjects are held; an old spelling's subject that no
 	// hold covers any more is not.
-	if err := requestSync(ctx, tx, queue, unique(held), true); err != nil {
+	if err := requestSync(ctx, tx, queue, retention.Unique(held), true); err != nil {
 		return nil, err
 	}
-	freed, err := unheld(ctx, tx, unique(touched))
+	freed, err := unheld(ctx, tx, retention.Unique(touched))
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/lethehq/lethe/archive"
 	"github.com/lethehq/lethe/hold"
 	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/metrics"
@@ -39,6 +40,8 @@ type Services struct {
 	Intake  *request.Intake
 	Eraser  *request.Eraser
 	Syncer  *hold.Syncer
+	// Store is the archive with the worker's credentials.
+	Store *archive.Archiver
 	// Queue inserts the jobs the workers queue again.
 	Queue Queue
 	// Metrics counts what the workers do; nil counts nothing.
@@ -47,7 +50,7 @@ type Services struct {
 
 func (s *Services) validate() error {
 	if s.Pool == nil || s.Sweeper == nil || s.Mover == nil || s.Expirer == nil || s.Intake == nil ||
-		s.Eraser == nil || s.Syncer == nil || s.Queue.Client == nil {
+		s.Eraser == nil || s.Syncer == nil || s.Store == nil || s.Queue.Client == nil {
 		return errors.New("error creating the queue client: every worker needs its service")
 	}
 	return nil

@@ -4,14 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/lethehq/lethe/internal/testenv"
@@ -26,47 +23,7 @@ func scrape(t *testing.T, m *metrics.Metrics) (map[string]*dto.MetricFamily, str
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	require.Equal(t, 200, rec.Code)
 	body := rec.Body.String()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
-	require.NoError(t, err)
-	return families, body
-}
-
-// sample returns the value of the family's sample whose labels include
-// labels (name, value, ...); ok is false when there is none.
-func sample(families map[string]*dto.MetricFamily, name string, labels ...string) (v float64, ok bool) {
-	f := families[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		switch {
-		case m.GetCounter() != nil:
-			return m.GetCounter().GetValue(), true
-		case m.GetGauge() != nil:
-			return m.GetGauge().GetValue(), true
-		case m.GetHistogram() != nil:
-			return float64(m.GetHistogram().GetSampleCount()), true
-		}
-	}
-	return 0, false
-}
-
-func must(t *testing.T, families map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	t.Helper()
-	v, ok := sample(families, name, labels...)
-	require.True(t, ok, "no sample of %s %v", name, labels)
-	return v
+	return testenv.ParseMetrics(t, body), body
 }
 
 func TestCountersAndNil(t *testing.T) {
@@ -90,16 +47,16 @@ func TestCountersAndNil(t *testing.T) {
 	m.JobFailed("lethe.archive_batch")
 	m.RequestDone("completed")
 	f, _ := scrape(t, m)
-	require.Equal(t, 520.0, must(t, f, "lethe_subjects_archived_total", "policy", "former"))
-	require.Equal(t, 30.0, must(t, f, "lethe_subjects_destroyed_total", "policy", "spam"))
-	require.Equal(t, 1_040_000.0, must(t, f, "lethe_archive_bytes_total", "policy", "former"))
-	require.Equal(t, 2.0, must(t, f, "lethe_batch_duration_seconds", "policy", "former"))
-	require.Equal(t, 3.0, must(t, f, "lethe_archives_expired_total", "policy", "former"))
-	require.Equal(t, 2.0, must(t, f, "lethe_job_failures_total", "kind", "lethe.archive_batch"))
-	require.Equal(t, 1.0, must(t, f, "lethe_requests_finished_total", "state", "completed"))
-	_, ok := sample(f, "lethe_database_up")
+	require.Equal(t, 520.0, testenv.MetricValue(t, f, "lethe_subjects_archived_total", "policy", "former"))
+	require.Equal(t, 30.0, testenv.MetricValue(t, f, "lethe_subjects_destroyed_total", "policy", "spam"))
+	require.Equal(t, 1_040_000.0, testenv.MetricValue(t, f, "lethe_archive_bytes_total", "policy", "former"))
+	require.Equal(t, 2.0, testenv.MetricValue(t, f, "lethe_batch_duration_seconds", "policy", "former"))
+	require.Equal(t, 3.0, testenv.MetricValue(t, f, "lethe_archives_expired_total", "policy", "former"))
+	require.Equal(t, 2.0, testenv.MetricValue(t, f, "lethe_job_failures_total", "kind", "lethe.archive_batch"))
+	require.Equal(t, 1.0, testenv.MetricValue(t, f, "lethe_requests_finished_total", "state", "completed"))
+	_, ok := testenv.MetricSample(f, "lethe_database_up")
 	require.False(t, ok, "without a pool there are no database metrics")
-	_, ok = sample(f, "go_goroutines")
+	_, ok = testenv.MetricSample(f, "go_goroutines")
 	require.True(t, ok, "the Go collector is registered")
 }
 
@@ -130,18 +87,18 @@ func TestDatabaseGauges(t *testing.T) {
 	queue := jobs.Queue{Client: inserter}
 	m := metrics.New(db.Pool, queue.FailedCounts, slog.New(slog.DiscardHandler))
 	f, body := scrape(t, m)
-	require.Equal(t, 1.0, must(t, f, "lethe_database_up"))
-	require.Equal(t, 1.0, must(t, f, "lethe_requests", "state", "received"))
-	require.Equal(t, 1.0, must(t, f, "lethe_requests", "state", "blocked_by_hold"))
-	require.Equal(t, 1.0, must(t, f, "lethe_requests", "state", "completed"))
-	require.Equal(t, 1.0, must(t, f, "lethe_requests", "state", "rejected"))
-	require.Equal(t, 0.0, must(t, f, "lethe_requests", "state", "failed"), "every state is reported, 0 when empty")
-	require.InDelta(t, 40*86400, must(t, f, "lethe_oldest_open_request_age_seconds"), 60)
-	require.InDelta(t, 5.0, must(t, f, "lethe_open_request_min_days_left"), 0.01)
-	require.Equal(t, 3.0, must(t, f, "lethe_holds_active"), "the released hold does not count")
-	require.Equal(t, 2.0, must(t, f, "lethe_held_subjects"))
-	require.Equal(t, 1.0, must(t, f, "lethe_hold_syncs_pending"))
-	require.Equal(t, 1.0, must(t, f, "lethe_jobs", "kind", "lethe.request", "state", "discarded"))
+	require.Equal(t, 1.0, testenv.MetricValue(t, f, "lethe_database_up"))
+	require.Equal(t, 1.0, testenv.MetricValue(t, f, "lethe_requests", "state", "received"))
+	require.Equal(t, 1.0, testenv.MetricValue(t, f, "lethe_requests", "state", "blocked_by_hold"))
+	require.Equal(t, 1.0, testenv.MetricValue(t, f, "lethe_requests", "state", "completed"))
+	require.Equal(t, 1.0, testenv.MetricValue(t, f, "lethe_requests", "state", "rejected"))
+	require.Equal(t, 0.0, testenv.MetricValue(t, f, "lethe_requests", "state", "failed"), "every state is reported, 0 when empty")
+	require.InDelta(t, 40*86400, testenv.MetricValue(t, f, "lethe_oldest_open_request_age_seconds"), 60)
+	require.InDelta(t, 5.0, testenv.MetricValue(t, f, "lethe_open_request_min_days_left"), 0.01)
+	require.Equal(t, 3.0, testenv.MetricValue(t, f, "lethe_holds_active"), "the released hold does not count")
+	require.Equal(t, 2.0, testenv.MetricValue(t, f, "lethe_held_subjects"))
+	require.Equal(t, 1.0, testenv.MetricValue(t, f, "lethe_hold_syncs_pending"))
+	require.Equal(t, 1.0, testenv.MetricValue(t, f, "lethe_jobs", "kind", "lethe.request", "state", "discarded"))
 	require.NotContains(t, body, "SUBJECT-SECRET", "no key anywhere in the scrape")
 	for _, secret := range []string{"h1", "h2", "t1", "t2"} {
 		require.NotContains(t, body, `"`+secret+`"`, "labels never carry hmacs or tickets")
@@ -151,9 +108,9 @@ func TestDatabaseGauges(t *testing.T) {
 	_, err = db.Pool.Exec(ctx, `UPDATE lethe.request SET state = 'completed', subject_key = NULL, completed_at = now() WHERE state IN ('received', 'blocked_by_hold')`)
 	require.NoError(t, err)
 	f, _ = scrape(t, m)
-	_, ok := sample(f, "lethe_open_request_min_days_left")
+	_, ok := testenv.MetricSample(f, "lethe_open_request_min_days_left")
 	require.False(t, ok)
-	require.Equal(t, 0.0, must(t, f, "lethe_oldest_open_request_age_seconds"))
+	require.Equal(t, 0.0, testenv.MetricValue(t, f, "lethe_oldest_open_request_age_seconds"))
 
 	// A database that does not answer is reported, not hidden.
 	pool, err := pgxpool.New(ctx, db.URL)
@@ -161,7 +118,7 @@ func TestDatabaseGauges(t *testing.T) {
 	down := metrics.New(pool, queue.FailedCounts, slog.New(slog.DiscardHandler))
 	pool.Close()
 	f, _ = scrape(t, down)
-	require.Equal(t, 0.0, must(t, f, "lethe_database_up"))
-	_, ok = sample(f, "lethe_requests")
+	require.Equal(t, 0.0, testenv.MetricValue(t, f, "lethe_database_up"))
+	_, ok = testenv.MetricSample(f, "lethe_requests")
 	require.False(t, ok)
 }

@@ -54,8 +54,8 @@ type EraserConfig struct {
 // Eraser carries out deletion requests.
 type Eraser struct {
 	EraserConfig
-	// fault, set only by tests, is called at each fault point.
-	fault func(point string) error
+	// faults are set only by tests.
+	faults retention.Faults
 }
 
 // NewEraser returns an Eraser, or an error naming what is missing.
@@ -74,16 +74,6 @@ const (
 	FaultRequestAfterHot     = "request_after_hot"     // hot rows deleted, archive untouched
 	FaultRequestAfterObjects = "request_after_objects" // object versions deleted, not yet completed
 )
-
-func (r *Eraser) at(point string) error {
-	if r.fault == nil {
-		return nil
-	}
-	if err := r.fault(point); err != nil {
-		return fmt.Errorf("fault injected at %s: %w", point, err)
-	}
-	return nil
-}
 
 // get reads a request.
 func (r *Eraser) get(ctx context.Context, id int64) (*Request, error) {
@@ -142,7 +132,7 @@ func (r *Eraser) Process(ctx context.Context, id int64) error {
 	if err != nil || done {
 		return err
 	}
-	if err := r.at(FaultRequestAfterHot); err != nil {
+	if err := r.faults.At(FaultRequestAfterHot); err != nil {
 		return err
 	}
 
@@ -171,7 +161,7 @@ func (r *Eraser) Process(ctx context.Context, id int64) error {
 			return err
 		}
 	}
-	if err := r.at(FaultRequestAfterObjects); err != nil {
+	if err := r.faults.At(FaultRequestAfterObjects); err != nil {
 		return err
 	}
 	return r.complete(ctx, sess.Conn, hmac)

@@ -42,46 +42,20 @@ func RepairKeys(ctx context.Context, tx pgx.Tx, plan *retention.Plan, queue Queu
 	if _, err := tx.Exec(ctx, `LOCK TABLE lethe.request, lethe.suppression IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 		return nil, fmt.Errorf("error locking requests: %w", err)
 	}
-	rows, err := tx.Query(ctx, `
+	stale, invalid, err := plan.StaleKeys(ctx, tx, `
 		SELECT id, state, subject_key, subject_hmac FROM lethe.request
 		WHERE state IN ($1, $2, $3) ORDER BY id`, StateReceived, StateProcessing, StateBlockedByHold)
 	if err != nil {
-		return nil, fmt.Errorf("error reading requests: %w", err)
-	}
-	type stored struct {
-		id               int64
-		state, key, hmac string
-	}
-	reqs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stored, error) {
-		var s stored
-		return s, r.Scan(&s.id, &s.state, &s.key, &s.hmac)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("error reading requests: %w", err)
-	}
-	keys := make([]string, len(reqs))
-	for i, r := range reqs {
-		keys[i] = r.key
-	}
-	canon, err := plan.CanonicalKeysLenient(ctx, tx, keys)
-	if err != nil {
 		return nil, err
 	}
+	res.Invalid = invalid
 	var entries []audit.Entry
-	for i, r := range reqs {
-		if canon[i] == "" {
-			res.Invalid++
-			continue
-		}
-		newHMAC := plan.HMAC(canon[i])
-		if canon[i] == r.key && newHMAC == r.hmac {
-			continue
-		}
-		if err := retention.LockSubjects(ctx, tx, []string{r.hmac, newHMAC}); err != nil {
+	for _, r := range stale {
+		if err := retention.LockSubjects(ctx, tx, []string{r.HMAC, r.CanonicalHMAC}); err != nil {
 			return nil, err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE lethe.request SET subject_key = $2, subject_hmac = $3, updated_at = now() WHERE id = $1`,
-			r.id, canon[i], newHMAC); err != nil {
+			r.ID, r.Canonical, r.CanonicalHMAC); err != nil {
 			return nil, fmt.Errorf("error rewriting request: %w", err)
 		}
 		res.Rewritten++
@@ -90,26 +64,26 @@ func RepairKeys(ctx context.Context, tx pgx.Tx, plan *retention.Plan, queue Queu
 			WITH gone AS (DELETE FROM lethe.suppression WHERE request_id = $1 AND subject_hmac <> $2 RETURNING request_id),
 			     added AS (INSERT INTO lethe.suppression (subject_hmac, request_id) SELECT $2, $1 FROM gone LIMIT 1
 			               ON CONFLICT (subject_hmac) DO NOTHING)
-			SELECT count(*) FROM gone`, r.id, newHMAC).Scan(&moved); err != nil {
+			SELECT count(*) FROM gone`, r.ID, r.CanonicalHMAC).Scan(&moved); err != nil {
 			return nil, fmt.Errorf("error rewriting suppression: %w", err)
 		}
 		res.Suppressions += moved
-		entries = append(entries, audit.Entry{Kind: audit.KindKeyRepaired, Actor: "lethe", SubjectHMAC: newHMAC,
-			Detail: map[string]any{"request_id": r.id, "old_subject_hmac": r.hmac}})
-		if r.state != StateBlockedByHold {
+		entries = append(entries, audit.Entry{Kind: audit.KindKeyRepaired, Actor: "lethe", SubjectHMAC: r.CanonicalHMAC,
+			Detail: map[string]any{"request_id": r.ID, "old_subject_hmac": r.HMAC}})
+		if r.Group != StateBlockedByHold {
 			continue
 		}
 		// It waited on holds of the old spelling: its job decides again,
 		// under the canonical key's holds.
-		if _, err := tx.Exec(ctx, `UPDATE lethe.request SET state = $2, reason = NULL WHERE id = $1`, r.id, StateReceived); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE lethe.request SET state = $2, reason = NULL WHERE id = $1`, r.ID, StateReceived); err != nil {
 			return nil, fmt.Errorf("error resuming request: %w", err)
 		}
-		if err := enqueue(ctx, tx, queue, r.id); err != nil {
+		if err := enqueue(ctx, tx, queue, r.ID); err != nil {
 			return nil, err
 		}
 		res.Resumed++
 	}
-	rows, err = tx.Query(ctx, `
+	rows, err := tx.Query(ctx, `
 		SELECT id, state = $1 AND coalesce((receipt ->> 'found')::boolean, true) = false
 		FROM lethe.request WHERE state IN ($1, $2, $3) ORDER BY id`, StateCompleted, StateRejected, StateFailed)
 	if err != nil {

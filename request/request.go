@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -148,7 +147,7 @@ func NewIntake(cfg IntakeConfig) (*Intake, error) {
 // It is idempotent per ticket: the same ticket for the same subject returns
 // the existing request with created false.
 func (r *Intake) Submit(ctx context.Context, key, ticket, by string, force bool) (req *Request, created bool, err error) {
-	if err := nonBlank("ticket", ticket, "by", by); err != nil {
+	if err := lethe.NonBlank("ticket", ticket, "by", by); err != nil {
 		return nil, false, err
 	}
 	key, err = r.Plan.CanonicalKey(ctx, r.Pool, key)
@@ -360,20 +359,6 @@ func (r *Intake) StillHeld(ctx context.Context, tx pgx.Tx, subjectHMACs []string
 		      FROM lethe.hold WHERE released_at IS NULL AND subject_hmac = ANY ($1) GROUP BY subject_hmac) m
 		WHERE r.subject_hmac = m.subject_hmac AND r.state = $2`, subjectHMACs, StateBlockedByHold); err != nil {
 		return fmt.Errorf("error updating blocked requests: %w", err)
-	}
-	return nil
-}
-
-// nonBlank refuses a blank or non-text value among name, value pairs.
-func nonBlank(nameValue ...string) error {
-	for i := 0; i+1 < len(nameValue); i += 2 {
-		name, v := nameValue[i], nameValue[i+1]
-		if strings.TrimSpace(v) == "" {
-			return lethe.Input(name, "is required and cannot be blank")
-		}
-		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
-			return lethe.Input(name, "is not valid UTF-8 text")
-		}
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,68 +31,20 @@ const (
 // ErrBatchBusy is returned by RunBatch when another worker holds the batch.
 var ErrBatchBusy = errors.New("batch is being worked by another worker")
 
-// MoverConfig is what a Mover needs.
-type MoverConfig struct {
-	// Pool is lethe's database. Required.
-	Pool *pgxpool.Pool
-	// Plan is the compiled subject graph and policies. Required.
-	Plan *Plan
-	// Store puts archived subjects, with the worker's credentials. Required.
-	Store archiver
-	// Holds tells which subjects are held. Required.
-	Holds HoldChecker
-	// Logger gets the batches' log lines. Required.
-	Logger *slog.Logger
-	// Concurrency is how many puts one batch keeps in flight. Default 32.
-	Concurrency int
-	// QueryTimeout bounds each statement. Default 2 minutes.
-	QueryTimeout time.Duration
-	// Now returns the current time. Default time.Now; tests move it.
-	Now func() time.Time
-}
-
-func (c *MoverConfig) withDefaults() MoverConfig {
-	out := *c
-	if out.Concurrency == 0 {
-		out.Concurrency = 32
-	}
-	if out.QueryTimeout == 0 {
-		out.QueryTimeout = 2 * time.Minute
-	}
-	if out.Now == nil {
-		out.Now = time.Now
-	}
-	return out
-}
-
-func (c *MoverConfig) validate() error {
-	switch {
-	case c.Pool == nil || c.Plan == nil || c.Store == nil || c.Holds == nil || c.Logger == nil:
-		return errors.New("error creating the mover: Pool, Plan, Store, Holds and Logger are required")
-	case c.Concurrency < 1:
-		return fmt.Errorf("error creating the mover: Concurrency %d must be at least 1", c.Concurrency)
-	case c.QueryTimeout < 0:
-		return fmt.Errorf("error creating the mover: QueryTimeout %s is negative", c.QueryTimeout)
-	}
-	return nil
-}
-
 // Mover works batches: it archives (or destroys) the subjects a sweep
 // claimed.
 type Mover struct {
 	MoverConfig
-	// fault, set only by tests, is called at each fault point; an error it
-	// returns aborts the batch there as a crash would.
-	fault func(point string) error
+	// faults are set only by tests.
+	faults Faults
 }
 
 // NewMover returns a Mover, or an error naming the setting at fault.
 func NewMover(cfg MoverConfig) (*Mover, error) {
-	c := cfg.withDefaults()
-	if err := c.validate(); err != nil {
+	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Mover{MoverConfig: c}, nil
+	return &Mover{MoverConfig: cfg}, nil
 }
 
 // BatchResult counts what one call of RunBatch did.

@@ -43,7 +43,7 @@ func (m *batchRun) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, i
 		if err != nil {
 			return err
 		}
-		del, total, err := m.Plan.DeleteGraph(ctx, tx, dueKeys, func() error { return m.at(FaultDuringDelete) })
+		del, total, err := m.Plan.DeleteGraph(ctx, tx, dueKeys, func() error { return m.faults.At(FaultDuringDelete) })
 		if err != nil {
 			return err
 		}
@@ -70,7 +70,7 @@ func (m *batchRun) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, i
 		if err := audit.Append(ctx, tx, entries...); err != nil {
 			return err
 		}
-		if err := m.at(FaultBeforeCommit); err != nil {
+		if err := m.faults.At(FaultBeforeCommit); err != nil {
 			return err
 		}
 		res.Destroyed += len(dueKeys)

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/lethehq/lethe/audit"
 )
@@ -20,24 +18,6 @@ type expirer interface {
 	Prune(ctx context.Context, subjectHMAC, keep string) ([]string, error)
 }
 
-// ExpirerConfig is what an Expirer needs.
-type ExpirerConfig struct {
-	// Pool is lethe's database. Required.
-	Pool *pgxpool.Pool
-	// Plan is the compiled subject graph and policies. Required.
-	Plan *Plan
-	// Store removes expired copies. Required.
-	Store expirer
-	// Holds tells which subjects are held. Required.
-	Holds HoldChecker
-	// Logger gets expiry's log lines. Required.
-	Logger *slog.Logger
-	// PageSize is how many manifest entries are read at a time. Default 500.
-	PageSize int
-	// Now returns the current time. Default time.Now; tests move it.
-	Now func() time.Time
-}
-
 // Expirer destroys archived copies that have outlived their policy's
 // archive_retain, unless a hold covers the subject.
 type Expirer struct {
@@ -46,17 +26,8 @@ type Expirer struct {
 
 // NewExpirer returns an Expirer, or an error naming the setting at fault.
 func NewExpirer(cfg ExpirerConfig) (*Expirer, error) {
-	if cfg.PageSize == 0 {
-		cfg.PageSize = 500
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	switch {
-	case cfg.Pool == nil || cfg.Plan == nil || cfg.Store == nil || cfg.Holds == nil || cfg.Logger == nil:
-		return nil, errors.New("error creating the expirer: Pool, Plan, Store, Holds and Logger are required")
-	case cfg.PageSize < 1:
-		return nil, fmt.Errorf("error creating the expirer: PageSize %d must be at least 1", cfg.PageSize)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	return &Expirer{ExpirerConfig: cfg}, nil
 }

@@ -13,12 +13,22 @@ const (
 	FaultAfterCommit  = "after_commit"  // committed, older versions not yet pruned
 )
 
-// at calls the fault hook, if any, at point.
-func (m *Mover) at(point string) error {
-	if m.fault == nil {
+// Faults is where work calls the crash tests' hook. Its zero value, which
+// the shipped binary always has, does nothing.
+type Faults struct {
+	hook func(point string) error
+}
+
+// FaultsAt returns Faults that call hook at each fault point; an error hook
+// returns aborts the work there as a crash would. Only tests use it.
+func FaultsAt(hook func(point string) error) Faults { return Faults{hook: hook} }
+
+// At calls the hook, if any, at point.
+func (f Faults) At(point string) error {
+	if f.hook == nil {
 		return nil
 	}
-	if err := m.fault(point); err != nil {
+	if err := f.hook(point); err != nil {
 		return fmt.Errorf("fault injected at %s: %w", point, err)
 	}
 	return nil

@@ -144,8 +144,8 @@ func isCastError(err error) bool {
 	return strings.HasPrefix(pgErr.Code, "22") || pgErr.Code == "23514" || pgErr.Code == "23502"
 }
 
-// uniqueKeys returns keys without repeats, in order of first appearance.
-func uniqueKeys(keys []string) []string {
+// Unique returns keys without repeats, in order of first appearance.
+func Unique(keys []string) []string {
 	seen := make(map[string]bool, len(keys))
 	out := keys[:0:0]
 	for _, k := range keys {
@@ -185,4 +185,52 @@ func (p *Plan) CanonicalKeysLenient(ctx context.Context, tx pgx.Tx, keys []strin
 		}
 	}
 	return out, nil
+}
+
+// StaleKey is a key lethe stored earlier that is not in canonical form.
+type StaleKey struct {
+	// ID and Group are the row's id and its matter or state.
+	ID    int64
+	Group string
+	// Key and HMAC are as stored.
+	Key, HMAC string
+	// Canonical and CanonicalHMAC are what lethe stores now.
+	Canonical, CanonicalHMAC string
+}
+
+// StaleKeys reads, in tx, the rows of query (columns: id, group, key, HMAC),
+// keys that versions of lethe stored as they were typed, and returns those
+// whose key or HMAC differs from what lethe would store now, and how many
+// keys the key column's type refuses now.
+func (p *Plan) StaleKeys(ctx context.Context, tx pgx.Tx, query string, args ...any) (stale []StaleKey, invalid int, err error) {
+	rows, err := tx.Query(ctx, query, args...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("error reading stored keys: %w", err)
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (StaleKey, error) {
+		var k StaleKey
+		return k, r.Scan(&k.ID, &k.Group, &k.Key, &k.HMAC)
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("error reading stored keys: %w", err)
+	}
+	keys := make([]string, len(all))
+	for i, k := range all {
+		keys[i] = k.Key
+	}
+	canon, err := p.CanonicalKeysLenient(ctx, tx, keys)
+	if err != nil {
+		return nil, 0, err
+	}
+	for i, k := range all {
+		if canon[i] == "" {
+			invalid++
+			continue
+		}
+		k.Canonical, k.CanonicalHMAC = canon[i], p.HMAC(canon[i])
+		if k.Canonical != k.Key || k.CanonicalHMAC != k.HMAC {
+			stale = append(stale, k)
+		}
+	}
+	return stale, invalid, nil
 }

@@ -16,42 +16,37 @@ import (
 )
 
 func TestEverySpellingOfAKeyIsOneSubject(t *testing.T) {
-	t.Parallel()
-	for _, kc := range lethetest.KeyCases {
-		t.Run(kc.Type, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			p := lethetest.NewKeys(t, kc.Type, kc.Stored)
-			all := append([]string{kc.Stored, kc.Canonical}, kc.Spellings...)
+	lethetest.EachKeyCase(t, func(t *testing.T, kc lethetest.KeyCase, p *lethetest.Env) {
+		ctx := context.Background()
+		all := append([]string{kc.Stored, kc.Canonical}, kc.Spellings...)
 
-			got, err := p.Plan.CanonicalKeys(ctx, p.DB.Pool, all)
-			require.NoError(t, err)
-			for i, k := range got {
-				require.Equal(t, kc.Canonical, k, "spelling %q", all[i])
+		got, err := p.Plan.CanonicalKeys(ctx, p.DB.Pool, all)
+		require.NoError(t, err)
+		for i, k := range got {
+			require.Equal(t, kc.Canonical, k, "spelling %q", all[i])
+		}
+		others, err := p.Plan.CanonicalKeys(ctx, p.DB.Pool, kc.Others)
+		require.NoError(t, err)
+		for i, k := range others {
+			require.NotEqual(t, kc.Canonical, k, "%q is another subject", kc.Others[i])
+		}
+		for _, bad := range append([]string{"", "   ", "\t\n", "a\x00b", "\xff\xfe"}, kc.Invalid...) {
+			_, err := p.Plan.CanonicalKey(ctx, p.DB.Pool, bad)
+			require.ErrorIs(t, err, lethe.ErrBadInput, "%q is not a %s key", bad, kc.Type)
+			if strings.TrimSpace(bad) != "" {
+				require.NotContains(t, err.Error(), bad, "the error must not repeat what was typed")
 			}
-			others, err := p.Plan.CanonicalKeys(ctx, p.DB.Pool, kc.Others)
-			require.NoError(t, err)
-			for i, k := range others {
-				require.NotEqual(t, kc.Canonical, k, "%q is another subject", kc.Others[i])
-			}
-			for _, bad := range append([]string{"", "   ", "\t\n", "a\x00b", "\xff\xfe"}, kc.Invalid...) {
-				_, err := p.Plan.CanonicalKey(ctx, p.DB.Pool, bad)
-				require.ErrorIs(t, err, lethe.ErrBadInput, "%q is not a %s key", bad, kc.Type)
-				if strings.TrimSpace(bad) != "" {
-					require.NotContains(t, err.Error(), bad, "the error must not repeat what was typed")
-				}
-			}
-			// With many keys, the error names the one at fault.
-			many := append(append([]string{}, all...), "x\x00")
+		}
+		// With many keys, the error names the one at fault.
+		many := append(append([]string{}, all...), "x\x00")
+		_, err = p.Plan.CanonicalKeys(ctx, p.DB.Pool, many)
+		require.ErrorContains(t, err, fmt.Sprintf("number %d of %d", len(many), len(many)))
+		if len(kc.Invalid) > 0 {
+			many = append(append([]string{}, all...), kc.Invalid[0], kc.Stored)
 			_, err = p.Plan.CanonicalKeys(ctx, p.DB.Pool, many)
-			require.ErrorContains(t, err, fmt.Sprintf("number %d of %d", len(many), len(many)))
-			if len(kc.Invalid) > 0 {
-				many = append(append([]string{}, all...), kc.Invalid[0], kc.Stored)
-				_, err = p.Plan.CanonicalKeys(ctx, p.DB.Pool, many)
-				require.ErrorContains(t, err, fmt.Sprintf("number %d of %d", len(all)+1, len(many)))
-			}
-		})
-	}
+			require.ErrorContains(t, err, fmt.Sprintf("number %d of %d", len(all)+1, len(many)))
+		}
+	})
 }
 
 func TestCompileRefusesKeysWithoutOneTextForm(t *testing.T) {
@@ -85,5 +80,24 @@ policies:
 			require.True(t, config.IsConfigError(err), "want a config error, got %v", err)
 			require.ErrorContains(t, err, "subject.key:")
 		})
+	}
+}
+
+// PostgreSQL's HMAC (built from sha256) must equal Go's for every key, or
+// suppression and the held counts would miss subjects.
+func TestSQLHMACEqualsGo(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	db := testenv.NewDB(t)
+	for _, secret := range []string{"0123456789abcdef", strings.Repeat("long secret ", 10)} {
+		hasher := retention.NewHasher(secret, "crm.customers")
+		expr, params := retention.HMACSQL(secret, "crm.customers", "$1::text", 2)
+		for _, key := range []string{"1", "O'Brien \"x\"", "Zoë 🎉", "", strings.Repeat("k", 500)} {
+			var got string
+			args := append([]any{key}, params...)
+			require.NoError(t, db.Pool.QueryRow(ctx, "SELECT "+expr, args...).Scan(&got))
+			require.Equal(t, hasher.HMAC(key), got, "key %q", key)
+		}
 	}
 }

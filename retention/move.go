@@ -62,7 +62,7 @@ func (m *batchRun) archive(ctx context.Context, batchID int64, pp *PolicyPlan, i
 	for _, s := range subjects {
 		s.puts++
 	}
-	if err := m.at(FaultBeforePut); err != nil {
+	if err := m.faults.At(FaultBeforePut); err != nil {
 		return err
 	}
 	t1 := time.Now()
@@ -75,7 +75,7 @@ func (m *batchRun) archive(ctx context.Context, batchID int64, pp *PolicyPlan, i
 		}
 	}
 	res.Pending += len(subjects) - len(stored)
-	if err := m.at(FaultAfterPut); err != nil {
+	if err := m.faults.At(FaultAfterPut); err != nil {
 		return err
 	}
 	if len(stored) > 0 {
@@ -243,7 +243,7 @@ func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan
 	if _, err := m.Plan.LockRoots(ctx, tx, keys); err != nil {
 		return nil, 0, err
 	}
-	del, rows, err := m.Plan.DeleteGraph(ctx, tx, keys, func() error { return m.at(FaultDuringDelete) })
+	del, rows, err := m.Plan.DeleteGraph(ctx, tx, keys, func() error { return m.faults.At(FaultDuringDelete) })
 	if err != nil {
 		return nil, 0, err
 	}
@@ -320,13 +320,13 @@ func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan
 	if err := audit.Append(ctx, tx, entries...); err != nil {
 		return nil, 0, err
 	}
-	if err := m.at(FaultBeforeCommit); err != nil {
+	if err := m.faults.At(FaultBeforeCommit); err != nil {
 		return nil, 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, 0, fmt.Errorf("error committing archive: %w", err)
 	}
-	if err := m.at(FaultAfterCommit); err != nil {
+	if err := m.faults.At(FaultAfterCommit); err != nil {
 		return nil, 0, err
 	}
 	for _, s := range subjects {

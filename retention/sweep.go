@@ -2,61 +2,11 @@ package retention
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
-
-// SweeperConfig is what a Sweeper needs.
-type SweeperConfig struct {
-	// Pool is lethe's database. Required.
-	Pool *pgxpool.Pool
-	// Plan is the compiled subject graph and policies. Required.
-	Plan *Plan
-	// Holds tells which subjects are held. Required.
-	Holds HoldChecker
-	// Jobs tells which batch jobs are still queued, so that a batch whose
-	// job died gets a new one. Required.
-	Jobs JobLiveness
-	// Logger gets the sweep's log lines. Required.
-	Logger *slog.Logger
-	// BatchSize is how many subjects one batch claims. Default 500.
-	BatchSize int
-	// QueryTimeout bounds each statement of the sweep. Default 5 minutes.
-	QueryTimeout time.Duration
-	// Now returns the current time. Default time.Now; tests move it.
-	Now func() time.Time
-}
-
-func (c *SweeperConfig) withDefaults() SweeperConfig {
-	out := *c
-	if out.BatchSize == 0 {
-		out.BatchSize = 500
-	}
-	if out.QueryTimeout == 0 {
-		out.QueryTimeout = 5 * time.Minute
-	}
-	if out.Now == nil {
-		out.Now = time.Now
-	}
-	return out
-}
-
-func (c *SweeperConfig) validate() error {
-	switch {
-	case c.Pool == nil || c.Plan == nil || c.Holds == nil || c.Jobs == nil || c.Logger == nil:
-		return errors.New("error creating the sweeper: Pool, Plan, Holds, Jobs and Logger are required")
-	case c.BatchSize < 1:
-		return fmt.Errorf("error creating the sweeper: BatchSize %d must be at least 1", c.BatchSize)
-	case c.QueryTimeout < 0:
-		return fmt.Errorf("error creating the sweeper: QueryTimeout %s is negative", c.QueryTimeout)
-	}
-	return nil
-}
 
 // Sweeper finds due subjects and claims them in batches.
 type Sweeper struct {
@@ -65,11 +15,10 @@ type Sweeper struct {
 
 // NewSweeper returns a Sweeper, or an error naming the setting at fault.
 func NewSweeper(cfg SweeperConfig) (*Sweeper, error) {
-	c := cfg.withDefaults()
-	if err := c.validate(); err != nil {
+	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Sweeper{SweeperConfig: c}, nil
+	return &Sweeper{SweeperConfig: cfg}, nil
 }
 
 // Run triggers.

@@ -7,7 +7,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/internal/demo"
 )
 
@@ -43,11 +42,7 @@ func runDemoSeed(ctx context.Context, env *cliEnv, args []string) error {
 	if subjects < 1 {
 		return usagef("demo seed: --subjects must be at least 1")
 	}
-	cfg, err := c.load(env)
-	if err != nil {
-		return err
-	}
-	pool, err := app.Connect(ctx, cfg)
+	_, pool, err := c.connect(ctx, env)
 	if err != nil {
 		return err
 	}

@@ -28,11 +28,7 @@ func runMigrate(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := c.load(env)
-	if err != nil {
-		return err
-	}
-	pool, err := app.Connect(ctx, cfg)
+	cfg, pool, err := c.connect(ctx, env)
 	if err != nil {
 		return err
 	}

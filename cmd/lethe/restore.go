@@ -15,6 +15,7 @@ import (
 
 	"github.com/lethehq/lethe/archive"
 	"github.com/lethehq/lethe/audit"
+	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/internal/config"
 )
 
@@ -78,7 +79,7 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 	res, err := r.Restore(ctx, hmac, subject, version, sum, a.Plan.Tables(), identities)
 	switch {
 	case errors.Is(err, archive.ErrAccessDenied):
-		return config.Errorf("restore.credentials", "the bucket refused them (%v): check the reader's access key and the bucket policy", rootCause(err))
+		return config.Errorf("restore.credentials", "the bucket refused them (%v): check the reader's access key and the bucket policy", app.RootCause(err))
 	case errors.Is(err, archive.ErrWrongIdentity):
 		return fmt.Errorf("%s cannot decrypt this subject: %w; use the identity whose recipient was in archive.recipients when it was archived", identityPath, err)
 	case err != nil:

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/internal/config"
 )
@@ -105,6 +107,20 @@ func (c *common) load(env *cliEnv) (*config.Config, error) {
 	return config.LoadFile(path)
 }
 
+// connect loads the config and connects to its database, without
+// checking the schema: for the commands that create it.
+func (c *common) connect(ctx context.Context, env *cliEnv) (*config.Config, *pgxpool.Pool, error) {
+	cfg, err := c.load(env)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := app.Connect(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, pool, nil
+}
+
 // open loads the config, connects to the database, checks that it is
 // migrated and, if plan is set, compiles the config against the catalog.
 func (c *common) open(ctx context.Context, env *cliEnv, plan bool) (*app.App, error) {
@@ -117,17 +133,6 @@ func (c *common) open(ctx context.Context, env *cliEnv, plan bool) (*app.App, er
 		return nil, err
 	}
 	return app.Open(ctx, cfg, logger, app.Options{NoPlan: !plan})
-}
-
-// rootCause is the innermost error's message.
-func rootCause(err error) string {
-	for {
-		next := errors.Unwrap(err)
-		if next == nil {
-			return err.Error()
-		}
-		err = next
-	}
 }
 
 // flagSet reports whether the flag was given on the command line.

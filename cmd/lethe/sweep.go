@@ -109,11 +109,7 @@ func sweepEnqueue(ctx context.Context, env *cliEnv, a *app.App, asJSON bool, lim
 }
 
 func sweepWait(ctx context.Context, env *cliEnv, a *app.App, asJSON bool, limit int) error {
-	store, err := a.Store(ctx, true)
-	if err != nil {
-		return err
-	}
-	svc, err := a.Services(store, nil)
+	svc, client, err := a.Working(ctx, nil, false)
 	if err != nil {
 		return err
 	}
@@ -121,10 +117,6 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app.App, asJSON bool, limit 
 		return err
 	}
 	sweeper := svc.Sweeper
-	client, err := a.Worker(svc, false)
-	if err != nil {
-		return err
-	}
 	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("error starting the queue client: %w", err)
 	}

@@ -23,8 +23,12 @@ func runWorker(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer a.Close()
-	store, err := a.Store(ctx, true)
+	m := a.Metrics()
+	svc, client, err := a.Working(ctx, m, true)
 	if err != nil {
+		return err
+	}
+	if err := installFault(env.getenv, svc); err != nil {
 		return err
 	}
 	if advice, err := a.Plan.IndexAdvice(ctx, a.Pool); err == nil {
@@ -32,24 +36,12 @@ func runWorker(ctx context.Context, env *cliEnv, args []string) error {
 			a.Logger.Warn("missing index: "+ad.Problem, "key", ad.Key, "create", ad.Create)
 		}
 	}
-	m := a.Metrics()
-	svc, err := a.Services(store, m)
-	if err != nil {
-		return err
-	}
-	if err := installFault(env.getenv, svc); err != nil {
-		return err
-	}
-	client, err := a.Worker(svc, true)
-	if err != nil {
-		return err
-	}
 	// The HTTP server listens before the queue starts, so that a port in
 	// use stops the worker before it takes any work.
 	var srv *api.Server
 	var ln net.Listener
 	if a.Config.HTTP.Listen != config.HTTPListenOff {
-		if srv, err = a.Server(ctx, store, m); err != nil {
+		if srv, err = a.Server(ctx, svc.Store, m); err != nil {
 			return err
 		}
 		if ln, err = srv.Listen(); err != nil {

@@ -153,7 +153,7 @@ func (a *App) Store(ctx context.Context, probe bool) (*archive.Archiver, error) 
 		if err := a.store.Probe(ctx); err != nil {
 			if errors.Is(err, archive.ErrAccessDenied) {
 				return nil, config.Errorf("archive.credentials", "bucket %q refused them (%v): check the access key and the bucket policy",
-					a.Config.Archive.Bucket, rootCause(err))
+					a.Config.Archive.Bucket, RootCause(err))
 			}
 			return nil, err
 		}
@@ -161,7 +161,9 @@ func (a *App) Store(ctx context.Context, probe bool) (*archive.Archiver, error) 
 	return a.store, nil
 }
 
-func rootCause(err error) string {
+// RootCause is the innermost error's message: what a server said, without
+// the layers of context lethe put around it.
+func RootCause(err error) string {
 	for {
 		next := errors.Unwrap(err)
 		if next == nil {
@@ -190,17 +192,17 @@ func (a *App) Holds() (*hold.Service, error) {
 func (a *App) Services(store *archive.Archiver, m *metrics.Metrics) (*jobs.Services, error) {
 	cfg := a.Config
 	holds := hold.Checker{}
-	sweeper, err := retention.NewSweeper(retention.SweeperConfig{Pool: a.Pool, Plan: a.Plan, Holds: holds, Jobs: a.Queue,
-		Logger: a.Logger, BatchSize: cfg.Archive.BatchSize})
+	common := retention.Common{Pool: a.Pool, Plan: a.Plan, Holds: holds, Logger: a.Logger}
+	sweeper, err := retention.NewSweeper(retention.SweeperConfig{Common: common, Jobs: a.Queue,
+		BatchSize: cfg.Archive.BatchSize})
 	if err != nil {
 		return nil, err
 	}
-	mover, err := retention.NewMover(retention.MoverConfig{Pool: a.Pool, Plan: a.Plan, Store: store, Holds: holds,
-		Logger: a.Logger, Concurrency: cfg.Archive.Concurrency})
+	mover, err := retention.NewMover(retention.MoverConfig{Common: common, Store: store, Concurrency: cfg.Archive.Concurrency})
 	if err != nil {
 		return nil, err
 	}
-	expirer, err := retention.NewExpirer(retention.ExpirerConfig{Pool: a.Pool, Plan: a.Plan, Store: store, Holds: holds, Logger: a.Logger})
+	expirer, err := retention.NewExpirer(retention.ExpirerConfig{Common: common, Store: store})
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +219,7 @@ func (a *App) Services(store *archive.Archiver, m *metrics.Metrics) (*jobs.Servi
 		return nil, err
 	}
 	return &jobs.Services{Pool: a.Pool, Sweeper: sweeper, Mover: mover, Expirer: expirer, Intake: intake,
-		Eraser: eraser, Syncer: syncer, Queue: a.Queue, Metrics: m}, nil
+		Eraser: eraser, Syncer: syncer, Store: store, Queue: a.Queue, Metrics: m}, nil
 }
 
 // Worker returns a River client that works every job kind with svc; with
@@ -228,6 +230,27 @@ func (a *App) Worker(svc *jobs.Services, periodic bool) (*river.Client[pgx.Tx], 
 		return nil, fmt.Errorf("error creating the queue client: %w", err)
 	}
 	return client, nil
+}
+
+// Working builds what a process that works jobs needs: the worker's archive
+// (after checking that the bucket accepts its credentials), the services
+// counting into m (which may be nil), and the River client that works them;
+// with periodic, the client also schedules the nightly sweep and expiry.
+// The client is not started.
+func (a *App) Working(ctx context.Context, m *metrics.Metrics, periodic bool) (*jobs.Services, *river.Client[pgx.Tx], error) {
+	store, err := a.Store(ctx, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	svc, err := a.Services(store, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := a.Worker(svc, periodic)
+	if err != nil {
+		return nil, nil, err
+	}
+	return svc, client, nil
 }
 
 // Metrics returns the Prometheus metrics of this process over the database

@@ -39,44 +39,23 @@ func (b *run) rawDB(ctx context.Context) error {
 	}
 	pp := plan.Policy(PolicyName)
 	batch := rcfg.Archive.BatchSize
-	keys := make(chan []string)
-	go func() {
-		defer close(keys)
-		for i := 1; i <= n; i += batch {
-			page := make([]string, 0, batch)
-			for id := i; id < i+batch && id <= n; id++ {
-				page = append(page, strconv.Itoa(id))
-			}
-			select {
-			case keys <- page:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	start := time.Now()
-	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var firstErr error
 	done := 0
-	for range rcfg.Worker.Concurrency * b.opts.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for page := range keys {
-				k, err := readAndDelete(ctx, b, plan, pp, page)
-				mu.Lock()
-				done += k
-				if err != nil && firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	pages := (n + batch - 1) / batch
+	err = each(ctx, pages, rcfg.Worker.Concurrency*b.opts.Workers, func(p int) error {
+		page := make([]string, 0, batch)
+		for id := p*batch + 1; id <= min((p+1)*batch, n); id++ {
+			page = append(page, strconv.Itoa(id))
+		}
+		k, err := readAndDelete(ctx, b, plan, pp, page)
+		mu.Lock()
+		done += k
+		mu.Unlock()
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	if done != n {
 		return fmt.Errorf("the database measure deleted %d subjects of %d", done, n)
@@ -129,40 +108,19 @@ func (b *run) rawPut(ctx context.Context) error {
 	}
 	body := make([]byte, size)
 	_, _ = rand.Read(body)
-	next := make(chan int)
-	go func() {
-		defer close(next)
-		for i := range n {
-			select {
-			case next <- i:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	start := time.Now()
-	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var firstErr error
-	for range max(inflight, 1) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				st, err := store.PutVerified(ctx, "raw/"+strconv.Itoa(i), body)
-				mu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = err
-				} else if err == nil {
-					b.rawPuts = append(b.rawPuts, st)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
+	err = each(ctx, n, inflight, func(i int) error {
+		st, err := store.PutVerified(ctx, "raw/"+strconv.Itoa(i), body)
+		if err == nil {
+			mu.Lock()
+			b.rawPuts = append(b.rawPuts, st)
+			mu.Unlock()
+		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	b.res.RawPutPerSec = float64(n) / time.Since(start).Seconds()
 	return nil
@@ -176,15 +134,7 @@ func (b *run) requests(ctx context.Context) error {
 		return nil
 	}
 	b.opts.Progress("queueing %d deletion requests", n)
-	store, err := b.app.Store(ctx, false)
-	if err != nil {
-		return err
-	}
-	svc, err := b.app.Services(store, nil)
-	if err != nil {
-		return err
-	}
-	client, err := b.app.Worker(svc, false)
+	svc, client, err := b.app.Working(ctx, nil, false)
 	if err != nil {
 		return err
 	}
@@ -232,4 +182,38 @@ func (b *run) ticket(i int) string {
 		return "bench-" + b.id + "-%"
 	}
 	return fmt.Sprintf("bench-%s-%d", b.id, i)
+}
+
+// each runs fn(i) for every i from 0 to n-1, workers at a time, and returns
+// the first error; after one, it starts no more.
+func each(ctx context.Context, n, workers int, fn func(i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan int)
+	go func() {
+		defer close(next)
+		for i := range n {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for range max(workers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(i); err != nil {
+					once.Do(func() { first = err; cancel() })
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
 }

@@ -69,15 +69,7 @@ func Serve(ctx context.Context, cfg *config.Config, id string, logger *slog.Logg
 		return err
 	}
 	defer a.Close()
-	store, err := a.Store(ctx, true)
-	if err != nil {
-		return err
-	}
-	svc, err := a.Services(store, nil)
-	if err != nil {
-		return err
-	}
-	client, err := a.Worker(svc, false)
+	_, client, err := a.Working(ctx, nil, false)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 )
 
@@ -120,13 +121,19 @@ func (e *Env) CRMSnapshot(t *testing.T) Snapshot {
 // by group: due, recent, active and spam.
 func (e *Env) SeedCRM(t *testing.T, n int) map[string][]string {
 	t.Helper()
+	return SeedCRM(t, e.DB.Pool, n)
+}
+
+// SeedCRM is Env.SeedCRM on any database that has CRMSchema.
+func SeedCRM(t testing.TB, pool *pgxpool.Pool, n int) map[string][]string {
+	t.Helper()
 	groups := map[string][]string{}
 	ctx := context.Background()
 	lineID := 0
 	add := func(group, status, closedAt, createdAt string, i int) {
 		code := fmt.Sprintf("%s O'Brien \"%d\" Zoë", group, i)
 		groups[group] = append(groups[group], code)
-		_, err := e.DB.Pool.Exec(ctx, `
+		_, err := pool.Exec(ctx, `
 			INSERT INTO crm.customers (code, status, closed_at, created_at, profile, photo, credit, ext_id)
 			VALUES ($1, $2, now() - $3::interval, now() - $4::interval,
 			        jsonb_build_object('tier', $5::int, 'tags', jsonb_build_array('a', 'b'), 'nested', jsonb_build_object('x', 1.5)),
@@ -135,18 +142,18 @@ func (e *Env) SeedCRM(t *testing.T, n int) map[string][]string {
 		require.NoError(t, err)
 		for a := range i % 3 {
 			var acct string
-			err := e.DB.Pool.QueryRow(ctx, `INSERT INTO crm.accounts (id, customer_code, balance, opened) VALUES (gen_random_uuid(), $1, $2, current_date - $3::int) RETURNING id::text`,
+			err := pool.QueryRow(ctx, `INSERT INTO crm.accounts (id, customer_code, balance, opened) VALUES (gen_random_uuid(), $1, $2, current_date - $3::int) RETURNING id::text`,
 				code, float64(a)*10.25, a*100).Scan(&acct)
 			require.NoError(t, err)
 			for l := range a + 1 {
 				lineID++
-				_, err := e.DB.Pool.Exec(ctx, `INSERT INTO crm.lines (id, account_id, imei, meta) VALUES ($1, $2, $3, '{"sim": true}')`,
+				_, err := pool.Exec(ctx, `INSERT INTO crm.lines (id, account_id, imei, meta) VALUES ($1, $2, $3, '{"sim": true}')`,
 					lineID, acct, fmt.Sprintf("35%013d", lineID*10+l))
 				require.NoError(t, err)
 			}
 		}
 		if i%2 == 0 {
-			_, err := e.DB.Pool.Exec(ctx, `INSERT INTO crm.notes (customer_code, body, blob) VALUES ($1, $2, '\x00deadbeef')`, code, "note; with 'quotes'")
+			_, err := pool.Exec(ctx, `INSERT INTO crm.notes (customer_code, body, blob) VALUES ($1, $2, '\x00deadbeef')`, code, "note; with 'quotes'")
 			require.NoError(t, err)
 		}
 	}

@@ -44,7 +44,7 @@ var KeyCases = []KeyCase{
 // NewKeys gives t lethe over a subject table k.subjects whose key has
 // type typ, with one due subject stored under stored and a child table
 // k.notes holding one note of it.
-func NewKeys(t *testing.T, typ, stored string) *Env {
+func NewKeys(t testing.TB, typ, stored string) *Env {
 	t.Helper()
 	schema := fmt.Sprintf(`
 CREATE SCHEMA k;
@@ -73,4 +73,17 @@ func (e *Env) SubjectRows(t *testing.T) int {
 	var n int
 	require.NoError(t, e.DB.Pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM k.subjects) + (SELECT count(*) FROM k.notes)`).Scan(&n))
 	return n
+}
+
+// EachKeyCase runs test, in parallel, for every case of KeyCases, over
+// lethe on a table of the case's key type (NewKeys).
+func EachKeyCase(t *testing.T, test func(t *testing.T, kc KeyCase, e *Env)) {
+	t.Helper()
+	t.Parallel()
+	for _, kc := range KeyCases {
+		t.Run(kc.Type, func(t *testing.T) {
+			t.Parallel()
+			test(t, kc, NewKeys(t, kc.Type, kc.Stored))
+		})
+	}
 }

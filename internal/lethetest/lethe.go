@@ -62,7 +62,7 @@ type Env struct {
 // New gives t its own database, prepared by the statements of
 // prepare, and bucket, and builds lethe over them with the config fragment
 // (subject:, policies: and requests: sections).
-func New(t *testing.T, prepare, fragment string) *Env {
+func New(t testing.TB, prepare, fragment string) *Env {
 	t.Helper()
 	return NewFunc(t, func(db *testenv.DB) {
 		_, err := db.Pool.Exec(context.Background(), prepare)
@@ -71,7 +71,7 @@ func New(t *testing.T, prepare, fragment string) *Env {
 }
 
 // NewFunc is New with the database prepared by a function.
-func NewFunc(t *testing.T, prepare func(*testenv.DB), fragment string) *Env {
+func NewFunc(t testing.TB, prepare func(*testenv.DB), fragment string) *Env {
 	t.Helper()
 	ctx := context.Background()
 	e := &Env{DB: testenv.NewDB(t), Bucket: testenv.NewBucket(t), Identity: testenv.NewIdentity(t), Logs: &SyncBuffer{}, Queue: &Recorder{}}
@@ -86,13 +86,13 @@ func NewFunc(t *testing.T, prepare func(*testenv.DB), fragment string) *Env {
 	e.Arch, err = e.App.Store(ctx, false)
 	require.NoError(t, err)
 	holds := hold.Checker{}
-	e.Sweeper, err = retention.NewSweeper(retention.SweeperConfig{Pool: e.DB.Pool, Plan: e.Plan, Holds: holds, Jobs: e.App.Queue,
-		Logger: logger, BatchSize: e.Config.Archive.BatchSize})
+	common := retention.Common{Pool: e.DB.Pool, Plan: e.Plan, Holds: holds, Logger: logger}
+	e.Sweeper, err = retention.NewSweeper(retention.SweeperConfig{Common: common, Jobs: e.App.Queue,
+		BatchSize: e.Config.Archive.BatchSize})
 	require.NoError(t, err)
-	e.Mover, err = retention.NewMover(retention.MoverConfig{Pool: e.DB.Pool, Plan: e.Plan, Store: e.Arch, Holds: holds,
-		Logger: logger, Concurrency: e.Config.Archive.Concurrency})
+	e.Mover, err = retention.NewMover(retention.MoverConfig{Common: common, Store: e.Arch, Concurrency: e.Config.Archive.Concurrency})
 	require.NoError(t, err)
-	e.Expirer, err = retention.NewExpirer(retention.ExpirerConfig{Pool: e.DB.Pool, Plan: e.Plan, Store: e.Arch, Holds: holds, Logger: logger})
+	e.Expirer, err = retention.NewExpirer(retention.ExpirerConfig{Common: common, Store: e.Arch})
 	require.NoError(t, err)
 	e.Intake, err = request.NewIntake(request.IntakeConfig{Pool: e.DB.Pool, Plan: e.Plan, Queue: e.Queue, Logger: logger})
 	require.NoError(t, err)
