@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,7 +71,7 @@ func setup(t *testing.T) *testBundle {
 		writer:   writer,
 		reader:   reader,
 		archiver: archive.NewArchiver(writer, b.Name, prefix, []age.Recipient{id.Recipient()}),
-		restorer: archive.NewRestorer(reader, b.Name, prefix),
+		restorer: archive.NewRestorer(reader, b.Name),
 		secret:   []byte("0123456789abcdef0123456789abcdef"),
 	}
 }
@@ -123,110 +124,246 @@ func httpStatus(err error) int {
 	return 0
 }
 
-var hexKey = regexp.MustCompile(`^v1/[0-9a-f]{64}\.age$`)
+var segmentName = regexp.MustCompile(`^v1/segments/\d{4}-\d{2}-\d{2}/[0-9a-f]{32}\.seg$`)
 
-func TestPut(t *testing.T) {
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// put is a segment the test put, and what it holds.
+type put struct {
+	stored   *archive.Stored
+	subjects []string
+	bundles  []*archive.Bundle
+	parts    []archive.Part
+}
+
+// loc is where the ith subject's part lies.
+func (p *put) loc(i int) archive.Location {
+	pt := p.parts[i]
+	return archive.Location{Segment: p.stored.Name, VersionID: p.stored.VersionID, Offset: pt.Offset, Length: pt.Length,
+		SHA256: pt.SHA256, WrappedKey: pt.WrappedKey}
+}
+
+// putSegment writes one segment of subjects' bundles with a.
+func (tb *testBundle) putSegment(t *testing.T, a *archive.Archiver, lock archive.Lock, subjects ...string) *put {
+	t.Helper()
+	p := &put{subjects: subjects}
+	seg := a.NewSegment()
+	for _, s := range subjects {
+		b := bundleOf(s)
+		part, err := seg.Add(b)
+		require.NoError(t, err)
+		p.bundles, p.parts = append(p.bundles, b), append(p.parts, part)
+	}
+	var err error
+	p.stored, err = a.Put(t.Context(), archive.SegmentName(prefix, time.Now()), seg.Bytes(), lock)
+	require.NoError(t, err)
+	require.Equal(t, seg.Size(), p.stored.Size)
+	require.Equal(t, seg.SHA256(), p.stored.SHA256)
+	return p
+}
+
+func TestSegment(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
 	ctx := t.Context()
 
-	subject := "customer-4711"
-	h := tb.hmacOf(subject)
-	b := bundleOf(subject)
-	stored, err := tb.archiver.Put(ctx, h, b, false)
-	require.NoError(t, err)
+	subjects := []string{"customer-4711", "customer-4712", "customer-4713"}
+	p := tb.putSegment(t, tb.archiver, archive.Lock{}, subjects...)
 
-	// The name is the prefix, the HMAC and .age: nothing of the subject.
-	require.Equal(t, "v1/"+h+".age", stored.Key)
-	require.Equal(t, stored.Key, tb.archiver.ObjectKey(h))
-	require.Equal(t, stored.Key, archive.ObjectKey(prefix, h))
-	require.Regexp(t, hexKey, stored.Key)
-	require.NotContains(t, stored.Key, subject)
-	require.NotContains(t, stored.Key, "4711")
+	// The name is the prefix, the day and a random id: nothing of the
+	// subjects.
+	require.Regexp(t, segmentName, p.stored.Name)
+	for _, s := range subjects {
+		require.NotContains(t, p.stored.Name, s)
+		require.NotContains(t, p.stored.Name, tb.hmacOf(s)[:16])
+	}
+	require.NotEqual(t, archive.SegmentName(prefix, time.Now()), archive.SegmentName(prefix, time.Now()), "a name is never made twice")
+	require.NotEmpty(t, p.stored.VersionID)
+	require.NotEqual(t, "null", p.stored.VersionID)
 
-	require.NotEmpty(t, stored.VersionID)
-	require.NotEqual(t, "null", stored.VersionID)
-	require.Regexp(t, `^[0-9a-f]{64}$`, stored.SHA256)
-
-	// What the server holds is what Put reported.
-	body := tb.getObject(t, tb.reader, stored.Key, stored.VersionID)
-	sum := sha256.Sum256(body)
-	require.Equal(t, hex.EncodeToString(sum[:]), stored.SHA256)
-	require.Equal(t, int64(len(body)), stored.Size)
-	require.Equal(t, body, tb.getObject(t, tb.root, stored.Key, ""), "the latest version is the one put")
+	// The object is the concatenation of the parts, nothing else.
+	body := tb.getObject(t, tb.reader, p.stored.Name, p.stored.VersionID)
+	require.Equal(t, p.stored.SHA256, sha256Hex(body))
+	var at int64
+	for i, pt := range p.parts {
+		require.Equal(t, at, pt.Offset, "part %d follows the one before", i)
+		part := body[pt.Offset : pt.Offset+pt.Length]
+		require.Equal(t, pt.SHA256, sha256Hex(part))
+		require.True(t, bytes.HasPrefix(part, []byte("age-encryption.org/v1\n")), "part %d is a whole age file", i)
+		require.Equal(t, 1, bytes.Count(part, []byte("\n-> X25519 ")), "part %d has one recipient: its subject's own", i)
+		at += pt.Length
+	}
+	require.Equal(t, int64(len(body)), at)
 
 	// The server recorded the same checksum, and nothing else about it.
 	head, err := tb.reader.HeadObject(ctx, &s3.HeadObjectInput{
-		Bucket: aws.String(tb.bucket), Key: aws.String(stored.Key), VersionId: aws.String(stored.VersionID),
+		Bucket: aws.String(tb.bucket), Key: aws.String(p.stored.Name), VersionId: aws.String(p.stored.VersionID),
 		ChecksumMode: types.ChecksumModeEnabled,
 	})
 	require.NoError(t, err)
+	sum := sha256.Sum256(body)
 	require.Equal(t, base64.StdEncoding.EncodeToString(sum[:]), aws.ToString(head.ChecksumSHA256))
-	require.Equal(t, stored.Size, aws.ToInt64(head.ContentLength))
 	require.Empty(t, head.Metadata, "no user metadata")
 	require.Equal(t, "application/octet-stream", aws.ToString(head.ContentType))
 	require.Equal(t, types.ObjectLockLegalHoldStatus(""), head.ObjectLockLegalHoldStatus)
 
-	// The object is an age file: it names no subject and no row in clear.
-	require.True(t, bytes.HasPrefix(body, []byte("age-encryption.org/v1\n")))
-	for _, clear := range []string{subject, "Ada Lovelace", "former-customers", "crm.customers", "lethe.bundle"} {
+	// Nothing in the segment is in clear.
+	for _, clear := range append(subjects, "Ada Lovelace", "former-customers", "crm.customers", "lethe.bundle") {
 		require.NotContains(t, string(body), clear)
 	}
 
-	// It decrypts with the identity to exactly the encoded bundle.
-	plain, err := archive.Decrypt(body, []age.Identity{tb.id})
-	require.NoError(t, err)
-	require.Equal(t, encode(t, b), plain)
-	d, err := archive.Decode(plain, graphTables)
-	require.NoError(t, err)
-	require.Equal(t, subject, d.Subject)
+	for i, pt := range p.parts {
+		part := body[pt.Offset : pt.Offset+pt.Length]
+		// The master cannot read a part: only the subject's own key can.
+		_, err := archive.Decrypt(part, []age.Identity{tb.id})
+		require.ErrorIs(t, err, archive.ErrWrongIdentity)
+		// The wrapped key is an age file to the master holding the
+		// subject's identity, which opens the part.
+		require.True(t, bytes.HasPrefix(pt.WrappedKey, []byte("age-encryption.org/v1\n")))
+		id, err := archive.UnwrapKey(pt.WrappedKey, []age.Identity{tb.id})
+		require.NoError(t, err)
+		plain, err := archive.Decrypt(part, []age.Identity{id})
+		require.NoError(t, err)
+		require.Equal(t, encode(t, p.bundles[i]), plain)
+		// Every subject has a key of its own.
+		for j, other := range p.parts {
+			if j != i {
+				_, err := archive.OpenPart(body[other.Offset:other.Offset+other.Length], id, graphTables)
+				require.ErrorIs(t, err, archive.ErrCorrupt, "subject %d's key opens subject %d's part", i, j)
+			}
+		}
+	}
 }
 
-func TestPutEachTimeANewVersion(t *testing.T) {
+func TestPutOnce(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
+	ctx := t.Context()
 
-	h := tb.hmacOf("7")
-	s1, err := tb.archiver.Put(t.Context(), h, bundleOf("7"), false)
-	require.NoError(t, err)
-	s2, err := tb.archiver.Put(t.Context(), h, bundleOf("7"), false)
-	require.NoError(t, err)
-	require.Equal(t, s1.Key, s2.Key)
-	require.NotEqual(t, s1.VersionID, s2.VersionID)
-	require.NotEqual(t, s1.SHA256, s2.SHA256, "age encrypts with a fresh file key each time")
+	p := tb.putSegment(t, tb.archiver, archive.Lock{}, "1")
+	// A name is written once: a second put of it is refused and changes
+	// nothing.
+	_, err := tb.archiver.Put(ctx, p.stored.Name, []byte("something else"), archive.Lock{})
+	require.ErrorIs(t, err, archive.ErrExists)
+	require.Equal(t, p.stored.SHA256, sha256Hex(tb.getObject(t, tb.reader, p.stored.Name, "")))
+}
 
-	vs, err := tb.archiver.Versions(t.Context(), h)
+func TestPutLocks(t *testing.T) {
+	t.Parallel()
+	tb := setup(t)
+	ctx := t.Context()
+	until := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
+
+	retention := func(p *put) *s3.GetObjectRetentionOutput {
+		out, err := tb.root.GetObjectRetention(ctx, &s3.GetObjectRetentionInput{Bucket: aws.String(tb.bucket),
+			Key: aws.String(p.stored.Name), VersionId: aws.String(p.stored.VersionID)})
+		if err != nil {
+			return nil
+		}
+		return out
+	}
+	legalHold := func(p *put) types.ObjectLockLegalHoldStatus {
+		out, err := tb.root.GetObjectLegalHold(ctx, &s3.GetObjectLegalHoldInput{Bucket: aws.String(tb.bucket),
+			Key: aws.String(p.stored.Name), VersionId: aws.String(p.stored.VersionID)})
+		require.NoError(t, err)
+		return out.LegalHold.Status
+	}
+	deleteVersion := func(p *put) error {
+		_, err := tb.root.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(tb.bucket), Key: aws.String(p.stored.Name),
+			VersionId: aws.String(p.stored.VersionID)})
+		return err
+	}
+
+	for _, mode := range []struct {
+		name string
+		want types.ObjectLockRetentionMode
+	}{{archive.LockGovernance, types.ObjectLockRetentionModeGovernance}, {archive.LockCompliance, types.ObjectLockRetentionModeCompliance}} {
+		p := tb.putSegment(t, tb.archiver, archive.Lock{Mode: mode.name, RetainUntil: until}, "locked-"+mode.name)
+		r := retention(p)
+		require.NotNil(t, r, mode.name)
+		require.Equal(t, mode.want, r.Retention.Mode, mode.name)
+		require.True(t, until.Equal(aws.ToTime(r.Retention.RetainUntilDate)), "%s: retained until %v", mode.name, r.Retention.RetainUntilDate)
+		require.Error(t, deleteVersion(p), "%s: not even root deletes a retained segment", mode.name)
+	}
+
+	// Without a date, the put carries no retention of its own: the
+	// bucket's default applies (here none), and the owner can delete it.
+	p := tb.putSegment(t, tb.archiver, archive.Lock{Mode: archive.LockGovernance}, "no-date")
+	require.Nil(t, retention(p))
+	// lock_mode none puts no retention either.
+	none := tb.putSegment(t, tb.archiver, archive.Lock{Mode: archive.LockNone, RetainUntil: until}, "none")
+	require.Nil(t, retention(none))
+	require.NoError(t, deleteVersion(none))
+
+	// A legal hold keeps even an unretained segment, until it is lifted.
+	held := tb.putSegment(t, tb.archiver, archive.Lock{LegalHold: true}, "held")
+	require.Equal(t, types.ObjectLockLegalHoldStatusOn, legalHold(held))
+	require.Error(t, deleteVersion(held))
+	require.NoError(t, tb.archiver.SetLegalHold(ctx, held.stored.Name, held.stored.VersionID, false))
+	require.Equal(t, types.ObjectLockLegalHoldStatusOff, legalHold(held))
+	require.NoError(t, tb.archiver.SetLegalHold(ctx, held.stored.Name, held.stored.VersionID, true))
+	require.Equal(t, types.ObjectLockLegalHoldStatusOn, legalHold(held))
+	require.Error(t, deleteVersion(held))
+	require.NoError(t, tb.archiver.SetLegalHold(ctx, held.stored.Name, held.stored.VersionID, false))
+	require.NoError(t, deleteVersion(held))
+
+	// A legal hold of a missing version is an error that says so.
+	err := tb.archiver.SetLegalHold(ctx, held.stored.Name, held.stored.VersionID, true)
+	require.ErrorIs(t, err, archive.ErrNotFound)
+}
+
+// TestLockModeNone: with lock_mode none, a bucket without Object Lock is
+// accepted, and segments go without legal holds; a bucket with it keeps
+// them.
+func TestLockModeNone(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := testenv.NewBucketWithoutLock(t)
+	id := testenv.NewIdentity(t)
+	a := archive.NewArchiver(client(b.Server, b.Server.Writer), b.Name, prefix, []age.Recipient{id.Recipient()})
+	require.True(t, a.LegalHolds(), "until probed")
+	require.ErrorIs(t, a.ProbeLock(ctx, archive.LockGovernance), archive.ErrNoObjectLock)
+	require.NoError(t, a.ProbeLock(ctx, archive.LockNone))
+	require.False(t, a.LegalHolds())
+	seg := a.NewSegment()
+	_, err := seg.Add(bundleOf("held"))
 	require.NoError(t, err)
-	require.ElementsMatch(t, []archive.Version{{ID: s1.VersionID}, {ID: s2.VersionID}}, vs)
+	stored, err := a.Put(ctx, archive.SegmentName(prefix, time.Now()), seg.Bytes(), archive.Lock{Mode: archive.LockNone, LegalHold: true})
+	require.NoError(t, err, "a held subject's segment is put without the hold the bucket cannot keep")
+	require.ErrorIs(t, a.SetLegalHold(ctx, stored.Name, stored.VersionID, true), archive.ErrNoObjectLock)
+
+	tb := setup(t)
+	require.NoError(t, tb.archiver.ProbeLock(ctx, archive.LockNone))
+	require.True(t, tb.archiver.LegalHolds(), "a bucket with Object Lock keeps legal holds under lock_mode none")
 }
 
 func TestPutConcurrent(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
 
-	// The archiver reuses buffers: concurrent puts must not mix bodies.
-	const n = 16
-	stored := make([]*archive.Stored, n)
+	const n = 8
+	puts := make([]*put, n)
 	var wg sync.WaitGroup
-	errs := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
-			subject := fmt.Sprintf("subject-%d", i)
-			b := bundleOf(subject)
-			// Different sizes, so that a reused buffer shows.
-			b.Tables[1].Rows = []byte("[" + string(bytes.Repeat([]byte(`{"pad":"xxxxxxxxxxxxxxxxxxxxxxxx"},`), i*50)) + "{}]")
-			stored[i], errs[i] = tb.archiver.Put(t.Context(), tb.hmacOf(subject), b, false)
+			subjects := make([]string, i+1)
+			for j := range subjects {
+				subjects[j] = fmt.Sprintf("subject-%d-%d", i, j)
+			}
+			puts[i] = tb.putSegment(t, tb.archiver, archive.Lock{}, subjects...)
 		})
 	}
 	wg.Wait()
-	for i := range n {
-		require.NoError(t, errs[i])
-		subject := fmt.Sprintf("subject-%d", i)
-		r, err := tb.restorer.Restore(t.Context(), tb.hmacOf(subject), subject, stored[i].VersionID, stored[i].SHA256, graphTables, []age.Identity{tb.id})
-		require.NoError(t, err, "subject %d", i)
-		require.Equal(t, subject, r.Bundle.Subject)
-		require.Len(t, r.Bundle.Rows["crm.accounts"], i*50+1)
-		require.Equal(t, stored[i].Size, int64(len(tb.getObject(t, tb.reader, stored[i].Key, stored[i].VersionID))))
+	for i, p := range puts {
+		require.Len(t, p.parts, i+1)
+		for j := range p.parts {
+			r, err := tb.restorer.Restore(t.Context(), p.loc(j), p.subjects[j], graphTables, []age.Identity{tb.id})
+			require.NoError(t, err, "segment %d part %d", i, j)
+			require.Equal(t, encode(t, p.bundles[j]), r.Plaintext)
+		}
 	}
 }
 
@@ -234,236 +371,80 @@ func TestPutErrors(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
 	ctx := t.Context()
+	name := archive.SegmentName(prefix, time.Now())
+	body := []byte("a segment")
 
 	// The reader may not write.
 	ro := archive.NewArchiver(tb.reader, tb.bucket, prefix, []age.Recipient{tb.id.Recipient()})
-	_, err := ro.Put(ctx, tb.hmacOf("1"), bundleOf("1"), false)
+	_, err := ro.Put(ctx, name, body, archive.Lock{})
 	require.ErrorIs(t, err, archive.ErrAccessDenied)
-	require.ErrorContains(t, err, "error putting object")
+	require.ErrorContains(t, err, "error putting "+name)
 
 	// No such bucket.
-	nb := archive.NewArchiver(tb.root, "no-such-bucket-"+tb.bucket, prefix, []age.Recipient{tb.id.Recipient()})
-	_, err = nb.Put(ctx, tb.hmacOf("1"), bundleOf("1"), false)
+	nb := archive.NewArchiver(tb.root, "no-such-bucket-"+tb.bucket, prefix, nil)
+	_, err = nb.Put(ctx, name, body, archive.Lock{})
 	require.ErrorIs(t, err, archive.ErrNoBucket)
 
-	// A bucket without versioning gives no version id: Put refuses to
-	// call that verified.
+	// A bucket without versioning gives no version id: Put refuses to call
+	// that verified. Without Object Lock it refuses a lock.
 	plain := "plain-" + tb.bucket
 	_, err = tb.root.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(plain)})
 	require.NoError(t, err)
-	pa := archive.NewArchiver(tb.root, plain, prefix, []age.Recipient{tb.id.Recipient()})
-	_, err = pa.Put(ctx, tb.hmacOf("1"), bundleOf("1"), false)
+	pa := archive.NewArchiver(tb.root, plain, prefix, nil)
+	_, err = pa.Put(ctx, name, body, archive.Lock{})
 	require.ErrorContains(t, err, "no version id")
+	_, err = pa.Put(ctx, archive.SegmentName(prefix, time.Now()), body, archive.Lock{Mode: archive.LockGovernance, RetainUntil: time.Now().Add(time.Hour)})
+	require.ErrorIs(t, err, archive.ErrNoObjectLock)
+	require.ErrorIs(t, pa.ProbeLock(ctx, archive.LockCompliance), archive.ErrNoObjectLock)
+	require.ErrorContains(t, pa.ProbeLock(ctx, archive.LockNone), "no version id")
 
-	// Nothing to encrypt to.
-	none := archive.NewArchiver(tb.writer, tb.bucket, prefix, nil)
-	_, err = none.Put(ctx, tb.hmacOf("1"), bundleOf("1"), false)
-	require.ErrorContains(t, err, "error encrypting bundle")
+	// Nothing to wrap the keys to.
+	_, err = archive.NewArchiver(tb.writer, tb.bucket, prefix, nil).NewSegment().Add(bundleOf("1"))
+	require.ErrorContains(t, err, "error wrapping a subject key")
 
 	// A cancelled context stops the put.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	_, err = tb.archiver.Put(cctx, tb.hmacOf("1"), bundleOf("1"), false)
+	_, err = tb.archiver.Put(cctx, name, body, archive.Lock{})
 	require.ErrorIs(t, err, context.Canceled)
 
-	vs, err := tb.archiver.Versions(ctx, tb.hmacOf("1"))
-	require.NoError(t, err)
-	require.Empty(t, vs, "no failed put left an object")
+	_, err = tb.root.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(tb.bucket), Key: aws.String(name)})
+	require.Equal(t, http.StatusNotFound, httpStatus(err), "no failed put left an object: %v", err)
 }
 
-func TestWorkerCannotRead(t *testing.T) {
+// TestWorkerCannotReadOrDelete: the worker's credentials put segments and
+// set their locks, and nothing else.
+func TestWorkerCannotReadOrDelete(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
 	ctx := t.Context()
 
-	stored, err := tb.archiver.Put(ctx, tb.hmacOf("1"), bundleOf("1"), false)
-	require.NoError(t, err)
+	p := tb.putSegment(t, tb.archiver, archive.Lock{}, "1")
+	name, version := aws.String(p.stored.Name), aws.String(p.stored.VersionID)
+	forbidden := func(what string, err error) {
+		t.Helper()
+		require.Equal(t, http.StatusForbidden, httpStatus(err), "%s: %v", what, err)
+	}
+	_, err := tb.writer.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(tb.bucket), Key: name})
+	forbidden("get", err)
+	_, err = tb.writer.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(tb.bucket), Key: name, VersionId: version, Range: aws.String("bytes=0-9")})
+	forbidden("ranged get of a version", err)
+	_, err = tb.writer.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(tb.bucket), Key: name})
+	forbidden("head", err)
+	_, err = tb.writer.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(tb.bucket)})
+	forbidden("list", err)
+	_, err = tb.writer.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: aws.String(tb.bucket)})
+	forbidden("list versions", err)
+	_, err = tb.writer.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(tb.bucket), Key: name, VersionId: version})
+	forbidden("delete a version", err)
+	_, err = tb.writer.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(tb.bucket), Key: name})
+	forbidden("delete (marker)", err)
 
-	_, err = tb.writer.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(tb.bucket), Key: aws.String(stored.Key)})
-	require.Error(t, err)
-	require.Equal(t, http.StatusForbidden, httpStatus(err), "%v", err)
-	_, err = tb.writer.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(tb.bucket), Key: aws.String(stored.Key), VersionId: aws.String(stored.VersionID)})
-	require.Equal(t, http.StatusForbidden, httpStatus(err), "%v", err)
-	_, err = tb.writer.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(tb.bucket), Key: aws.String(stored.Key)})
-	require.Equal(t, http.StatusForbidden, httpStatus(err), "%v", err)
-
-	// Through the restorer, with the worker's client, the denial is named.
-	wr := archive.NewRestorer(tb.writer, tb.bucket, prefix)
-	r, err := wr.Restore(ctx, tb.hmacOf("1"), "1", "", "", graphTables, []age.Identity{tb.id})
+	// Through a restorer with the worker's client, the denial is named.
+	r, err := archive.NewRestorer(tb.writer, tb.bucket).Restore(ctx, p.loc(0), "1", graphTables, []age.Identity{tb.id})
 	require.ErrorIs(t, err, archive.ErrAccessDenied)
 	require.Nil(t, r)
-}
-
-func TestLegalHold(t *testing.T) {
-	t.Parallel()
-	tb := setup(t)
-	ctx := t.Context()
-	h := tb.hmacOf("held")
-
-	stored, err := tb.archiver.Put(ctx, h, bundleOf("held"), true)
-	require.NoError(t, err)
-
-	lh, err := tb.root.GetObjectLegalHold(ctx, &s3.GetObjectLegalHoldInput{Bucket: aws.String(tb.bucket), Key: aws.String(stored.Key), VersionId: aws.String(stored.VersionID)})
-	require.NoError(t, err)
-	require.Equal(t, types.ObjectLockLegalHoldStatusOn, lh.LegalHold.Status)
-
-	// Not even root can delete a held version.
-	_, err = tb.root.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(tb.bucket), Key: aws.String(stored.Key), VersionId: aws.String(stored.VersionID)})
-	require.Error(t, err)
-	// Nor can Prune: it stops with an error and the version stays.
-	_, err = tb.archiver.Prune(ctx, h, "")
-	require.Error(t, err)
-	require.ErrorContains(t, err, "error deleting object version")
-	require.Equal(t, stored.SHA256, sha256Hex(tb.getObject(t, tb.reader, stored.Key, stored.VersionID)))
-
-	// Released, it goes.
-	n, err := tb.archiver.SetLegalHold(ctx, h, false)
-	require.NoError(t, err)
-	require.Equal(t, 1, n)
-	lh, err = tb.root.GetObjectLegalHold(ctx, &s3.GetObjectLegalHoldInput{Bucket: aws.String(tb.bucket), Key: aws.String(stored.Key), VersionId: aws.String(stored.VersionID)})
-	require.NoError(t, err)
-	require.Equal(t, types.ObjectLockLegalHoldStatusOff, lh.LegalHold.Status)
-	deleted, err := tb.archiver.Prune(ctx, h, "")
-	require.NoError(t, err)
-	require.Equal(t, []string{stored.VersionID}, deleted)
-	vs, err := tb.archiver.Versions(ctx, h)
-	require.NoError(t, err)
-	require.Empty(t, vs)
-}
-
-func TestSetLegalHoldOnEveryVersion(t *testing.T) {
-	t.Parallel()
-	tb := setup(t)
-	ctx := t.Context()
-	h := tb.hmacOf("s")
-
-	s1, err := tb.archiver.Put(ctx, h, bundleOf("s"), false)
-	require.NoError(t, err)
-	s2, err := tb.archiver.Put(ctx, h, bundleOf("s"), false)
-	require.NoError(t, err)
-	// A delete marker has no legal hold to set; it is skipped.
-	_, err = tb.writer.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(tb.bucket), Key: aws.String(s1.Key)})
-	require.NoError(t, err)
-
-	n, err := tb.archiver.SetLegalHold(ctx, h, true)
-	require.NoError(t, err)
-	require.Equal(t, 2, n)
-	for _, v := range []string{s1.VersionID, s2.VersionID} {
-		_, err := tb.root.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(tb.bucket), Key: aws.String(s1.Key), VersionId: aws.String(v)})
-		require.Error(t, err, "version %s is held", v)
-	}
-	// Pruning everything but s2 removes the delete marker, stops at s1.
-	_, err = tb.archiver.Prune(ctx, h, s2.VersionID)
-	require.Error(t, err)
-	vs, err := tb.archiver.Versions(ctx, h)
-	require.NoError(t, err)
-	var ids []string
-	for _, v := range vs {
-		if !v.DeleteMarker {
-			ids = append(ids, v.ID)
-		}
-	}
-	require.ElementsMatch(t, []string{s1.VersionID, s2.VersionID}, ids)
-
-	n, err = tb.archiver.SetLegalHold(ctx, h, false)
-	require.NoError(t, err)
-	require.Equal(t, 2, n)
-	_, err = tb.archiver.Prune(ctx, h, "")
-	require.NoError(t, err)
-
-	// Holding a subject without an object is a no-op.
-	n, err = tb.archiver.SetLegalHold(ctx, tb.hmacOf("none"), true)
-	require.NoError(t, err)
-	require.Zero(t, n)
-}
-
-func sha256Hex(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
-
-func TestVersionsAndPrune(t *testing.T) {
-	t.Parallel()
-	tb := setup(t)
-	ctx := t.Context()
-	h := tb.hmacOf("p")
-
-	var stored []*archive.Stored
-	for range 3 {
-		s, err := tb.archiver.Put(ctx, h, bundleOf("p"), false)
-		require.NoError(t, err)
-		stored = append(stored, s)
-	}
-	dm, err := tb.writer.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(tb.bucket), Key: aws.String(stored[0].Key)})
-	require.NoError(t, err)
-	require.True(t, aws.ToBool(dm.DeleteMarker))
-	marker := aws.ToString(dm.VersionId)
-	require.NotEmpty(t, marker)
-
-	// Neighbours whose names share the prefix are not this subject's.
-	neighbour := stored[0].Key + ".bak"
-	tb.rootPut(t, neighbour, []byte("x"))
-	other, err := tb.archiver.Put(ctx, tb.hmacOf("q"), bundleOf("q"), false)
-	require.NoError(t, err)
-
-	vs, err := tb.archiver.Versions(ctx, h)
-	require.NoError(t, err)
-	require.ElementsMatch(t, []archive.Version{
-		{ID: stored[0].VersionID}, {ID: stored[1].VersionID}, {ID: stored[2].VersionID},
-		{ID: marker, DeleteMarker: true},
-	}, vs)
-
-	// Keep the middle version: the others and the marker go.
-	deleted, err := tb.archiver.Prune(ctx, h, stored[1].VersionID)
-	require.NoError(t, err)
-	require.ElementsMatch(t, []string{stored[0].VersionID, stored[2].VersionID, marker}, deleted)
-	vs, err = tb.archiver.Versions(ctx, h)
-	require.NoError(t, err)
-	require.Equal(t, []archive.Version{{ID: stored[1].VersionID}}, vs)
-	// With the marker gone, the kept version is the object again.
-	r, err := tb.restorer.Restore(ctx, h, "p", "", stored[1].SHA256, graphTables, []age.Identity{tb.id})
-	require.NoError(t, err)
-	require.Equal(t, stored[1].VersionID, r.VersionID)
-
-	// Pruning again deletes nothing.
-	deleted, err = tb.archiver.Prune(ctx, h, stored[1].VersionID)
-	require.NoError(t, err)
-	require.Empty(t, deleted)
-
-	// Prune("") removes everything.
-	deleted, err = tb.archiver.Prune(ctx, h, "")
-	require.NoError(t, err)
-	require.Equal(t, []string{stored[1].VersionID}, deleted)
-	vs, err = tb.archiver.Versions(ctx, h)
-	require.NoError(t, err)
-	require.Empty(t, vs)
-	_, err = tb.restorer.Restore(ctx, h, "p", "", "", graphTables, []age.Identity{tb.id})
-	require.ErrorIs(t, err, archive.ErrNotFound)
-
-	// The neighbours are untouched.
-	require.Equal(t, []byte("x"), tb.getObject(t, tb.root, neighbour, ""))
-	ovs, err := tb.archiver.Versions(ctx, tb.hmacOf("q"))
-	require.NoError(t, err)
-	require.Equal(t, []archive.Version{{ID: other.VersionID}}, ovs)
-
-	// A missing object is a no-op.
-	deleted, err = tb.archiver.Prune(ctx, tb.hmacOf("never archived"), "")
-	require.NoError(t, err)
-	require.Empty(t, deleted)
-	vs, err = tb.archiver.Versions(ctx, tb.hmacOf("never archived"))
-	require.NoError(t, err)
-	require.Empty(t, vs)
-}
-
-func TestVersionsReaderDenied(t *testing.T) {
-	t.Parallel()
-	tb := setup(t)
-
-	ra := archive.NewArchiver(tb.reader, tb.bucket, prefix, []age.Recipient{tb.id.Recipient()})
-	_, err := ra.Versions(t.Context(), tb.hmacOf("1"))
-	require.ErrorIs(t, err, archive.ErrAccessDenied)
-	_, err = ra.Prune(t.Context(), tb.hmacOf("1"), "")
-	require.ErrorIs(t, err, archive.ErrAccessDenied)
+	require.Equal(t, p.stored.SHA256, sha256Hex(tb.getObject(t, tb.root, p.stored.Name, "")), "the segment is whole")
 }
 
 func TestProbe(t *testing.T) {
@@ -473,6 +454,8 @@ func TestProbe(t *testing.T) {
 	recipients := []age.Recipient{tb.id.Recipient()}
 
 	require.NoError(t, tb.archiver.Probe(ctx))
+	require.NoError(t, tb.archiver.ProbeLock(ctx, archive.LockGovernance))
+	require.NoError(t, tb.archiver.ProbeLock(ctx, archive.LockCompliance))
 
 	wrong := client(tb.srv, s3dev.Credentials{AccessKeyID: tb.srv.Writer.AccessKeyID, SecretAccessKey: "not-the-secret"})
 	err := archive.NewArchiver(wrong, tb.bucket, prefix, recipients).Probe(ctx)
@@ -483,7 +466,7 @@ func TestProbe(t *testing.T) {
 	err = archive.NewArchiver(unknown, tb.bucket, prefix, recipients).Probe(ctx)
 	require.ErrorIs(t, err, archive.ErrAccessDenied)
 
-	// The reader has no right to list.
+	// The reader may not set locks.
 	err = archive.NewArchiver(tb.reader, tb.bucket, prefix, recipients).Probe(ctx)
 	require.ErrorIs(t, err, archive.ErrAccessDenied)
 
@@ -511,70 +494,88 @@ func TestProbeUnreachable(t *testing.T) {
 func TestRestore(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	ctx := t.Context()
 	ids := []age.Identity{tb.id}
-	h := tb.hmacOf("r")
-
-	b := bundleOf("r")
-	stored, err := tb.archiver.Put(ctx, h, b, false)
-	require.NoError(t, err)
+	p := tb.putSegment(t, tb.archiver, archive.Lock{}, "q", "r", "s")
 
 	t.Run("round trip", func(t *testing.T) {
 		t.Parallel()
-		ctx := t.Context()
-		r, err := tb.restorer.Restore(ctx, h, "r", stored.VersionID, stored.SHA256, graphTables, ids)
-		require.NoError(t, err)
-		require.Equal(t, encode(t, b), r.Plaintext)
-		require.Equal(t, stored.VersionID, r.VersionID)
-		require.Equal(t, stored.SHA256, r.SHA256)
-		require.Equal(t, "r", r.Bundle.Subject)
-		require.Equal(t, "former-customers", r.Bundle.Policy)
-		require.Len(t, r.Bundle.Rows, len(graphTables))
-
-		// The latest version, without a checksum to compare or tables to check.
-		r, err = tb.restorer.Restore(ctx, h, "r", "", "", nil, ids)
-		require.NoError(t, err)
-		require.Equal(t, stored.VersionID, r.VersionID)
+		for i, s := range p.subjects {
+			r, err := tb.restorer.Restore(t.Context(), p.loc(i), s, graphTables, ids)
+			require.NoError(t, err)
+			require.Equal(t, encode(t, p.bundles[i]), r.Plaintext)
+			require.Equal(t, s, r.Bundle.Subject)
+			require.Equal(t, "former-customers", r.Bundle.Policy)
+			require.Len(t, r.Bundle.Rows, len(graphTables))
+		}
 	})
 
 	t.Run("wrong identity", func(t *testing.T) {
 		t.Parallel()
-		ctx := t.Context()
 		other := testenv.NewIdentity(t)
-		r, err := tb.restorer.Restore(ctx, h, "r", stored.VersionID, stored.SHA256, graphTables, []age.Identity{other})
+		r, err := tb.restorer.Restore(t.Context(), p.loc(1), "r", graphTables, []age.Identity{other})
 		require.ErrorIs(t, err, archive.ErrWrongIdentity)
 		require.NotErrorIs(t, err, archive.ErrCorrupt)
 		require.Nil(t, r)
 		// One right identity among wrong ones is enough.
-		_, err = tb.restorer.Restore(ctx, h, "r", stored.VersionID, stored.SHA256, graphTables, []age.Identity{other, tb.id})
+		_, err = tb.restorer.Restore(t.Context(), p.loc(1), "r", graphTables, []age.Identity{other, tb.id})
 		require.NoError(t, err)
 	})
 
 	t.Run("wrong sha256", func(t *testing.T) {
 		t.Parallel()
-		ctx := t.Context()
-		bad := sha256Hex([]byte("something else"))
-		r, err := tb.restorer.Restore(ctx, h, "r", stored.VersionID, bad, graphTables, ids)
+		loc := p.loc(1)
+		loc.SHA256 = sha256Hex([]byte("something else"))
+		r, err := tb.restorer.Restore(t.Context(), loc, "r", graphTables, ids)
 		require.ErrorIs(t, err, archive.ErrCorrupt)
-		require.ErrorContains(t, err, bad)
+		require.ErrorContains(t, err, loc.SHA256)
 		require.Nil(t, r)
 		// Upper case is not what lethe records: it does not match either.
-		_, err = tb.restorer.Restore(ctx, h, "r", stored.VersionID, "X"+stored.SHA256[1:], graphTables, ids)
+		loc.SHA256 = strings.ToUpper(p.loc(1).SHA256)
+		_, err = tb.restorer.Restore(t.Context(), loc, "r", graphTables, ids)
 		require.ErrorIs(t, err, archive.ErrCorrupt)
+	})
+
+	t.Run("wrong range", func(t *testing.T) {
+		t.Parallel()
+		for _, shift := range []struct{ offset, length int64 }{{1, 0}, {-1, 0}, {0, -1}, {0, 1}} {
+			loc := p.loc(1)
+			loc.Offset += shift.offset
+			loc.Length += shift.length
+			r, err := tb.restorer.Restore(t.Context(), loc, "r", graphTables, ids)
+			require.ErrorIs(t, err, archive.ErrCorrupt, "%+v", shift)
+			require.Nil(t, r)
+		}
+		// Past the end of the segment.
+		loc := p.loc(2)
+		loc.Length += 100
+		_, err := tb.restorer.Restore(t.Context(), loc, "s", graphTables, ids)
+		require.ErrorIs(t, err, archive.ErrCorrupt)
+		loc.Length = 0
+		_, err = tb.restorer.Restore(t.Context(), loc, "s", graphTables, ids)
+		require.ErrorIs(t, err, archive.ErrCorrupt)
+	})
+
+	t.Run("another subject's key", func(t *testing.T) {
+		t.Parallel()
+		loc := p.loc(1)
+		loc.WrappedKey = p.parts[0].WrappedKey
+		r, err := tb.restorer.Restore(t.Context(), loc, "r", graphTables, ids)
+		require.ErrorIs(t, err, archive.ErrCorrupt)
+		require.NotErrorIs(t, err, archive.ErrWrongIdentity, "the master did open the key: it is the part that is not its")
+		require.Nil(t, r)
 	})
 
 	t.Run("other subject", func(t *testing.T) {
 		t.Parallel()
-		ctx := t.Context()
-		r, err := tb.restorer.Restore(ctx, h, "r2", stored.VersionID, stored.SHA256, graphTables, ids)
+		r, err := tb.restorer.Restore(t.Context(), p.loc(1), "q", graphTables, ids)
 		require.ErrorIs(t, err, archive.ErrCorrupt)
+		require.ErrorContains(t, err, "another subject")
 		require.Nil(t, r)
 	})
 
 	t.Run("other tables", func(t *testing.T) {
 		t.Parallel()
-		ctx := t.Context()
-		r, err := tb.restorer.Restore(ctx, h, "r", stored.VersionID, stored.SHA256, append([]string{"crm.notes"}, graphTables...), ids)
+		r, err := tb.restorer.Restore(t.Context(), p.loc(1), "r", append([]string{"crm.notes"}, graphTables...), ids)
 		require.ErrorIs(t, err, archive.ErrCorrupt)
 		require.ErrorIs(t, err, archive.ErrMalformedBundle)
 		require.Nil(t, r)
@@ -582,106 +583,77 @@ func TestRestore(t *testing.T) {
 
 	t.Run("missing version", func(t *testing.T) {
 		t.Parallel()
-		ctx := t.Context()
-		// A version that existed and was pruned.
-		hm := tb.hmacOf("m")
-		gone, err := tb.archiver.Put(ctx, hm, bundleOf("m"), false)
-		require.NoError(t, err)
-		kept, err := tb.archiver.Put(ctx, hm, bundleOf("m"), false)
-		require.NoError(t, err)
-		_, err = tb.archiver.Prune(ctx, hm, kept.VersionID)
-		require.NoError(t, err)
-		r, err := tb.restorer.Restore(ctx, hm, "m", gone.VersionID, "", graphTables, ids)
-		require.ErrorIs(t, err, archive.ErrNotFound)
-		require.Nil(t, r)
-		_, err = tb.restorer.Restore(ctx, hm, "m", kept.VersionID, kept.SHA256, graphTables, ids)
-		require.NoError(t, err)
-
-		_, err = tb.restorer.Restore(ctx, tb.hmacOf("never"), "never", "", "", graphTables, ids)
+		loc := p.loc(1)
+		loc.VersionID = "no-such-version"
+		_, err := tb.restorer.Restore(t.Context(), loc, "r", graphTables, ids)
+		require.Error(t, err)
+		loc = p.loc(1)
+		loc.Segment = archive.SegmentName(prefix, time.Now())
+		_, err = tb.restorer.Restore(t.Context(), loc, "r", graphTables, ids)
 		require.ErrorIs(t, err, archive.ErrNotFound)
 	})
 }
 
-func TestRestoreDamagedObjects(t *testing.T) {
+// TestRestoreDamagedParts: a part that is not what was put never restores.
+func TestRestoreDamagedParts(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
 	ids := []age.Identity{tb.id}
+	p := tb.putSegment(t, tb.archiver, archive.Lock{}, "a", "b")
+	body := tb.getObject(t, tb.reader, p.stored.Name, p.stored.VersionID)
 
-	put := func(t *testing.T, subject string) (*archive.Stored, []byte) {
-		s, err := tb.archiver.Put(t.Context(), tb.hmacOf(subject), bundleOf(subject), false)
-		require.NoError(t, err)
-		return s, tb.getObject(t, tb.reader, s.Key, s.VersionID)
+	// The owner rewrites the segment under its name: a new version, which
+	// the manifest does not name. Its damaged parts do not open, even at
+	// their right offsets and with the right checksum skipped.
+	rewrite := func(t *testing.T, b []byte) archive.Location {
+		v := tb.rootPut(t, p.stored.Name, b)
+		loc := p.loc(0)
+		loc.VersionID = v
+		return loc
 	}
 
-	t.Run("truncated", func(t *testing.T) {
-		t.Parallel()
-		ctx := t.Context()
-		s, body := put(t, "t")
-		v := tb.rootPut(t, s.Key, body[:len(body)-10])
-		r, err := tb.restorer.Restore(ctx, tb.hmacOf("t"), "t", "", "", graphTables, ids)
-		require.ErrorIs(t, err, archive.ErrCorrupt)
-		require.Nil(t, r, "no plaintext from a truncated object")
-		r, err = tb.restorer.Restore(ctx, tb.hmacOf("t"), "t", v, "", graphTables, ids)
-		require.ErrorIs(t, err, archive.ErrCorrupt)
-		require.Nil(t, r)
-		// Checked against the manifest's checksum it fails before decrypting.
-		_, err = tb.restorer.Restore(ctx, tb.hmacOf("t"), "t", "", s.SHA256, graphTables, ids)
+	t.Run("flipped byte", func(t *testing.T) {
+		bad := bytes.Clone(body)
+		bad[p.parts[0].Length-1] ^= 0x01
+		loc := rewrite(t, bad)
+		r, err := tb.restorer.Restore(t.Context(), loc, "a", graphTables, ids)
 		require.ErrorIs(t, err, archive.ErrCorrupt)
 		require.ErrorContains(t, err, "SHA-256")
-		// The version the manifest names is still whole.
-		r, err = tb.restorer.Restore(ctx, tb.hmacOf("t"), "t", s.VersionID, s.SHA256, graphTables, ids)
-		require.NoError(t, err)
-		require.Equal(t, "t", r.Bundle.Subject)
+		require.Nil(t, r)
+		// Even had the manifest recorded the damaged part's checksum, it
+		// would not decrypt.
+		_, err = archive.Open(bad[:p.parts[0].Length], p.parts[0].WrappedKey, graphTables, ids)
+		require.ErrorIs(t, err, archive.ErrCorrupt)
 	})
 
-	t.Run("flipped byte", func(t *testing.T) {
-		t.Parallel()
-		ctx := t.Context()
-		s, body := put(t, "f")
-		bad := bytes.Clone(body)
-		bad[len(bad)-1] ^= 0x01
-		tb.rootPut(t, s.Key, bad)
-		r, err := tb.restorer.Restore(ctx, tb.hmacOf("f"), "f", "", "", graphTables, ids)
-		require.ErrorIs(t, err, archive.ErrCorrupt)
-		require.Nil(t, r)
-	})
-
-	t.Run("another subject's bundle", func(t *testing.T) {
-		t.Parallel()
-		ctx := t.Context()
-		s, _ := put(t, "a")
-		_, other := put(t, "b")
-		// b's object copied over a's name: it decrypts, but it is not a.
-		tb.rootPut(t, s.Key, other)
-		r, err := tb.restorer.Restore(ctx, tb.hmacOf("a"), "a", "", "", graphTables, ids)
-		require.ErrorIs(t, err, archive.ErrCorrupt)
-		require.ErrorContains(t, err, "another subject")
-		require.Nil(t, r)
+	t.Run("swapped parts", func(t *testing.T) {
+		a, b := body[:p.parts[0].Length], body[p.parts[0].Length:]
+		swapped := append(bytes.Clone(b), a...)
+		loc := rewrite(t, swapped)
+		loc.SHA256 = sha256Hex(swapped[:p.parts[0].Length])
+		_, err := tb.restorer.Restore(t.Context(), loc, "a", graphTables, ids)
+		require.Error(t, err)
 	})
 
 	t.Run("encrypted garbage", func(t *testing.T) {
-		t.Parallel()
-		ctx := t.Context()
-		var ct bytes.Buffer
-		w, err := age.Encrypt(&ct, tb.id.Recipient())
+		id, err := archive.UnwrapKey(p.parts[0].WrappedKey, ids)
 		require.NoError(t, err)
-		_, err = w.Write([]byte(`{"format":"lethe.bundle.v1","subject":"g"`))
-		require.NoError(t, err)
-		require.NoError(t, w.Close())
-		tb.rootPut(t, archive.ObjectKey(prefix, tb.hmacOf("g")), ct.Bytes())
-		r, err := tb.restorer.Restore(ctx, tb.hmacOf("g"), "g", "", "", graphTables, ids)
+		garbage := encryptTo(t, []byte(`{"format":"lethe.bundle.v1","subject":"a"`), id.Recipient())
+		r, err := archive.OpenPart(garbage, id, graphTables)
 		require.ErrorIs(t, err, archive.ErrCorrupt)
 		require.ErrorIs(t, err, archive.ErrMalformedBundle)
 		require.Nil(t, r, "a partial bundle is never presented as whole")
 	})
 
 	t.Run("not age", func(t *testing.T) {
-		t.Parallel()
-		ctx := t.Context()
-		tb.rootPut(t, archive.ObjectKey(prefix, tb.hmacOf("n")), []byte(`{"format":"lethe.bundle.v1"}`))
-		r, err := tb.restorer.Restore(ctx, tb.hmacOf("n"), "n", "", "", graphTables, ids)
+		id, err := archive.UnwrapKey(p.parts[0].WrappedKey, ids)
+		require.NoError(t, err)
+		_, err = archive.OpenPart([]byte(`{"format":"lethe.bundle.v1"}`), id, graphTables)
 		require.ErrorIs(t, err, archive.ErrCorrupt)
-		require.Nil(t, r)
+		_, err = archive.UnwrapKey([]byte("not a wrapped key"), ids)
+		require.ErrorIs(t, err, archive.ErrCorrupt)
+		_, err = archive.UnwrapKey(encryptTo(t, []byte("not an identity"), tb.id.Recipient()), ids)
+		require.ErrorIs(t, err, archive.ErrCorrupt)
 	})
 }
 
@@ -754,27 +726,50 @@ func TestDecryptFlippedBytes(t *testing.T) {
 	}
 }
 
-func TestTwoRecipients(t *testing.T) {
+func TestTwoMasters(t *testing.T) {
 	t.Parallel()
 	tb := setup(t)
-	ctx := t.Context()
 
 	escrow := testenv.NewIdentity(t)
 	stranger := testenv.NewIdentity(t)
 	a := archive.NewArchiver(tb.writer, tb.bucket, prefix, []age.Recipient{tb.id.Recipient(), escrow.Recipient()})
-	h := tb.hmacOf("two")
-	b := bundleOf("two")
-	stored, err := a.Put(ctx, h, b, false)
-	require.NoError(t, err)
+	p := tb.putSegment(t, a, archive.Lock{}, "two")
 
 	for name, id := range map[string]*age.X25519Identity{"first": tb.id, "escrow": escrow} {
-		r, err := tb.restorer.Restore(ctx, h, "two", stored.VersionID, stored.SHA256, graphTables, []age.Identity{id})
+		r, err := tb.restorer.Restore(t.Context(), p.loc(0), "two", graphTables, []age.Identity{id})
 		require.NoError(t, err, name)
-		require.Equal(t, encode(t, b), r.Plaintext, name)
+		require.Equal(t, encode(t, p.bundles[0]), r.Plaintext, name)
 	}
-	_, err = tb.restorer.Restore(ctx, h, "two", stored.VersionID, stored.SHA256, graphTables, []age.Identity{stranger})
+	_, err := tb.restorer.Restore(t.Context(), p.loc(0), "two", graphTables, []age.Identity{stranger})
+	require.ErrorIs(t, err, archive.ErrWrongIdentity)
+	require.Equal(t, 2, bytes.Count(p.parts[0].WrappedKey, []byte("\n-> X25519 ")), "the key is wrapped to each master")
+}
+
+func TestWrapKey(t *testing.T) {
+	t.Parallel()
+	master, next := testenv.NewIdentity(t), testenv.NewIdentity(t)
+	id := testenv.NewIdentity(t)
+
+	w, err := archive.WrapKey(id, []age.Recipient{master.Recipient()})
+	require.NoError(t, err)
+	require.NotContains(t, string(w), id.String(), "the wrapped key does not hold the identity in clear")
+	got, err := archive.UnwrapKey(w, []age.Identity{master})
+	require.NoError(t, err)
+	require.Equal(t, id.String(), got.String())
+	_, err = archive.UnwrapKey(w, []age.Identity{next})
 	require.ErrorIs(t, err, archive.ErrWrongIdentity)
 
-	body := tb.getObject(t, tb.reader, stored.Key, stored.VersionID)
-	require.Equal(t, 2, bytes.Count(body, []byte("\n-> X25519 ")), "one stanza per recipient")
+	// Rewrapping to a new master: the same identity, openable by it alone.
+	w2, err := archive.WrapKey(got, []age.Recipient{next.Recipient()})
+	require.NoError(t, err)
+	got2, err := archive.UnwrapKey(w2, []age.Identity{next})
+	require.NoError(t, err)
+	require.Equal(t, id.String(), got2.String())
+	_, err = archive.UnwrapKey(w2, []age.Identity{master})
+	require.ErrorIs(t, err, archive.ErrWrongIdentity)
+
+	// The masters' fingerprint ignores their order and repeats.
+	a, b := master.Recipient().String(), next.Recipient().String()
+	require.Equal(t, archive.MastersFingerprint([]string{a, b}), archive.MastersFingerprint([]string{b, a, b}))
+	require.NotEqual(t, archive.MastersFingerprint([]string{a}), archive.MastersFingerprint([]string{a, b}))
 }

@@ -1,7 +1,8 @@
 // Package archive owns what lethe puts in object storage: the bundle format,
-// its age encryption, the object names, and the S3 operations on them (put
-// with a verified checksum, get for restores, version pruning and deletion,
-// and legal holds).
+// each subject's own age key and its wrapping to the master recipients, the
+// segments that hold a batch's encrypted parts, and the S3 operations on
+// them: a put checked by its echoed checksum, legal holds, and the ranged
+// reads of restores.
 package archive
 
 import (

@@ -21,5 +21,5 @@ func RestorerFromConfig(cfg *config.Config) *Restorer {
 	ac, rc := cfg.Archive, cfg.Restore.Credentials
 	client := NewClient(ClientConfig{Endpoint: ac.Endpoint, Region: ac.Region, PathStyle: ac.PathStyle,
 		AccessKeyID: rc.AccessKeyID, SecretAccessKey: rc.SecretAccessKey})
-	return NewRestorer(client, ac.Bucket, ac.Prefix)
+	return NewRestorer(client, ac.Bucket)
 }

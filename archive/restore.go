@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,9 +13,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
-// MaxObjectSize bounds what a restore reads: no bundle lethe writes comes
-// near it.
-const MaxObjectSize = 1 << 30
+// MaxPartSize bounds what a restore reads: no part lethe writes comes near
+// it.
+const MaxPartSize = 1 << 30
 
 // reader is what a restore needs of S3.
 type reader interface {
@@ -25,18 +24,30 @@ type reader interface {
 
 var _ reader = (*s3.Client)(nil)
 
-// Restorer fetches and decrypts archived subjects with the restore
-// credentials and an identity.
+// Restorer reads subjects' parts with the restore credentials and opens
+// them with a master identity.
 type Restorer struct {
 	bucket string
-	prefix string
 	store  reader
 }
 
-// NewRestorer returns a Restorer reading bucket under prefix. client is
-// usually NewClient with the restore credentials.
-func NewRestorer(client *s3.Client, bucket, prefix string) *Restorer {
-	return &Restorer{bucket: bucket, prefix: prefix, store: client}
+// NewRestorer returns a Restorer reading bucket. client is usually
+// NewClient with the restore credentials.
+func NewRestorer(client *s3.Client, bucket string) *Restorer {
+	return &Restorer{bucket: bucket, store: client}
+}
+
+// Location is where a subject's part lies, and its wrapped key: a manifest
+// entry.
+type Location struct {
+	// Segment and VersionID name the object version.
+	Segment, VersionID string
+	// Offset and Length are the part's bytes in it.
+	Offset, Length int64
+	// SHA256 is the hex SHA-256 of the part.
+	SHA256 string
+	// WrappedKey is the subject's identity, encrypted to the masters.
+	WrappedKey []byte
 }
 
 // Restored is a decrypted, checked bundle.
@@ -45,51 +56,75 @@ type Restored struct {
 	Plaintext []byte
 	// Bundle is Plaintext, decoded.
 	Bundle *Decoded
-	// VersionID is the object version that was read.
-	VersionID string
-	// SHA256 is the hex SHA-256 of the ciphertext that was read.
-	SHA256 string
 }
 
-// ErrWrongIdentity is returned when none of the identities can decrypt the
-// object.
-var ErrWrongIdentity = errors.New("none of the identities can decrypt this object")
-
-// ErrCorrupt is returned when the object is truncated, altered, or not what
-// the manifest recorded.
-var ErrCorrupt = errors.New("archive object is corrupt")
-
-// Restore reads the subject's object (versionID, or the latest when empty),
-// checks it against wantSHA256 when that is not empty, decrypts it with
-// identities, and checks that it is a whole bundle of subjectKey holding
-// exactly tables. Nothing is returned unless all of that holds: a partial
-// bundle is never presented as whole.
-func (r *Restorer) Restore(ctx context.Context, subjectHMAC, subjectKey, versionID, wantSHA256 string, tables []string, identities []age.Identity) (*Restored, error) {
-	in := &s3.GetObjectInput{Bucket: aws.String(r.bucket), Key: aws.String(ObjectKey(r.prefix, subjectHMAC))}
-	if versionID != "" {
-		in.VersionId = aws.String(versionID)
+// ReadPart gets loc's part with a ranged GET of its segment version and
+// checks its SHA-256.
+func (r *Restorer) ReadPart(ctx context.Context, loc Location) ([]byte, error) {
+	if loc.Length <= 0 || loc.Length > MaxPartSize {
+		return nil, fmt.Errorf("%w: a part of %d bytes", ErrCorrupt, loc.Length)
 	}
-	out, err := r.store.GetObject(ctx, in)
+	out, err := r.store.GetObject(ctx, &s3.GetObjectInput{
+		Bucket:    aws.String(r.bucket),
+		Key:       aws.String(loc.Segment),
+		VersionId: aws.String(loc.VersionID),
+		Range:     aws.String(fmt.Sprintf("bytes=%d-%d", loc.Offset, loc.Offset+loc.Length-1)),
+	})
 	if err != nil {
-		return nil, fmt.Errorf("error getting object: %w", Classify(err))
+		return nil, fmt.Errorf("error getting the part from %s: %w", loc.Segment, Classify(err))
 	}
 	defer out.Body.Close()
-	ciphertext, err := io.ReadAll(io.LimitReader(out.Body, MaxObjectSize+1))
+	part, err := io.ReadAll(io.LimitReader(out.Body, loc.Length+1))
 	if err != nil {
-		return nil, fmt.Errorf("error reading object: %w", Classify(err))
+		return nil, fmt.Errorf("error reading the part from %s: %w", loc.Segment, Classify(err))
 	}
-	if len(ciphertext) > MaxObjectSize {
-		return nil, fmt.Errorf("%w: larger than %d bytes", ErrCorrupt, MaxObjectSize)
+	if int64(len(part)) != loc.Length {
+		return nil, fmt.Errorf("%w: read %d bytes of a %d-byte part", ErrCorrupt, len(part), loc.Length)
 	}
-	if out.ContentLength != nil && *out.ContentLength != int64(len(ciphertext)) {
-		return nil, fmt.Errorf("%w: read %d bytes of %d", ErrCorrupt, len(ciphertext), *out.ContentLength)
+	sum := sha256.Sum256(part)
+	if got := hex.EncodeToString(sum[:]); got != loc.SHA256 {
+		return nil, fmt.Errorf("%w: the part's SHA-256 is %s, the manifest recorded %s", ErrCorrupt, got, loc.SHA256)
 	}
-	sum := sha256.Sum256(ciphertext)
-	got := hex.EncodeToString(sum[:])
-	if wantSHA256 != "" && got != wantSHA256 {
-		return nil, fmt.Errorf("%w: its SHA-256 is %s, the manifest recorded %s", ErrCorrupt, got, wantSHA256)
+	return part, nil
+}
+
+// Restore reads loc's part, opens its wrapped key with masters, decrypts the
+// part and checks that it is a whole bundle of subjectKey holding exactly
+// tables. Nothing is returned unless all of that holds: a partial bundle is
+// never presented as whole.
+func (r *Restorer) Restore(ctx context.Context, loc Location, subjectKey string, tables []string, masters []age.Identity) (*Restored, error) {
+	part, err := r.ReadPart(ctx, loc)
+	if err != nil {
+		return nil, err
 	}
-	plaintext, err := Decrypt(ciphertext, identities)
+	res, err := Open(part, loc.WrappedKey, tables, masters)
+	if err != nil {
+		return nil, err
+	}
+	if res.Bundle.Subject != subjectKey {
+		return nil, fmt.Errorf("%w: it holds another subject than the one asked for", ErrCorrupt)
+	}
+	return res, nil
+}
+
+// Open opens a part read from the bucket with its wrapped key and checks
+// that it is a whole bundle holding exactly tables. Whose bundle it is, the
+// caller checks.
+func Open(part, wrappedKey []byte, tables []string, masters []age.Identity) (*Restored, error) {
+	id, err := UnwrapKey(wrappedKey, masters)
+	if err != nil {
+		return nil, err
+	}
+	return OpenPart(part, id, tables)
+}
+
+// OpenPart decrypts a part with its subject's own identity and checks that
+// it is a whole bundle holding exactly tables.
+func OpenPart(part []byte, id *age.X25519Identity, tables []string) (*Restored, error) {
+	plaintext, err := Decrypt(part, []age.Identity{id})
+	if errors.Is(err, ErrWrongIdentity) {
+		return nil, fmt.Errorf("%w: the part is not encrypted to this subject's key", ErrCorrupt)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -97,26 +132,5 @@ func (r *Restorer) Restore(ctx context.Context, subjectHMAC, subjectKey, version
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	if b.Subject != subjectKey {
-		return nil, fmt.Errorf("%w: it holds another subject than the one asked for", ErrCorrupt)
-	}
-	return &Restored{Plaintext: plaintext, Bundle: b, VersionID: aws.ToString(out.VersionId), SHA256: got}, nil
-}
-
-// Decrypt decrypts a whole age ciphertext. It fails, returning nothing, if
-// any part is missing or altered.
-func Decrypt(ciphertext []byte, identities []age.Identity) ([]byte, error) {
-	dr, err := age.Decrypt(bytes.NewReader(ciphertext), identities...)
-	if err != nil {
-		var noMatch *age.NoIdentityMatchError
-		if errors.As(err, &noMatch) {
-			return nil, fmt.Errorf("%w: it was encrypted to other recipients", ErrWrongIdentity)
-		}
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	plaintext, err := io.ReadAll(dr)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	return plaintext, nil
+	return &Restored{Plaintext: plaintext, Bundle: b}, nil
 }

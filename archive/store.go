@@ -82,6 +82,11 @@ var (
 	ErrNotFound = errors.New("object not found")
 	// ErrUnreachable: the server could not be reached.
 	ErrUnreachable = errors.New("object store unreachable")
+	// ErrNoObjectLock: the bucket has no Object Lock, and a put asked for a
+	// lock mode.
+	ErrNoObjectLock = errors.New("the bucket has no Object Lock configuration")
+	// ErrExists: a put with If-None-Match found an object of that name.
+	ErrExists = errors.New("an object of that name exists")
 )
 
 // Classify wraps err, an error of the S3 client, with the sentinel that
@@ -100,6 +105,12 @@ func Classify(err error) error {
 			return fmt.Errorf("%w: %w", ErrNoBucket, err)
 		case "NoSuchKey", "NoSuchVersion", "NotFound":
 			return fmt.Errorf("%w: %w", ErrNotFound, err)
+		case "PreconditionFailed":
+			return fmt.Errorf("%w: %w", ErrExists, err)
+		case "InvalidRequest":
+			if strings.Contains(apiErr.ErrorMessage(), "ObjectLock") || strings.Contains(apiErr.ErrorMessage(), "Object Lock") {
+				return fmt.Errorf("%w: %w", ErrNoObjectLock, err)
+			}
 		}
 	}
 	var netErr net.Error

@@ -18,11 +18,10 @@ import (
 
 // Entry kinds.
 const (
-	KindArchive  = "archive"  // a subject moved to the archive
-	KindDestroy  = "destroy"  // a subject destroyed by a then: delete policy
-	KindRestore  = "restore"  // a subject's bundle decrypted by lethe restore
-	KindRun      = "run"      // a sweep finished
-	KindRecovery = "recovery" // orphaned object versions removed after a crash
+	KindArchive = "archive" // a subject moved to the archive
+	KindDestroy = "destroy" // a subject destroyed by a then: delete policy
+	KindRestore = "restore" // a subject's bundle decrypted by lethe restore
+	KindRun     = "run"     // a sweep finished
 
 	KindRequestReceived  = "request_received"  // a deletion request was queued
 	KindRequestBlocked   = "request_blocked"   // a request waits for a hold
@@ -34,9 +33,12 @@ const (
 	KindHoldPlaced       = "hold_placed"       // a legal hold was placed
 	KindHoldReleased     = "hold_released"     // a legal hold was released
 	KindHoldSynced       = "hold_synced"       // the S3 legal hold was brought in line
-	KindExpire           = "expire"            // an archived copy outlived archive_retain and was destroyed
+	KindExpire           = "expire"            // an archived copy outlived archive_retain: its key was destroyed
 	KindAPICall          = "api_call"          // an API call that changes something, or was refused; the actor is token:NAME
 	KindKeyRepaired      = "key_repaired"      // a hold or request stored under another spelling of its key was made canonical
+	KindKeyDestroyed     = "key_destroyed"     // an archived copy's key was destroyed: superseded by a newer copy, or freed by a hold's release
+	KindKeysRewrapped    = "keys_rewrapped"    // subject keys were wrapped again to the configured master recipients
+	KindArchiveVerified  = "archive_verified"  // lethe archive verify read and opened archived parts (a restore drill)
 )
 
 // Entry is one audit record, before it is chained.

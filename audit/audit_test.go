@@ -53,7 +53,7 @@ func entries(n int) []Entry {
 		case 2:
 			e = Entry{Kind: KindRestore, Actor: "Grace \"Amazing\" Hopper ☃", SubjectHMAC: "ab", Detail: []string{"a", "<b>&"}}
 		case 3:
-			e = Entry{Kind: KindRecovery, Actor: "lethe"} // no detail
+			e = Entry{Kind: KindKeysRewrapped, Actor: "lethe"} // no detail
 		}
 		es = append(es, e)
 	}

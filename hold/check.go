@@ -47,14 +47,3 @@ func (Checker) Matters(ctx context.Context, db retention.Querier, subjectHMAC st
 	}
 	return matters, nil
 }
-
-// SyncPending reports whether the subject's S3 legal hold is not yet what
-// its holds say.
-func (Checker) SyncPending(ctx context.Context, db retention.Querier, subjectHMAC string) (bool, error) {
-	var pending bool
-	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM lethe.hold_sync WHERE subject_hmac = $1 AND synced < generation)`, subjectHMAC).Scan(&pending)
-	if err != nil {
-		return false, fmt.Errorf("error reading hold syncs: %w", err)
-	}
-	return pending, nil
-}

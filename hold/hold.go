@@ -1,8 +1,9 @@
 // Package hold owns legal holds: placing, releasing and listing them, the
-// check every destroyer makes before it destroys a subject (Checker), and the
-// mirror of holds in the bucket, an S3 Object Lock legal hold that a job
-// brings in line (Syncer). While any hold covers a subject nothing destroys
-// it; see docs/ARCHITECTURE.md.
+// check every destroyer makes before it destroys a subject (Checker), and
+// their mirror in the bucket: every segment that holds a live part of a held
+// subject carries an S3 Object Lock legal hold, which a job brings in line
+// (Syncer). While any hold covers a subject nothing destroys it: not its
+// rows, not its key, not its segment; see docs/ARCHITECTURE.md.
 package hold
 
 import (
@@ -211,6 +212,12 @@ func (s *Service) Release(ctx context.Context, matter string, keys []string, by 
 		if err := s.Waiting.StillHeld(ctx, tx, targets); err != nil {
 			return err
 		}
+		// An older copy of a freed subject loses the key the hold kept.
+		destroyed, err := retention.DestroySuperseded(ctx, tx, freed, by)
+		if err != nil {
+			return err
+		}
+		entries = append(entries, destroyed...)
 		if err := requestSync(ctx, tx, s.Queue, freed, false); err != nil {
 			return err
 		}

@@ -27,38 +27,45 @@ func TestHeldSubjectIsNeverDestroyed(t *testing.T) {
 	p.MustSweep(t)
 	held := groups["due"][0]
 	free := groups["due"][1]
-	version := p.ObjectVersions(t, held)[0]
+	entry := p.Locate(t, held)
+	require.Equal(t, entry.Segment, p.Locate(t, free).Segment, "one batch, one segment")
+	segment, version := entry.Segment, entry.VersionID
+	require.Equal(t, types.ObjectLockLegalHoldStatusOff, p.LegalHold(t, segment, version))
 
-	// Placing the hold locks the archived object, through the sync job. A
-	// subject named twice is held once.
+	// Placing the hold locks the segment holding the subject's part,
+	// through the sync job. A subject named twice is held once.
 	res, err := p.Holds.Place(ctx, "Doe v. Carrier", []string{held, held}, "litigation", "legal")
 	require.NoError(t, err)
 	require.Len(t, res.Placed, 1)
 	require.Zero(t, res.Already)
 	p.Work(t)
-	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.LegalHold(t, held, version))
-	// The lock is real: the worker's own credentials cannot delete it.
-	_, err = p.Bucket.Server.Client(p.Bucket.Server.Writer).DeleteObject(ctx, &s3.DeleteObjectInput{
-		Bucket: aws.String(p.Bucket.Name), Key: aws.String(p.Arch.ObjectKey(p.Plan.HMAC(held))), VersionId: aws.String(version)})
-	require.Error(t, err, "deleting a held version must be refused")
+	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.LegalHold(t, segment, version))
+	// The lock is real: not even the bucket's owner can delete the segment.
+	_, err = p.Root.DeleteObject(ctx, &s3.DeleteObjectInput{
+		Bucket: aws.String(p.Bucket.Name), Key: aws.String(segment), VersionId: aws.String(version)})
+	require.Error(t, err, "deleting a held segment must be refused")
 
 	// A deletion request waits.
 	r := p.Submit(t, held, "T-1", false)
 	p.Work(t)
 	require.Equal(t, request.StateBlockedByHold, p.Get(t, r.ID).State)
 	require.Contains(t, *p.Get(t, r.ID).Reason, "Doe v. Carrier")
-	require.Equal(t, []string{version}, p.ObjectVersions(t, held))
+	require.NotNil(t, p.Locate(t, held).WrappedKey, "its key is kept")
 
-	// Archive expiry skips it, and expires the unheld copy.
+	// Archive expiry keeps its key, and destroys the unheld copies' keys.
 	p.Expirer.Now = func() time.Time { return time.Now().Add(8 * 365 * 24 * time.Hour) }
 	exp, err := p.Expirer.Expire(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 1, exp.Held)
 	require.Equal(t, len(groups["due"])-1, exp.Expired)
-	require.Equal(t, []string{version}, p.ObjectVersions(t, held))
-	require.Empty(t, p.ObjectVersions(t, free))
-	require.NotContains(t, p.Manifest(t), p.Plan.HMAC(free))
+	require.Equal(t, retention.CopyArchived, p.Locate(t, held).State)
+	p.Restore(t, held)
+	require.Equal(t, retention.CopyExpired, p.Locate(t, free).State)
+	require.Nil(t, p.Locate(t, free).WrappedKey)
+	_, err = p.TryRestore(free)
+	require.Error(t, err)
 	require.Equal(t, len(groups["due"])-1, p.AuditKinds(t)[audit.KindExpire])
+	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.LegalHold(t, segment, version), "a held subject's part is still in it")
 
 	// A then: delete policy skips a held subject.
 	spam := groups["spam"][0]
@@ -80,7 +87,7 @@ func TestHeldSubjectIsNeverDestroyed(t *testing.T) {
 	p.Work(t)
 	require.Equal(t, request.StateBlockedByHold, p.Get(t, r.ID).State)
 	require.Equal(t, "held under matter Second matter", *p.Get(t, r.ID).Reason, "the reason names the matters left")
-	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.LegalHold(t, held, version))
+	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.LegalHold(t, segment, version))
 
 	// Bad releases change nothing.
 	_, err = p.Holds.Release(ctx, "No such matter", nil, "legal")
@@ -91,7 +98,7 @@ func TestHeldSubjectIsNeverDestroyed(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, holds, 2)
 
-	// Releasing the last hold unlocks the object and the request resumes
+	// Releasing the last hold unlocks the segment and the request resumes
 	// by itself.
 	rel, err = p.Holds.Release(ctx, "Second matter", []string{held}, "legal")
 	require.NoError(t, err)
@@ -101,10 +108,10 @@ func TestHeldSubjectIsNeverDestroyed(t *testing.T) {
 	p.Work(t)
 	done := p.Get(t, r.ID)
 	require.Equal(t, request.StateCompleted, done.State)
-	require.Empty(t, p.ObjectVersions(t, held))
+	require.Equal(t, retention.CopyErased, p.Locate(t, held).State)
+	require.Equal(t, types.ObjectLockLegalHoldStatusOff, p.LegalHold(t, segment, version))
 	rc := lethetest.ReceiptOf(t, done)
-	require.Len(t, rc.ObjectVersionsDeleted, 1)
-	require.True(t, rc.ManifestEntryDeleted)
+	require.Equal(t, []request.PartRef{{Segment: segment, VersionID: version}}, rc.PartsMadeUnreadable)
 	kinds := p.AuditKinds(t)
 	require.Equal(t, 3, kinds[audit.KindHoldPlaced])
 	require.Equal(t, 2, kinds[audit.KindHoldReleased])
@@ -125,13 +132,58 @@ func TestHoldPlacedBeforeTheSubjectExistsLocksItsArchive(t *testing.T) {
 	_, err = p.DB.Pool.Exec(ctx, `INSERT INTO crm.customers (code, status, closed_at, created_at) VALUES ($1, 'closed', now() - interval '800 days', now() - interval '3000 days')`, key)
 	require.NoError(t, err)
 	p.MustSweep(t) // archiving still moves a held subject
-	vs := p.ObjectVersions(t, key)
-	require.Len(t, vs, 1)
-	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.LegalHold(t, key, vs[0]))
+	require.Equal(t, retention.CopyArchived, p.Locate(t, key).State)
+	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.SubjectLegalHold(t, key), "the segment is put under a legal hold")
 	holds, err := p.Holds.List(ctx, "", key)
 	require.NoError(t, err)
 	require.Len(t, holds, 1)
 	require.Equal(t, key, holds[0].Subject)
+}
+
+// A held subject archived again keeps its older copy's key until the hold
+// is released; the segments of both stay under a legal hold meanwhile.
+func TestReArchivingAHeldSubjectKeepsItsOlderKey(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	p := lethetest.New(t, lethetest.CRMSchema, lethetest.CRMConfig)
+	groups := p.SeedCRM(t, 2)
+	p.MustSweep(t)
+	key := groups["due"][0]
+	first := p.Locate(t, key)
+	_, err := p.Holds.Place(ctx, "M-1", []string{key}, "litigation", "legal")
+	require.NoError(t, err)
+	p.Work(t)
+
+	// The customer reappears, closed long ago, and is archived again.
+	_, err = p.DB.Pool.Exec(ctx, `INSERT INTO crm.customers (code, status, closed_at, created_at)
+		VALUES ($1, 'closed', now() - interval '800 days', now() - interval '3000 days')`, key)
+	require.NoError(t, err)
+	p.MustSweep(t)
+	p.Work(t)
+	second := p.Locate(t, key)
+	require.NotEqual(t, first.Segment, second.Segment)
+	require.Equal(t, retention.CopyArchived, second.State)
+	var state string
+	var kept bool
+	require.NoError(t, p.DB.Pool.QueryRow(ctx, `SELECT state, wrapped_key IS NOT NULL FROM lethe.manifest WHERE id = $1`, first.ID).Scan(&state, &kept))
+	require.Equal(t, retention.CopySuperseded, state)
+	require.True(t, kept, "a held subject's older key is kept")
+	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.LegalHold(t, second.Segment, second.VersionID))
+	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.LegalHold(t, first.Segment, first.VersionID))
+
+	// Released, the older key goes and the segments are unlocked.
+	_, err = p.Holds.Release(ctx, "M-1", nil, "legal")
+	require.NoError(t, err)
+	p.Work(t)
+	require.NoError(t, p.DB.Pool.QueryRow(ctx, `SELECT state, wrapped_key IS NOT NULL FROM lethe.manifest WHERE id = $1`, first.ID).Scan(&state, &kept))
+	require.Equal(t, retention.CopySuperseded, state)
+	require.False(t, kept, "the release destroys the superseded key")
+	require.Equal(t, types.ObjectLockLegalHoldStatusOff, p.LegalHold(t, first.Segment, first.VersionID))
+	require.Equal(t, types.ObjectLockLegalHoldStatusOff, p.LegalHold(t, second.Segment, second.VersionID))
+	p.Restore(t, key)
+	require.Equal(t, 1, p.AuditKinds(t)[audit.KindKeyDestroyed])
+	p.RequireAuditIntact(t)
 }
 
 func TestHoldPlacedAfterTheClaimStillSavesTheSubject(t *testing.T) {

@@ -82,26 +82,29 @@ type Receipt struct {
 	Found bool `json:"found"`
 	// RowsDeleted counts the rows deleted from each table of the graph.
 	RowsDeleted map[string]int64 `json:"rows_deleted"`
-	// ObjectVersionsDeleted are the archive object versions (and delete
-	// markers) deleted.
-	ObjectVersionsDeleted []ObjectVersion `json:"object_versions_deleted"`
-	// ManifestEntryDeleted says whether the manifest named an archived copy.
-	ManifestEntryDeleted bool `json:"manifest_entry_deleted"`
+	// PartsMadeUnreadable are the archived copies whose key the erasure
+	// destroyed: every copy of such a part, in every version, replica and
+	// backup of the bucket, can no longer be read.
+	PartsMadeUnreadable []PartRef `json:"parts_made_unreadable"`
+	// ArchivedCopies counts the subject's archived copies the manifest
+	// knew, whether their key was destroyed now or before (superseded,
+	// expired).
+	ArchivedCopies int `json:"archived_copies"`
 	// CompletedWith are the other requests for the same subject that this
-	// deletion completed at the same time.
+	// erasure completed at the same time.
 	CompletedWith []int64 `json:"completed_with"`
 	// Summary says in words what was done.
 	Summary string `json:"summary"`
 }
 
-// ObjectVersion names one deleted object version.
-type ObjectVersion struct {
-	Key       string `json:"key"`
+// PartRef names an archived part: its segment and the segment's version.
+type PartRef struct {
+	Segment   string `json:"segment"`
 	VersionID string `json:"version_id"`
 }
 
-// ErrRetryLater means the request cannot proceed yet (the subject is being
-// archived, or its hold is being lifted); try again in a few seconds.
+// ErrRetryLater means the request cannot proceed yet (a sweep is archiving
+// the subject, or another job holds it); try again in a few seconds.
 var ErrRetryLater = errors.New("subject is busy; retry later")
 
 // ErrTicketReused is returned by Submit when the ticket already names
@@ -232,6 +235,12 @@ func (r *Intake) Get(ctx context.Context, id int64) (*Request, error) {
 // ByTicket returns the request with ticket.
 func (r *Intake) ByTicket(ctx context.Context, ticket string) (*Request, error) {
 	return getRequest(ctx, r.Pool, `ticket = $1`, ticket)
+}
+
+// Erasure returns the request that erased the subject (the one that put
+// it on the suppression list), or ErrNoRequest if none did.
+func (r *Intake) Erasure(ctx context.Context, subjectHMAC string) (*Request, error) {
+	return getRequest(ctx, r.Pool, `id = (SELECT request_id FROM lethe.suppression WHERE subject_hmac = $1)`, subjectHMAC)
 }
 
 // List returns requests, newest first, optionally only in state.

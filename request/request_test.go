@@ -29,10 +29,12 @@ func TestRequestStateMachine(t *testing.T) {
 	before := p.CRMSnapshot(t)
 	p.MustSweep(t)
 	archived := groups["due"][1]
-	require.Len(t, p.ObjectVersions(t, archived), 1)
-	version := p.ObjectVersions(t, archived)[0]
+	entry := p.Locate(t, archived)
+	require.Equal(t, retention.CopyArchived, entry.State)
+	bucket := p.Versions(t)
 
-	// An archived subject: every version and the manifest entry go.
+	// An archived subject: its rows are gone already; its key is destroyed,
+	// and the bucket is not touched.
 	r1 := p.Submit(t, archived, "T-1", false)
 	require.Equal(t, request.StateReceived, r1.State)
 	require.Equal(t, archived, *r1.Subject)
@@ -45,10 +47,17 @@ func TestRequestStateMachine(t *testing.T) {
 	require.Nil(t, r1.Subject, "lethe must forget the key once the request ends")
 	rc := lethetest.ReceiptOf(t, r1)
 	require.True(t, rc.Found)
-	require.True(t, rc.ManifestEntryDeleted)
-	require.Equal(t, []request.ObjectVersion{{Key: p.Arch.ObjectKey(p.Plan.HMAC(archived)), VersionID: version}}, rc.ObjectVersionsDeleted)
-	require.Empty(t, p.ObjectVersions(t, archived), "every version is gone, as the root account sees it")
-	require.NotContains(t, p.Manifest(t), p.Plan.HMAC(archived))
+	require.Equal(t, []request.PartRef{{Segment: entry.Segment, VersionID: entry.VersionID}}, rc.PartsMadeUnreadable)
+	require.Equal(t, 1, rc.ArchivedCopies)
+	require.Contains(t, rc.Summary, "destroyed the keys of 1 archived copy")
+	erased := p.Locate(t, archived)
+	require.Equal(t, retention.CopyErased, erased.State)
+	require.Nil(t, erased.WrappedKey, "the key is destroyed")
+	require.NotNil(t, erased.DestroyedAt)
+	require.Equal(t, fmt.Sprintf("request %d", r1.ID), *erased.DestroyedBy)
+	_, err := p.TryRestore(archived)
+	require.Error(t, err, "an erased subject cannot be restored")
+	require.Equal(t, bucket, p.Versions(t), "erasure calls no S3 API: the segment is where it was")
 	require.NotContains(t, string(*r1.Receipt), archived)
 
 	// A protected subject is rejected, and nothing changes.
@@ -71,8 +80,8 @@ func TestRequestStateMachine(t *testing.T) {
 	for _, table := range lethetest.CRMTables {
 		require.Equal(t, int64(len(before[active][table])), rc.RowsDeleted[table], table)
 	}
-	require.False(t, rc.ManifestEntryDeleted)
-	require.Empty(t, rc.ObjectVersionsDeleted)
+	require.Empty(t, rc.PartsMadeUnreadable)
+	require.Zero(t, rc.ArchivedCopies)
 
 	// A subject lethe never saw completes with nothing deleted, and says so.
 	r4 := p.Submit(t, "never-seen", "T-4", false)
@@ -147,7 +156,7 @@ func TestErasedSubjectThatReappearsIsErasedAgain(t *testing.T) {
 	res := p.MustSweep(t)
 	require.Equal(t, 1, res.Claimed[retention.PolicySuppressed])
 	require.NotContains(t, p.CRMSnapshot(t), gone)
-	require.Empty(t, p.ObjectVersions(t, gone), "an erased subject is never archived")
+	require.NotContains(t, p.Manifest(t), p.Plan.HMAC(gone), "an erased subject is never archived")
 	require.Equal(t, 1, p.AuditKinds(t)[audit.KindSuppressed])
 
 	// Under a hold it is left alone.
@@ -215,19 +224,22 @@ func TestRequestsRacingASweepLeaveNothingBehind(t *testing.T) {
 		require.NoError(t, err)
 	}
 
-	vers := p.Versions(t)
 	man := p.Manifest(t)
 	hot := p.CRMSnapshot(t)
 	for _, key := range targets {
 		h := p.Plan.HMAC(key)
-		require.NotContains(t, vers, p.Arch.ObjectKey(h), "an object of %q outlived its completed request", key)
-		require.NotContains(t, man, h)
+		if state, ok := man[h]; ok {
+			require.Equal(t, retention.CopyErased, state, "the archived copy of %q outlived its completed request", key)
+		}
+		_, err := p.TryRestore(key)
+		require.Error(t, err)
 		require.NotContains(t, hot, key)
 	}
 	for _, key := range groups["due"][12:] {
-		h := p.Plan.HMAC(key)
-		require.Equal(t, []string{man[h]}, vers[p.Arch.ObjectKey(h)])
+		require.Equal(t, retention.CopyArchived, man[p.Plan.HMAC(key)])
+		p.Restore(t, key)
 	}
+	p.RequireNothingUnnamedReadable(t)
 	list, err := p.Intake.List(ctx, request.StateCompleted, 100)
 	require.NoError(t, err)
 	require.Len(t, list, len(targets))
@@ -235,8 +247,45 @@ func TestRequestsRacingASweepLeaveNothingBehind(t *testing.T) {
 	p.RequireAuditIntact(t)
 }
 
-// A hold placed after the sweep claimed a subject for destruction, but
-// before its batch runs, still saves it.
+// A crash before a request's commit changes nothing: the rows, the key and
+// the request are as they were, and the request completes when it runs
+// again.
+func TestRequestCrashBeforeCommitChangesNothing(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	p := lethetest.New(t, lethetest.CRMSchema, lethetest.CRMConfig)
+	groups := p.SeedCRM(t, 3)
+	p.MustSweep(t)
+	archived, hot := groups["due"][0], groups["recent"][0]
+	before := p.CRMSnapshot(t)
+	kinds := p.AuditKinds(t)
+	request.SetFault(p.Eraser, func(point string) error {
+		if point == request.FaultRequestBeforeCommit {
+			return errors.New("injected")
+		}
+		return nil
+	})
+	ra, rh := p.Submit(t, archived, "T-1", false), p.Submit(t, hot, "T-2", false)
+	for _, id := range p.Queue.Taken().Requests {
+		require.ErrorContains(t, p.Eraser.Process(ctx, id), "injected")
+	}
+	require.Equal(t, before, p.CRMSnapshot(t))
+	require.Equal(t, retention.CopyArchived, p.Locate(t, archived).State)
+	p.Restore(t, archived)
+	require.Equal(t, request.StateReceived, p.Get(t, ra.ID).State)
+	require.Zero(t, p.Count(t, `SELECT count(*) FROM lethe.suppression`))
+	require.Equal(t, kinds[audit.KindRequestCompleted], p.AuditKinds(t)[audit.KindRequestCompleted])
+
+	request.SetFault(p.Eraser, nil)
+	for _, id := range []int64{ra.ID, rh.ID} {
+		require.NoError(t, p.Eraser.Process(ctx, id))
+		require.Equal(t, request.StateCompleted, p.Get(t, id).State)
+	}
+	require.Equal(t, retention.CopyErased, p.Locate(t, archived).State)
+	require.NotContains(t, p.CRMSnapshot(t), hot)
+	p.RequireAuditIntact(t)
+}
 
 // An archived subject is named by its canonical key, so a request under
 // another spelling finds and erases its archived copy.
@@ -252,8 +301,8 @@ func TestARequestUnderAnotherSpellingErasesTheArchivedCopy(t *testing.T) {
 		p.Work(t)
 		rc := lethetest.ReceiptOf(t, p.Get(t, req.ID))
 		require.True(t, rc.Found, rc.Summary)
-		require.True(t, rc.ManifestEntryDeleted)
-		require.NotContains(t, p.Manifest(t), hmac)
+		require.Len(t, rc.PartsMadeUnreadable, 1)
+		require.Equal(t, retention.CopyErased, p.Manifest(t)[hmac])
 	})
 }
 

@@ -12,11 +12,14 @@ import (
 	"github.com/lethehq/lethe/archive"
 )
 
-// archiver is what moving a subject needs of the object store;
+// archiver is what moving subjects needs of the object store;
 // *archive.Archiver is one.
 type archiver interface {
-	Put(ctx context.Context, subjectHMAC string, b *archive.Bundle, legalHold bool) (*archive.Stored, error)
-	Prune(ctx context.Context, subjectHMAC, keep string) ([]string, error)
+	Prefix() string
+	NewSegment() *archive.Segment
+	Put(ctx context.Context, name string, body []byte, lock archive.Lock) (*archive.Stored, error)
+	// LegalHolds is false for a bucket without Object Lock.
+	LegalHolds() bool
 }
 
 var _ archiver = (*archive.Archiver)(nil)
@@ -76,8 +79,7 @@ type batchRun struct {
 
 // item is a work item: a subject a batch claimed.
 type item struct {
-	hmac, key, state string
-	puts             int
+	hmac, key string
 }
 
 // RunBatch works every remaining subject of a batch. It is idempotent and
@@ -124,19 +126,7 @@ func (m *Mover) RunBatch(ctx context.Context, batchID int64) (*BatchResult, erro
 		return nil, fmt.Errorf("error recording attempt: %w", err)
 	}
 
-	var claimed, committed []item
-	for _, it := range items {
-		if it.state == ItemCommitted {
-			committed = append(committed, it)
-		} else {
-			claimed = append(claimed, it)
-		}
-	}
-	// Subjects archived by an earlier attempt that crashed before pruning.
-	if err := b.settle(ctx, batchID, committed); err != nil {
-		return res, err
-	}
-
+	claimed := items
 	pp := m.Plan.Policy(policyName)
 	switch {
 	case len(claimed) == 0:
@@ -181,14 +171,14 @@ func (m *Mover) RunBatch(ctx context.Context, batchID int64) (*BatchResult, erro
 
 func (m *batchRun) items(ctx context.Context, batchID int64) ([]item, error) {
 	rows, err := m.db.Query(ctx, `
-		SELECT subject_hmac, subject_key, state, puts FROM lethe.work_item
+		SELECT subject_hmac, subject_key FROM lethe.work_item
 		WHERE batch_id = $1 ORDER BY subject_hmac`, batchID)
 	if err != nil {
 		return nil, fmt.Errorf("error reading work items: %w", err)
 	}
 	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (item, error) {
 		var it item
-		return it, r.Scan(&it.hmac, &it.key, &it.state, &it.puts)
+		return it, r.Scan(&it.hmac, &it.key)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("error reading work items: %w", err)

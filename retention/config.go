@@ -61,37 +61,36 @@ func (c *SweeperConfig) validate() error {
 // MoverConfig is what a Mover needs.
 type MoverConfig struct {
 	Common
-	// Store puts archived subjects, with the worker's credentials. Required.
+	// Store puts segments, with the worker's credentials. Required.
 	Store archiver
-	// Concurrency is how many puts one batch keeps in flight. Default 32.
-	Concurrency int
+	// LockMode is the Object Lock mode segments are put under
+	// (archive.LockGovernance, LockCompliance or LockNone). Required.
+	LockMode string
+	// MastersFingerprint names the master recipients subject keys are
+	// wrapped to (archive.MastersFingerprint). Required.
+	MastersFingerprint string
 	// QueryTimeout bounds each statement. Default 2 minutes.
 	QueryTimeout time.Duration
 }
 
 func (c *MoverConfig) validate() error {
-	defaultTo(&c.Concurrency, 32)
 	defaultTo(&c.QueryTimeout, 2*time.Minute)
 	return errors.Join(c.Common.validate("mover"),
-		required("mover", "Store", c.Store != nil),
-		atLeast("mover", "Concurrency", c.Concurrency, 1),
+		required("mover", "Store, LockMode and MastersFingerprint", c.Store != nil, c.LockMode != "", c.MastersFingerprint != ""),
 		atLeast("mover", "QueryTimeout", c.QueryTimeout, 0))
 }
 
 // ExpirerConfig is what an Expirer needs.
 type ExpirerConfig struct {
 	Common
-	// Store removes expired copies. Required.
-	Store expirer
-	// PageSize is how many manifest entries are read at a time. Default 500.
+	// PageSize is how many manifest entries one transaction expires.
+	// Default 500.
 	PageSize int
 }
 
 func (c *ExpirerConfig) validate() error {
 	defaultTo(&c.PageSize, 500)
-	return errors.Join(c.Common.validate("expirer"),
-		required("expirer", "Store", c.Store != nil),
-		atLeast("expirer", "PageSize", c.PageSize, 1))
+	return errors.Join(c.Common.validate("expirer"), atLeast("expirer", "PageSize", c.PageSize, 1))
 }
 
 // defaultTo sets *v to def when it is the zero value.

@@ -6,11 +6,11 @@ import "fmt"
 // Only tests set the hook that stops there (export_test.go, and in test
 // builds of lethe, fault_hook.go); in the shipped binary they do nothing.
 const (
-	FaultBeforePut    = "before_put"    // puts counted, nothing put
-	FaultAfterPut     = "after_put"     // objects put and verified, nothing committed
+	FaultBeforePut    = "before_put"    // the segment recorded as pending, nothing put
+	FaultAfterPut     = "after_put"     // the segment put and verified, nothing committed
 	FaultDuringDelete = "during_delete" // inside the commit, after the first table's delete
-	FaultBeforeCommit = "before_commit" // everything done but COMMIT
-	FaultAfterCommit  = "after_commit"  // committed, older versions not yet pruned
+	FaultBeforeCommit = "before_commit" // manifest, keys, deletes and audit written, but no COMMIT
+	FaultAfterCommit  = "after_commit"  // committed, the batch not yet marked done
 )
 
 // Faults is where work calls the crash tests' hook. Its zero value, which

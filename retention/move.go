@@ -2,10 +2,8 @@ package retention
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,29 +17,30 @@ type due struct {
 	item
 	bundle  *archive.Bundle
 	digests []string // per node; "" where the subject has no rows
-	held    bool     // a legal hold covers the subject: put it locked
-	stored  *archive.Stored
+	held    bool     // a legal hold covers the subject
+	part    archive.Part
 }
 
+// archive moves a batch's subjects: it reads their graphs in one snapshot,
+// encrypts each to a key of its own into one segment, records the segment,
+// puts it, and then, in one transaction, records the manifest entries and
+// wrapped keys, deletes the subjects' rows and appends the audit entries.
+// A crash before that transaction leaves a segment whose keys were never
+// stored: nobody can read it.
 func (m *batchRun) archive(ctx context.Context, batchID int64, pp *PolicyPlan, items []item, res *BatchResult) error {
 	now := m.Now().UTC().Truncate(time.Microsecond)
 	t0 := time.Now()
 	subjects, err := m.read(ctx, pp, items, now)
-	tRead := time.Since(t0)
 	if err != nil {
 		return err
 	}
-	// Subjects no longer due are released, with anything put for them.
-	var gone []item
+	tRead := time.Since(t0)
+	// Subjects no longer due are let go.
 	isDue := make(map[string]bool, len(subjects))
 	for _, s := range subjects {
 		isDue[s.hmac] = true
 	}
-	for _, it := range items {
-		if !isDue[it.hmac] {
-			gone = append(gone, it)
-		}
-	}
+	gone := slices.DeleteFunc(slices.Clone(items), func(it item) bool { return isDue[it.hmac] })
 	if err := m.release(ctx, batchID, gone); err != nil {
 		return err
 	}
@@ -50,46 +49,67 @@ func (m *batchRun) archive(ctx context.Context, batchID int64, pp *PolicyPlan, i
 		return nil
 	}
 
-	// Count the put before making it, so that a crash after it leaves a
-	// record that versions may exist.
-	hmacs := make([]string, len(subjects))
-	for i, s := range subjects {
-		hmacs[i] = s.hmac
-	}
-	if _, err := m.db.Exec(ctx, `UPDATE lethe.work_item SET puts = puts + 1 WHERE subject_hmac = ANY ($1)`, hmacs); err != nil {
-		return fmt.Errorf("error recording puts: %w", err)
+	seg := m.Store.NewSegment()
+	lock := archive.Lock{Mode: m.LockMode}
+	if pp.ArchiveRetainDays > 0 {
+		lock.RetainUntil = now.Add(pp.ArchiveRetainDays.Duration())
 	}
 	for _, s := range subjects {
-		s.puts++
+		if s.part, err = seg.Add(s.bundle); err != nil {
+			return err
+		}
+		lock.LegalHold = (lock.LegalHold || s.held) && m.Store.LegalHolds()
+		s.bundle = nil // the rows are in the segment now; let them go
+	}
+	name := archive.SegmentName(m.Store.Prefix(), now)
+	segID, err := m.recordSegment(ctx, batchID, name, seg, lock)
+	if err != nil {
+		return err
 	}
 	if err := m.faults.At(FaultBeforePut); err != nil {
 		return err
 	}
 	t1 := time.Now()
-	putErr := m.putAll(ctx, subjects)
-	tPut := time.Since(t1)
-	var stored []*due
-	for _, s := range subjects {
-		if s.stored != nil {
-			stored = append(stored, s)
-		}
+	stored, err := m.Store.Put(ctx, name, seg.Bytes(), lock)
+	if err != nil {
+		res.Pending += len(subjects)
+		return fmt.Errorf("error archiving batch %d: %w", batchID, err)
 	}
-	res.Pending += len(subjects) - len(stored)
+	tPut := time.Since(t1)
 	if err := m.faults.At(FaultAfterPut); err != nil {
 		return err
 	}
-	if len(stored) > 0 {
-		t2 := time.Now()
-		if err := m.commitArchive(ctx, batchID, pp, stored, now, res); err != nil {
+	t2 := time.Now()
+	if err := m.commitArchive(ctx, batchID, pp, segID, stored, subjects, now, lock.RetainUntil, res); err != nil {
+		return err
+	}
+	m.Logger.Debug("batch phases", "batch_id", batchID, "subjects", len(subjects), "segment_bytes", seg.Size(),
+		"read_ms", tRead.Milliseconds(), "put_ms", tPut.Milliseconds(), "commit_ms", time.Since(t2).Milliseconds())
+	return nil
+}
+
+// recordSegment records, before it is put, the segment a batch attempt is
+// about to put. Segments earlier attempts of the batch recorded and did not
+// commit are abandoned: no attempt reuses them.
+func (m *batchRun) recordSegment(ctx context.Context, batchID int64, name string, seg *archive.Segment, lock archive.Lock) (int64, error) {
+	var retain *time.Time
+	if !lock.RetainUntil.IsZero() {
+		retain = &lock.RetainUntil
+	}
+	var id int64
+	err := pgx.BeginFunc(ctx, m.db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE lethe.segment SET state = 'abandoned' WHERE batch_id = $1 AND state = 'pending'`, batchID); err != nil {
 			return err
 		}
-		m.Logger.Debug("batch phases", "batch_id", batchID, "subjects", len(subjects), "read_ms", tRead.Milliseconds(),
-			"put_ms", tPut.Milliseconds(), "commit_ms", time.Since(t2).Milliseconds())
+		return tx.QueryRow(ctx, `
+			INSERT INTO lethe.segment (name, batch_id, size, sha256, lock_mode, retain_until, legal_hold)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+			name, batchID, seg.Size(), seg.SHA256(), lock.Mode, retain, lock.LegalHold).Scan(&id)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("error recording a segment: %w", err)
 	}
-	if putErr != nil {
-		return putErr
-	}
-	return nil
+	return id, nil
 }
 
 // read reads the graph of every still-due subject among items in one
@@ -133,84 +153,26 @@ func (m *batchRun) read(ctx context.Context, pp *PolicyPlan, items []item, now t
 	return subjects, nil
 }
 
-// putAll puts every subject's bundle, concurrency at a time. A subject whose
-// put fails is left without stored. An error that will fail every put (the
-// server is unreachable, or refuses the credentials) stops the rest.
-func (m *batchRun) putAll(ctx context.Context, subjects []*due) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		mu       sync.Mutex
-		firstErr error
-		failed   int
-	)
-	work := make(chan *due)
-	var wg sync.WaitGroup
-	for range min(m.Concurrency, len(subjects)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for d := range work {
-				st, err := m.Store.Put(ctx, d.hmac, d.bundle, d.held)
-				if err != nil {
-					mu.Lock()
-					failed++
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					if errors.Is(err, archive.ErrUnreachable) || errors.Is(err, archive.ErrAccessDenied) || errors.Is(err, archive.ErrNoBucket) {
-						cancel()
-					}
-					continue
-				}
-				d.stored = st
-			}
-		}()
-	}
-	for _, d := range subjects {
-		select {
-		case work <- d:
-		case <-ctx.Done():
-		}
-	}
-	close(work)
-	wg.Wait()
-	if firstErr != nil {
-		return fmt.Errorf("error archiving: %d of %d puts failed, the first: %w", len(subjects)-countStored(subjects), len(subjects), firstErr)
-	}
-	return ctx.Err()
-}
-
-func countStored(ds []*due) int {
-	n := 0
-	for _, d := range ds {
-		if d.stored != nil {
-			n++
-		}
-	}
-	return n
-}
-
-// commitArchive records the manifest and deletes the stored subjects' rows
-// in one transaction. A subject whose rows changed since they were read
-// (the delete's digest differs from the archived one) is left out, and the
-// transaction is retried without it; it stays claimed for the next attempt.
-func (m *batchRun) commitArchive(ctx context.Context, batchID int64, pp *PolicyPlan, subjects []*due, now time.Time, res *BatchResult) error {
+// commitArchive records the manifest and deletes the subjects' rows in one
+// transaction. A subject whose rows changed since they were read (the
+// delete's digest differs from the archived one) is left out, and the
+// transaction is retried without it; it stays claimed for the next attempt,
+// and its part stays in the segment, unreadable, since its key was never
+// stored.
+func (m *batchRun) commitArchive(ctx context.Context, batchID int64, pp *PolicyPlan, segID int64, stored *archive.Stored,
+	subjects []*due, now, retainUntil time.Time, res *BatchResult) error {
 	for attempt := 0; len(subjects) > 0; attempt++ {
-		changed, rows, err := m.commitOnce(ctx, batchID, pp, subjects, now)
+		changed, rows, err := m.commitOnce(ctx, batchID, pp, segID, stored, subjects, now, retainUntil)
 		if err != nil {
 			return err
 		}
 		if len(changed) == 0 {
-			var bytes int64
-			for _, s := range subjects {
-				bytes += s.stored.Size
-			}
 			res.Archived += len(subjects)
 			res.Rows += rows
-			res.Bytes += bytes
-			return m.settleNew(ctx, batchID, subjects)
+			for _, s := range subjects {
+				res.Bytes += s.part.Length
+			}
+			return nil
 		}
 		m.Logger.Warn("rows changed while they were archived; those subjects will be read again", "batch_id", batchID, "subjects", len(changed))
 		res.Pending += len(changed)
@@ -225,7 +187,8 @@ func (m *batchRun) commitArchive(ctx context.Context, batchID int64, pp *PolicyP
 
 // commitOnce runs the commit transaction. If any subject's deleted rows
 // differ from its archived rows, it rolls back and returns those subjects.
-func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan, subjects []*due, now time.Time) (changed map[string]bool, rows int64, err error) {
+func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan, segID int64, stored *archive.Stored,
+	subjects []*due, now, retainUntil time.Time) (changed map[string]bool, rows int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, m.QueryTimeout)
 	defer cancel()
 	tx, err := m.db.Begin(ctx)
@@ -235,10 +198,13 @@ func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan
 	defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
 
 	keys := make([]string, len(subjects))
-	byKey := make(map[string]*due, len(subjects))
+	hmacs := make([]string, len(subjects))
 	for i, s := range subjects {
-		keys[i] = s.key
-		byKey[s.key] = s
+		keys[i], hmacs[i] = s.key, s.hmac
+	}
+	// The subjects' locks order this against holds placed meanwhile.
+	if err := LockSubjects(ctx, tx, hmacs); err != nil {
+		return nil, 0, err
 	}
 	if _, err := m.Plan.LockRoots(ctx, tx, keys); err != nil {
 		return nil, 0, err
@@ -258,57 +224,52 @@ func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan
 	if len(changed) > 0 {
 		return changed, 0, nil // the deferred rollback restores every row
 	}
-
-	hmacs := make([]string, len(subjects))
-	objKeys := make([]string, len(subjects))
-	versions := make([]string, len(subjects))
+	held, err := m.Holds.HeldAmong(ctx, tx, hmacs)
+	if err != nil {
+		return nil, 0, err
+	}
+	destroyed, err := supersede(ctx, tx, hmacs, held)
+	if err != nil {
+		return nil, 0, err
+	}
+	entries := make([]audit.Entry, 0, len(subjects)+len(destroyed))
+	offsets := make([]int64, len(subjects))
+	lengths := make([]int64, len(subjects))
 	sums := make([]string, len(subjects))
-	sizes := make([]int64, len(subjects))
-	var prior []string
-	entries := make([]audit.Entry, len(subjects))
+	wrapped := make([][]byte, len(subjects))
 	for i, s := range subjects {
-		hmacs[i], objKeys[i], versions[i], sums[i], sizes[i] = s.hmac, s.stored.Key, s.stored.VersionID, s.stored.SHA256, s.stored.Size
-		entries[i] = audit.Entry{Kind: audit.KindArchive, Actor: "lethe", SubjectHMAC: s.hmac, Detail: map[string]any{
-			"policy": pp.Name, "batch_id": batchID, "object_key": s.stored.Key, "version_id": s.stored.VersionID,
-			"sha256": s.stored.SHA256, "size": s.stored.Size, "rows": m.Plan.RowsByTable(del[s.key]),
-		}}
+		offsets[i], lengths[i], sums[i], wrapped[i] = s.part.Offset, s.part.Length, s.part.SHA256, s.part.WrappedKey
+		entries = append(entries, audit.Entry{Kind: audit.KindArchive, Actor: "lethe", SubjectHMAC: s.hmac, Detail: map[string]any{
+			"policy": pp.Name, "batch_id": batchID, "segment": stored.Name, "version_id": stored.VersionID,
+			"offset": s.part.Offset, "length": s.part.Length, "sha256": s.part.SHA256, "rows": m.Plan.RowsByTable(del[s.key]),
+		}})
 	}
-	prows, err := tx.Query(ctx, `SELECT subject_hmac FROM lethe.manifest WHERE subject_hmac = ANY ($1)`, hmacs)
-	if err != nil {
-		return nil, 0, fmt.Errorf("error reading manifest: %w", err)
+	for _, d := range destroyed {
+		entries = append(entries, audit.Entry{Kind: audit.KindKeyDestroyed, Actor: "lethe", SubjectHMAC: d.hmac,
+			Detail: map[string]any{"manifest_id": d.id, "reason": "superseded", "batch_id": batchID}})
 	}
-	if prior, err = pgx.CollectRows(prows, pgx.RowTo[string]); err != nil {
-		return nil, 0, fmt.Errorf("error reading manifest: %w", err)
-	}
-	_, err = tx.Exec(ctx, `
-		INSERT INTO lethe.manifest (subject_hmac, object_key, version_id, sha256, size, policy, archived_at, run_id)
-		SELECT h, k, v, s, z, $6, $7, (SELECT run_id FROM lethe.batch WHERE id = $8)
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS u (h, k, v, s, z)
-		ON CONFLICT (subject_hmac) DO UPDATE SET object_key = excluded.object_key, version_id = excluded.version_id,
-			sha256 = excluded.sha256, size = excluded.size, policy = excluded.policy,
-			archived_at = excluded.archived_at, run_id = excluded.run_id`,
-		hmacs, objKeys, versions, sums, sizes, pp.Name, now, batchID)
-	if err != nil {
-		return nil, 0, fmt.Errorf("error recording manifest: %w", err)
-	}
-	// A subject put more than once, or archived before, may have other
-	// versions: its item stays, marked committed, until they are pruned.
-	var bytes int64
-	settle := []string{} // not nil: "<> ALL (NULL)" would match nothing
-	priorSet := make(map[string]bool, len(prior))
-	for _, h := range prior {
-		priorSet[h] = true
-	}
-	for _, s := range subjects {
-		bytes += s.stored.Size
-		if s.puts > 1 || priorSet[s.hmac] {
-			settle = append(settle, s.hmac)
-		}
+	var retain *time.Time
+	if !retainUntil.IsZero() {
+		retain = &retainUntil
 	}
 	if _, err := tx.Exec(ctx, `
-		WITH s AS (UPDATE lethe.work_item SET state = $3 WHERE subject_hmac = ANY ($2) RETURNING subject_hmac)
-		DELETE FROM lethe.work_item WHERE subject_hmac = ANY ($1) AND subject_hmac <> ALL ($2)`, hmacs, settle, ItemCommitted); err != nil {
-		return nil, 0, fmt.Errorf("error settling work items: %w", err)
+		INSERT INTO lethe.manifest (subject_hmac, state, policy, archived_at, retain_until, segment_id,
+			part_offset, part_length, part_sha256, wrapped_key, wrapped_to, run_id, batch_id)
+		SELECT h, 'archived', $6, $7, $8, $9, o, l, s, k, $10, (SELECT run_id FROM lethe.batch WHERE id = $11), $11
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[]) AS u (h, o, l, s, k)`,
+		hmacs, offsets, lengths, sums, wrapped, pp.Name, now, retain, segID, m.MastersFingerprint, batchID); err != nil {
+		return nil, 0, fmt.Errorf("error recording manifest: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE lethe.segment SET state = 'committed', version_id = $2, committed_at = now() WHERE id = $1`,
+		segID, stored.VersionID); err != nil {
+		return nil, 0, fmt.Errorf("error committing segment: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM lethe.work_item WHERE subject_hmac = ANY ($1)`, hmacs); err != nil {
+		return nil, 0, fmt.Errorf("error dropping work items: %w", err)
+	}
+	var bytes int64
+	for _, s := range subjects {
+		bytes += s.part.Length
 	}
 	if _, err := tx.Exec(ctx, `
 		UPDATE lethe.batch SET archived = archived + $2, rows_moved = rows_moved + $3, bytes = bytes + $4 WHERE id = $1`,
@@ -329,22 +290,45 @@ func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan
 	if err := m.faults.At(FaultAfterCommit); err != nil {
 		return nil, 0, err
 	}
-	for _, s := range subjects {
-		if slices.Contains(settle, s.hmac) {
-			s.state = ItemCommitted
-		}
-	}
 	return nil, rows, nil
 }
 
-// settleNew prunes the subjects just committed that may have other
-// versions.
-func (m *batchRun) settleNew(ctx context.Context, batchID int64, subjects []*due) error {
-	var items []item
-	for _, s := range subjects {
-		if s.state == ItemCommitted {
-			items = append(items, s.item)
+// destroyedKey is a manifest entry whose key was destroyed.
+type destroyedKey struct {
+	id   int64
+	hmac string
+}
+
+// supersede marks, in tx, the live entries of subjects archived again as
+// superseded, and destroys their keys, except those of held subjects: a
+// held subject's older copy stays readable until its hold is released.
+func supersede(ctx context.Context, tx pgx.Tx, hmacs []string, held map[string]bool) ([]destroyedKey, error) {
+	var free []string
+	for _, h := range hmacs {
+		if !held[h] {
+			free = append(free, h)
 		}
 	}
-	return m.settle(ctx, batchID, items)
+	rows, err := tx.Query(ctx, `
+		UPDATE lethe.manifest SET state = 'superseded',
+			wrapped_key = CASE WHEN subject_hmac = ANY ($2) THEN NULL ELSE wrapped_key END,
+			destroyed_at = CASE WHEN subject_hmac = ANY ($2) THEN now() END,
+			destroyed_by = CASE WHEN subject_hmac = ANY ($2) THEN 'superseded' END
+		WHERE subject_hmac = ANY ($1) AND state = 'archived'
+		RETURNING id, subject_hmac, wrapped_key IS NULL`, hmacs, free)
+	if err != nil {
+		return nil, fmt.Errorf("error superseding older copies: %w", err)
+	}
+	var out []destroyedKey
+	var d destroyedKey
+	var gone bool
+	if _, err := pgx.ForEachRow(rows, []any{&d.id, &d.hmac, &gone}, func() error {
+		if gone {
+			out = append(out, d)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("error superseding older copies: %w", err)
+	}
+	return out, nil
 }

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/lethehq/lethe/audit"
@@ -41,18 +40,26 @@ func TestSweepArchivesExactlyTheDueSubjects(t *testing.T) {
 		require.Equal(t, before[k], after[k], "subject %q that was not due changed", k)
 	}
 
-	// One object per archived subject, one version each, the one the
-	// manifest names; nothing for destroyed subjects.
+	// One segment per batch of archived subjects (12 in batches of 5),
+	// each put once and committed; a manifest entry with a live key per
+	// archived subject; nothing for destroyed subjects.
 	man := e.Manifest(t)
-	vers := e.Versions(t)
 	require.Len(t, man, 12)
-	require.Len(t, vers, 12)
 	for _, k := range groups["due"] {
-		h := e.Plan.HMAC(k)
-		require.Contains(t, man, h)
-		require.Equal(t, []string{man[h]}, vers[e.Arch.ObjectKey(h)])
-		require.NotContains(t, e.Arch.ObjectKey(h), k)
+		require.Equal(t, retention.CopyArchived, man[e.Plan.HMAC(k)])
 	}
+	vers := e.Versions(t)
+	require.Len(t, vers, 3, "one segment per batch")
+	segs := e.Segments(t)
+	for name, vs := range vers {
+		require.Equal(t, "committed", segs[name].State)
+		require.Equal(t, []string{segs[name].VersionID}, vs)
+		for _, k := range groups["due"] {
+			require.NotContains(t, name, k)
+			require.NotContains(t, name, e.Plan.HMAC(k)[:12])
+		}
+	}
+	e.RequireNothingUnnamedReadable(t)
 
 	// Each bundle restores to exactly the rows the subject had.
 	for _, k := range groups["due"] {
@@ -132,7 +139,7 @@ func TestCrashAtEveryStepConverges(t *testing.T) {
 			// or archived, never torn; every object is named by the
 			// manifest or belongs to a subject still claimed.
 			requireWholeOrArchived(t, e, before, append(groups["due"], groups["spam"]...))
-			requireNoOrphans(t, e)
+			e.RequireNothingUnnamedReadable(t)
 
 			// Running again converges.
 			res := e.MustSweep(t)
@@ -142,17 +149,28 @@ func TestCrashAtEveryStepConverges(t *testing.T) {
 				require.NotContains(t, after, k)
 			}
 			man := e.Manifest(t)
-			vers := e.Versions(t)
 			require.Len(t, man, len(groups["due"]))
-			require.Len(t, vers, len(groups["due"]))
 			for _, k := range groups["due"] {
-				h := e.Plan.HMAC(k)
-				require.Equal(t, []string{man[h]}, vers[e.Arch.ObjectKey(h)], "subject %q must have exactly the manifest's version", k)
+				require.Equal(t, retention.CopyArchived, man[e.Plan.HMAC(k)])
 				got := e.Restore(t, k)
 				for _, table := range lethetest.CRMTables {
 					require.Equal(t, nonNil(before[k][table]), nonNil(got[table]))
 				}
 			}
+			e.RequireNothingUnnamedReadable(t)
+			// A crash between recording the segment and the commit leaves
+			// it uncommitted (put or not: the worker cannot tell): status
+			// reports it, as garbage for the lifecycle rule.
+			st, err := retention.Status(context.Background(), e.DB.Pool, e.Plan, 1)
+			require.NoError(t, err)
+			switch point {
+			case retention.FaultBeforePut, retention.FaultAfterPut, retention.FaultDuringDelete, retention.FaultBeforeCommit:
+				require.Equal(t, int64(1), st.Uncommitted.Count, "the segment recorded before the crash")
+				require.Positive(t, st.Uncommitted.Bytes)
+			default:
+				require.Zero(t, st.Uncommitted.Count)
+			}
+			require.Equal(t, int64(len(groups["due"])), st.Keys[retention.CopyArchived])
 			require.Equal(t, 0, e.Count(t, `SELECT count(*) FROM lethe.work_item`))
 			var entries, subjects int
 			require.NoError(t, e.DB.Pool.QueryRow(context.Background(),
@@ -168,12 +186,11 @@ func TestCrashAtEveryStepConverges(t *testing.T) {
 
 // requireWholeOrArchived checks that each subject is either whole in the hot
 // tables, exactly as before, or gone from all of them with (for archived
-// subjects) a manifest entry and its object.
+// subjects) a live manifest entry that restores.
 func requireWholeOrArchived(t *testing.T, e *lethetest.Env, before lethetest.Snapshot, keys []string) {
 	t.Helper()
 	now := e.CRMSnapshot(t)
 	man := e.Manifest(t)
-	vers := e.Versions(t)
 	for _, k := range keys {
 		if _, hot := now[k]; hot {
 			require.Equal(t, before[k], now[k], "subject %q is torn: some of its rows are gone", k)
@@ -182,26 +199,8 @@ func requireWholeOrArchived(t *testing.T, e *lethetest.Env, before lethetest.Sna
 		if strings.HasPrefix(k, "spam") {
 			continue // destroyed, as its policy says
 		}
-		h := e.Plan.HMAC(k)
-		require.Contains(t, man, h, "subject %q left the hot tables without a manifest entry", k)
-		require.Contains(t, vers[e.Arch.ObjectKey(h)], man[h], "subject %q left the hot tables without its object", k)
-	}
-}
-
-// requireNoOrphans checks that every object in the bucket is named by the
-// manifest or belongs to a subject with an open work item.
-func requireNoOrphans(t *testing.T, e *lethetest.Env) {
-	t.Helper()
-	rows, err := e.DB.Pool.Query(context.Background(), `SELECT subject_hmac FROM lethe.manifest UNION SELECT subject_hmac FROM lethe.work_item`)
-	require.NoError(t, err)
-	known, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
-	names := map[string]bool{}
-	for _, h := range known {
-		names[e.Arch.ObjectKey(h)] = true
-	}
-	for key := range e.Versions(t) {
-		require.True(t, names[key], "object %s is known to neither the manifest nor a work item", key)
+		require.Equal(t, retention.CopyArchived, man[e.Plan.HMAC(k)], "subject %q left the hot tables without a manifest entry", k)
+		e.Restore(t, k)
 	}
 }
 
@@ -230,13 +229,9 @@ func TestConcurrentSweepsArchiveEachSubjectOnce(t *testing.T) {
 	}
 	require.Equal(t, len(groups["due"]), claimed, "each due subject must be claimed by exactly one sweep")
 
-	man := e.Manifest(t)
-	vers := e.Versions(t)
-	require.Len(t, man, len(groups["due"]))
-	for _, k := range groups["due"] {
-		h := e.Plan.HMAC(k)
-		require.Equal(t, []string{man[h]}, vers[e.Arch.ObjectKey(h)])
-	}
+	require.Len(t, e.Manifest(t), len(groups["due"]))
+	require.Equal(t, len(groups["due"]), e.Count(t, `SELECT count(*) FROM lethe.manifest`), "one entry per subject")
+	e.RequireNothingUnnamedReadable(t)
 	var entries, subjects int
 	require.NoError(t, e.DB.Pool.QueryRow(context.Background(),
 		`SELECT count(*), count(DISTINCT subject_hmac) FROM lethe.audit_log WHERE kind = 'archive'`).Scan(&entries, &subjects))
@@ -277,7 +272,7 @@ func TestRowsChangedWhileArchivingAreNotDeleted(t *testing.T) {
 	for _, k := range groups["due"][2:] {
 		require.NotContains(t, now, k)
 	}
-	requireNoOrphans(t, e)
+	e.RequireNothingUnnamedReadable(t)
 
 	// The next run archives the current rows.
 	retention.SetFault(e.Mover, nil)
@@ -290,16 +285,16 @@ func TestRowsChangedWhileArchivingAreNotDeleted(t *testing.T) {
 	require.Contains(t, strings.Join(got["crm.notes"], ""), "edited meanwhile")
 	got = e.Restore(t, added)
 	require.Equal(t, now[added]["crm.notes"], got["crm.notes"])
-	man := e.Manifest(t)
-	vers := e.Versions(t)
 	for _, k := range []string{changed, added} {
-		h := e.Plan.HMAC(k)
-		require.Equal(t, []string{man[h]}, vers[e.Arch.ObjectKey(h)], "the stale version must be pruned")
+		// The stale part stays in the first segment, named by no entry: its
+		// key was never stored.
+		require.Equal(t, 1, e.Count(t, `SELECT count(*) FROM lethe.manifest WHERE subject_hmac = $1`, e.Plan.HMAC(k)))
 	}
+	e.RequireNothingUnnamedReadable(t)
 	require.Equal(t, 0, e.Count(t, `SELECT count(*) FROM lethe.work_item`))
 }
 
-func TestSubjectNoLongerDueIsReleasedWithItsObject(t *testing.T) {
+func TestSubjectNoLongerDueIsReleased(t *testing.T) {
 	t.Parallel()
 
 	ctx := context.Background()
@@ -316,7 +311,7 @@ func TestSubjectNoLongerDueIsReleasedWithItsObject(t *testing.T) {
 	})
 	_, err := e.Sweep(t)
 	require.ErrorIs(t, err, errInjected)
-	require.NotEmpty(t, e.Versions(t), "the crash came after the puts")
+	require.Len(t, e.Versions(t), 1, "the crash came after the put")
 
 	// The customer comes back before the next run.
 	_, err = e.DB.Pool.Exec(ctx, `UPDATE crm.customers SET status = 'active' WHERE code = $1`, back)
@@ -324,12 +319,18 @@ func TestSubjectNoLongerDueIsReleasedWithItsObject(t *testing.T) {
 	retention.SetFault(e.Mover, nil)
 	e.MustSweep(t)
 
+	// Its part stays in the segment put before the crash, which never
+	// committed: nobody can read it, and status counts it as garbage.
 	require.Contains(t, e.CRMSnapshot(t), back)
-	require.NotContains(t, e.Versions(t), e.Arch.ObjectKey(e.Plan.HMAC(back)), "the object put for a subject that is no longer due must be removed")
 	require.NotContains(t, e.Manifest(t), e.Plan.HMAC(back))
 	require.Len(t, e.Manifest(t), len(groups["due"])-1)
+	require.Len(t, e.Versions(t), 2, "the abandoned segment and the one that committed")
+	st, err := retention.Status(ctx, e.DB.Pool, e.Plan, 1)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), st.Uncommitted.Count)
+	require.Equal(t, int64(1), st.Segments.Count)
 	require.Equal(t, 0, e.Count(t, `SELECT count(*) FROM lethe.work_item`))
-	requireNoOrphans(t, e)
+	e.RequireNothingUnnamedReadable(t)
 }
 
 func TestPersonalDataStaysOutOfLetheOutputs(t *testing.T) {
@@ -354,6 +355,7 @@ func TestPersonalDataStaysOutOfLetheOutputs(t *testing.T) {
 		`SELECT string_agg(to_jsonb(r)::text, E'\n') FROM lethe.run r`,
 		`SELECT string_agg(to_jsonb(b)::text, E'\n') FROM lethe.batch b`,
 		`SELECT string_agg(to_jsonb(w)::text, E'\n') FROM lethe.work_item w`,
+		`SELECT string_agg(to_jsonb(s)::text, E'\n') FROM lethe.segment s`,
 	} {
 		var s *string
 		require.NoError(t, e.DB.Pool.QueryRow(ctx, q).Scan(&s))

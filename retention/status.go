@@ -9,7 +9,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// ArchivedPolicy is what the manifest holds of one policy.
+// SegmentCount is a number of segments and their bytes.
+type SegmentCount struct {
+	Count int64 `json:"count"`
+	Bytes int64 `json:"bytes"`
+}
+
+// ArchivedPolicy is what the manifest holds of one policy: its live copies
+// and their bytes.
 type ArchivedPolicy struct {
 	Policy   string    `json:"policy"`
 	Subjects int64     `json:"subjects"`
@@ -46,11 +53,20 @@ type FailedBatch struct {
 // SweepStatus is retention's part of lethe status: what is due, what was
 // archived, unsettled and failing work, and the last runs.
 type SweepStatus struct {
-	Due       []DueCount       `json:"due"`
-	Archived  []ArchivedPolicy `json:"archived"`
-	Unsettled int64            `json:"unsettled_subjects"`
-	Failing   []FailedBatch    `json:"failing_batches"`
-	Runs      []RunRow         `json:"runs"`
+	Due      []DueCount       `json:"due"`
+	Archived []ArchivedPolicy `json:"archived"`
+	// Keys counts the manifest's entries by state: archived (a live key),
+	// superseded, erased and expired.
+	Keys map[string]int64 `json:"keys"`
+	// Segments are the committed segments; Uncommitted are those recorded
+	// and never committed (a crash, or a failed attempt): unreadable,
+	// since their keys were never stored, and left to the bucket's
+	// lifecycle rule. A batch in flight shows there until it commits.
+	Segments    SegmentCount  `json:"segments"`
+	Uncommitted SegmentCount  `json:"uncommitted_segments"`
+	Unsettled   int64         `json:"unsettled_subjects"`
+	Failing     []FailedBatch `json:"failing_batches"`
+	Runs        []RunRow      `json:"runs"`
 }
 
 // Status reads retention's part of lethe status, with at most runs runs.
@@ -63,13 +79,29 @@ func Status(ctx context.Context, pool *pgxpool.Pool, plan *Plan, runs int) (*Swe
 		return nil, err
 	}
 	rows, err := pool.Query(ctx, `
-		SELECT policy, count(*), coalesce(sum(size), 0)::bigint, min(archived_at), max(archived_at)
-		FROM lethe.manifest GROUP BY policy ORDER BY policy`)
+		SELECT policy, count(*), coalesce(sum(part_length), 0)::bigint, min(archived_at), max(archived_at)
+		FROM lethe.manifest WHERE state = 'archived' GROUP BY policy ORDER BY policy`)
 	if err != nil {
 		return nil, fmt.Errorf("error reading the manifest: %w", err)
 	}
 	if rep.Archived, err = pgx.CollectRows(rows, pgx.RowToStructByPos[ArchivedPolicy]); err != nil {
 		return nil, fmt.Errorf("error reading the manifest: %w", err)
+	}
+	rows, err = pool.Query(ctx, `SELECT state, count(*) FROM lethe.manifest GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("error reading the manifest: %w", err)
+	}
+	rep.Keys = map[string]int64{"archived": 0, "superseded": 0, "erased": 0, "expired": 0}
+	var state string
+	var n int64
+	if _, err := pgx.ForEachRow(rows, []any{&state, &n}, func() error { rep.Keys[state] = n; return nil }); err != nil {
+		return nil, fmt.Errorf("error reading the manifest: %w", err)
+	}
+	if err := pool.QueryRow(ctx, `
+		SELECT count(*) FILTER (WHERE state = 'committed'), coalesce(sum(size) FILTER (WHERE state = 'committed'), 0)::bigint,
+		       count(*) FILTER (WHERE state <> 'committed'), coalesce(sum(size) FILTER (WHERE state <> 'committed'), 0)::bigint
+		FROM lethe.segment`).Scan(&rep.Segments.Count, &rep.Segments.Bytes, &rep.Uncommitted.Count, &rep.Uncommitted.Bytes); err != nil {
+		return nil, fmt.Errorf("error reading segments: %w", err)
 	}
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM lethe.work_item`).Scan(&rep.Unsettled); err != nil {
 		return nil, fmt.Errorf("error reading work items: %w", err)

@@ -143,6 +143,12 @@ func TestConfigErrors(t *testing.T) {
 		{name: "bad retain",
 			old: "retain: 730d", new: "retain: 730",
 			want: []string{"policies[0].retain"}},
+		{name: "lock mode that S3 has not",
+			old: "  prefix: v1/\n", new: "  prefix: v1/\n  lock_mode: legal-hold\n",
+			want: []string{"archive.lock_mode", `"legal-hold" is not governance, compliance or none`}},
+		{name: "archive_retain that S3 cannot express",
+			old: "    retain: 730d\n", new: "    retain: 730d\n    archive_retain: 150y\n",
+			want: []string{"policies[0].archive_retain", "at most 100y"}},
 	}
 	// The same config, well formed, from LETHE_CONFIG with ${VAR} and
 	// *_file secrets, is accepted: the refusals below are the keys' fault.
@@ -358,7 +364,10 @@ func TestS3Outage(t *testing.T) {
 	requireOK(t, r)
 	goneDue, spamDue := s.keys(catGoneDue), s.keys(catSpamDue)
 	require.Equal(t, before.without(append(goneDue, spamDue...)), dumpShop(t, s.db.Pool))
-	require.Len(t, listVersions(t, s.bucket), len(goneDue))
+	require.Len(t, listVersions(t, s.bucket), 1, "one segment for the whole batch")
+	for _, k := range goneDue {
+		require.Equal(t, "archived", s.locate(t, k).State)
+	}
 }
 
 // TestRestoreRefusals checks restore's refusals: a wrong identity, a file

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/stretchr/testify/require"
 )
 
@@ -40,8 +44,20 @@ func TestBench(t *testing.T) {
 				require.Positive(t, v, k)
 			}
 			require.Equal(t, 1200.0, res["subjects"])
-			limit := min(res["raw_put_per_sec"].(float64), res["raw_db_per_sec"].(float64))
+			for _, k := range []string{"raw_put_bytes_per_sec", "put_ceiling_per_sec", "segments", "objects_per_subject", "subjects_per_segment", "mean_object_bytes", "mean_part_bytes"} {
+				v, ok := res[k].(float64)
+				require.True(t, ok, "%s missing in %s", k, lines[len(lines)-1])
+				require.Positive(t, v, k)
+			}
+			ceiling := res["raw_put_bytes_per_sec"].(float64) / res["mean_object_bytes"].(float64) * res["subjects_per_segment"].(float64)
+			require.InDelta(t, ceiling, res["put_ceiling_per_sec"].(float64), ceiling*1e-9)
+			limit := min(ceiling, res["raw_db_per_sec"].(float64))
 			require.InDelta(t, res["subjects_per_sec"].(float64)/limit, res["efficiency"].(float64), 1e-9)
+			// 1,200 subjects of two policies in batches of 50: 24 segments,
+			// or 25 when neither policy's count is a multiple of 50.
+			segments := res["segments"].(float64)
+			require.Contains(t, []float64{24, 25}, segments)
+			require.InDelta(t, segments/1200, res["objects_per_subject"].(float64), 1e-9)
 			require.Less(t, res["peak_rss_bytes"].(float64), 300.0*(1<<20))
 			if workers == "2" {
 				shares, ok := res["per_worker"].([]any)
@@ -71,7 +87,27 @@ func TestBench(t *testing.T) {
 			var schemas int
 			require.NoError(t, s.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'lethe_bench%'`).Scan(&schemas))
 			require.Zero(t, schemas)
-			require.Equal(t, beforeObjects, listVersions(t, s.bucket))
+			// The segments stay (lethe never deletes an object), under the
+			// run's prefix, retained for a day for the lifecycle rule.
+			root := s.bucket.Server.Client(s.bucket.Server.Root)
+			left := 0
+			for _, v := range listVersions(t, s.bucket) {
+				if slices.Contains(beforeObjects, v) {
+					continue
+				}
+				if strings.Contains(v.key, "/probe/") {
+					continue // the worker's start-up check of Object Lock
+				}
+				require.Regexp(t, `^v1/bench/[0-9a-f]+/(segments|raw-put)/`, v.key)
+				if strings.Contains(v.key, "/segments/") {
+					left++
+				}
+				ret, err := root.GetObjectRetention(ctx, &s3.GetObjectRetentionInput{Bucket: aws.String(s.bucket.Name),
+					Key: aws.String(v.key), VersionId: aws.String(v.versionID)})
+				require.NoError(t, err)
+				require.WithinDuration(t, time.Now().Add(24*time.Hour), aws.ToTime(ret.Retention.RetainUntilDate), time.Hour)
+			}
+			require.Equal(t, int(segments), left)
 			after := letheState(t, s.db.Pool)
 			for table, n := range before {
 				if table == "audit_log" || table == "audit_head" || table == "river_job" {

@@ -2,13 +2,11 @@ package main_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -99,88 +97,74 @@ func TestEndToEndShop(t *testing.T) {
 		}
 	}
 
-	// One object version per archived subject, named by its HMAC; nothing
-	// for the destroyed ones.
+	// One segment per batch of archived subjects (24 in batches of 4), put
+	// once, under a name that says nothing of them; nothing for the
+	// destroyed ones.
 	versions := listVersions(t, s.bucket)
-	var wantObjects, gotObjects []string
-	for _, k := range goneDue {
-		wantObjects = append(wantObjects, s.objectKey(k))
-	}
-	sort.Strings(wantObjects)
-	for _, v := range versions {
-		require.False(t, v.deleteMarker, "delete marker on %s", v.key)
-		gotObjects = append(gotObjects, v.key)
-	}
-	require.Equal(t, wantObjects, gotObjects, "object versions in the bucket")
-
-	// The manifest names each of them.
-	type manifestRow struct {
-		objectKey, versionID, sha256, policy string
-		size                                 int64
-	}
-	manifest := map[string]manifestRow{}
-	rows, err := pool.Query(ctx, `SELECT subject_hmac, object_key, version_id, sha256, size, policy FROM lethe.manifest`)
-	require.NoError(t, err)
-	for rows.Next() {
-		var h string
-		var m manifestRow
-		require.NoError(t, rows.Scan(&h, &m.objectKey, &m.versionID, &m.sha256, &m.size, &m.policy))
-		manifest[h] = m
-	}
-	require.NoError(t, rows.Err())
-	require.Len(t, manifest, len(goneDue))
+	segmentName := regexp.MustCompile(`^v1/segments/\d{4}-\d{2}-\d{2}/[0-9a-f]{32}\.seg$`)
 	versionOf := map[string]string{}
 	for _, v := range versions {
+		require.False(t, v.deleteMarker, "delete marker on %s", v.key)
+		require.Regexp(t, segmentName, v.key)
+		require.NotContains(t, versionOf, v.key, "segment %s put twice", v.key)
 		versionOf[v.key] = v.versionID
 	}
+	require.Len(t, versionOf, len(goneDue)/4, "one segment per batch")
 
-	// Each object decrypts with the stock age CLI to the subject's rows as
-	// they were before the sweep.
+	// archive locate --all --json names each archived subject once, live,
+	// in a segment version the bucket holds.
+	r = lethe(t, append([]string{"archive", "locate", "--all", "--json"}, cfg...)...)
+	requireOK(t, r)
+	runs = append(runs, r)
+	manifest := map[string]located{}
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var m map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal([]byte(line), &m), "%s", line)
+		for _, f := range locateFields {
+			require.Contains(t, m, f, "locate --all line lacks %s: %s", f, line)
+		}
+		var l located
+		require.NoError(t, json.Unmarshal([]byte(line), &l))
+		manifest[l.SubjectHMAC] = l
+	}
+	require.Len(t, manifest, len(goneDue))
+
+	// An outside client restores each subject with archive locate, curl's
+	// SigV4, base64 and the stock age CLI, as the README says, to the
+	// subject's rows as they were before the sweep.
 	reader := s.bucket.Server.Client(s.bucket.Server.Reader)
 	writer := s.bucket.Server.Client(s.bucket.Server.Writer)
 	root := s.bucket.Server.Client(s.bucket.Server.Root)
-	ageCLI := ageBin(t)
 	plaintexts := map[string][]byte{}
 	for i, k := range goneDue {
-		h := s.hmacOf(k)
-		m, ok := manifest[h]
-		require.True(t, ok, "no manifest row for %q", k)
-		require.Equal(t, s.objectKey(k), m.objectKey)
-		require.Equal(t, versionOf[m.objectKey], m.versionID)
-		require.Equal(t, "gone", m.policy)
-
-		out, err := reader.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket.Name), Key: aws.String(m.objectKey)})
-		require.NoError(t, err)
-		ciphertext, err := io.ReadAll(out.Body)
-		out.Body.Close()
-		require.NoError(t, err)
-		sum := sha256.Sum256(ciphertext)
-		require.Equal(t, hex.EncodeToString(sum[:]), m.sha256, "manifest checksum of %q", k)
-		require.Equal(t, int64(len(ciphertext)), m.size)
-		for mk, mv := range out.Metadata {
-			requireNoNeedles(t, s, "object metadata", mk+"="+mv)
-		}
-
-		file := filepath.Join(t.TempDir(), "object.age")
-		require.NoError(t, os.WriteFile(file, ciphertext, 0o600))
-		cmd := exec.Command(ageCLI, "-d", "-i", s.idPath, file)
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		plaintext, err := cmd.Output()
-		require.NoError(t, err, "age -d: %s", stderr.String())
+		m, ok := manifest[s.hmacOf(k)]
+		require.True(t, ok, "no manifest entry for %q", k)
+		require.Equal(t, "archived", m.State)
+		require.Equal(t, "gone", m.Policy)
+		require.Nil(t, m.RetainUntil, "the gone policy keeps its copies until erased")
+		require.Equal(t, versionOf[m.Segment], m.VersionID)
+		require.Equal(t, m, s.locate(t, k), "locate --subject and --all agree")
+		plaintext := restoreWithoutLethe(t, s, k)
 		plaintexts[k] = plaintext
 		checkBundle(t, plaintext, k, "gone", before, start)
 
 		if i == 0 {
-			// The worker's credentials cannot read the archive.
-			_, err := writer.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket.Name), Key: aws.String(m.objectKey)})
-			require.Error(t, err, "the worker's credentials read an object")
-			// Nor is there metadata naming the subject, as root sees it.
-			head, err := root.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket.Name), Key: aws.String(m.objectKey)})
+			// The worker's credentials cannot read the archive; the
+			// reader's can, and the segment's version names nobody.
+			_, err := writer.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket.Name), Key: aws.String(m.Segment)})
+			require.Error(t, err, "the worker's credentials read a segment")
+			out, err := reader.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket.Name), Key: aws.String(m.Segment), VersionId: aws.String(m.VersionID)})
+			require.NoError(t, err)
+			body, err := io.ReadAll(out.Body)
+			out.Body.Close()
+			require.NoError(t, err)
+			requireNoNeedles(t, s, "a segment's bytes", string(body))
+			head, err := root.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket.Name), Key: aws.String(m.Segment)})
 			require.NoError(t, err)
 			for mk, mv := range head.Metadata {
 				requireNoNeedles(t, s, "object metadata", mk+"="+mv)
 			}
+			require.Empty(t, head.ObjectLockMode, "the gone policy has no archive_retain: the put carries no retention")
 		}
 	}
 
@@ -281,8 +265,9 @@ func TestEndToEndShop(t *testing.T) {
 	require.Contains(t, r.stdout, "audit log intact")
 
 	// A restored subject put back into the hot tables is archived again by
-	// the next sweep, and its older version is pruned.
+	// the next sweep, in a new segment; its older copy's key is destroyed.
 	back := `O'Brien "x" 1`
+	older := s.locate(t, back)
 	var bundle struct {
 		Rows map[string][]json.RawMessage `json:"rows"`
 	}
@@ -300,18 +285,15 @@ func TestEndToEndShop(t *testing.T) {
 	require.Equal(t, [4]int{1, 1, 0, 0}, sweepSummary(t, r)["gone"], "%s", r)
 	require.Equal(t, after, dumpShop(t, pool))
 	again := listVersions(t, s.bucket)
-	require.Len(t, again, len(versions), "the older version was not pruned")
-	for i, v := range again {
-		require.Equal(t, versions[i].key, v.key)
-		if v.key == s.objectKey(back) {
-			require.NotEqual(t, versions[i].versionID, v.versionID, "no new version")
-			var inManifest string
-			require.NoError(t, pool.QueryRow(ctx, `SELECT version_id FROM lethe.manifest WHERE subject_hmac = $1`, s.hmacOf(back)).Scan(&inManifest))
-			require.Equal(t, v.versionID, inManifest)
-		} else {
-			require.Equal(t, versions[i], v)
-		}
-	}
+	require.Len(t, again, len(versions)+1, "one new segment, and every older one as it was")
+	require.Subset(t, again, versions)
+	newer := s.locate(t, back)
+	require.NotEqual(t, older.Segment, newer.Segment)
+	require.Equal(t, "archived", newer.State)
+	var supersededKeys int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM lethe.manifest WHERE subject_hmac = $1 AND state = 'superseded' AND wrapped_key IS NULL`,
+		s.hmacOf(back)).Scan(&supersededKeys))
+	require.Equal(t, 1, supersededKeys, "the older copy is superseded and its key destroyed")
 	out := filepath.Join(t.TempDir(), "again.json")
 	r = lethe(t, append([]string{"restore", "--subject", back, "--identity", s.idPath, "--out", out}, cfg...)...)
 	requireOK(t, r)
@@ -324,7 +306,7 @@ func TestEndToEndShop(t *testing.T) {
 	for _, v := range listVersions(t, s.bucket) {
 		requireNoNeedles(t, s, "object name", v.key)
 	}
-	for _, table := range []string{"lethe.river_job", "lethe.audit_log", "lethe.manifest", "lethe.run", "lethe.batch", "lethe.work_item"} {
+	for _, table := range []string{"lethe.river_job", "lethe.audit_log", "lethe.manifest", "lethe.segment", "lethe.run", "lethe.batch", "lethe.work_item"} {
 		for _, row := range tableDump(t, s, table) {
 			requireNoNeedles(t, s, table, row)
 		}

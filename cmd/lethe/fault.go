@@ -22,7 +22,7 @@ import (
 // tests: LETHE_FAULT_KILL_AT=POINT[:N] makes the process kill itself with
 // SIGKILL the Nth time (default 1) it reaches POINT, one of the fault points
 // of packages retention and request (before_put, after_put, during_delete,
-// before_commit, after_commit, request_after_hot, request_after_objects).
+// before_commit, after_commit, request_before_commit).
 const faultEnv = "LETHE_FAULT_KILL_AT"
 
 // installFault wires LETHE_FAULT_KILL_AT into the services, if set.

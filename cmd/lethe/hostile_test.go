@@ -90,17 +90,20 @@ func TestHostileKeysRoundTrip(t *testing.T) {
 
 	r := lethe(t, append([]string{"sweep", "--wait"}, cfg...)...)
 	requireOK(t, r)
-	objects := map[string]bool{}
+	segments := map[string]bool{}
 	for _, v := range listVersions(t, s.bucket) {
-		objects[v.key] = true
+		segments[v.key] = true
 	}
 	for _, k := range hostileKeys {
-		require.True(t, objects[s.objectKey(k)], "no object under the HMAC of %q", k)
+		loc := s.locate(t, k)
+		require.Equal(t, s.hmacOf(k), loc.SubjectHMAC, "archived under the HMAC of %q", k)
+		require.True(t, segments[loc.Segment], "no segment holds %q", k)
+		require.Equal(t, "archived", loc.State)
 		for _, table := range shopTables {
 			require.Zero(t, dumpShop(t, s.db.Pool).count(table, k), "%s still has rows of %q", table, k)
 		}
 	}
-	require.NotEqual(t, s.objectKey("Zoe\u0301"), s.objectKey("Zo\u00e9"), "two subjects, two objects")
+	require.NotEqual(t, s.locate(t, "Zoe\u0301").SubjectHMAC, s.locate(t, "Zo\u00e9").SubjectHMAC, "two subjects, two entries")
 
 	// restore by the same key gives back exactly that subject's rows.
 	dir := t.TempDir()
@@ -152,16 +155,16 @@ func TestHostileKeysRoundTrip(t *testing.T) {
 		require.Equal(t, "completed", req.State, "request for %q", k)
 		rc := req.receipt(t)
 		require.Equal(t, s.hmacOf(k), rc.SubjectHMAC)
-		require.Len(t, rc.ObjectVersionsDeleted, 1, "request for %q", k)
-		require.Empty(t, p.versionsOf(t, s.objectKey(k)))
+		require.Len(t, rc.PartsMadeUnreadable, 1, "request for %q", k)
+		require.Equal(t, "erased", s.locate(t, k).State)
 		require.NotContains(t, string(req.Receipt), k)
 	}
-	require.NotEmpty(t, p.versionsOf(t, s.objectKey("Zo\u00e9")), "erasing the decomposed Zoé erased the composed one")
+	require.Equal(t, "archived", s.locate(t, "Zo\u00e9").State, "erasing the decomposed Zoé erased the composed one")
 	w.stop(t, syscall.SIGTERM)
 
-	var manifest int
-	require.NoError(t, s.db.Pool.QueryRow(ctx, `SELECT count(*) FROM lethe.manifest`).Scan(&manifest))
-	require.Equal(t, len(s.keys(catGoneDue))+len(hostileKeys)-4, manifest)
+	var live int
+	require.NoError(t, s.db.Pool.QueryRow(ctx, `SELECT count(*) FROM lethe.manifest WHERE wrapped_key IS NOT NULL`).Scan(&live))
+	require.Equal(t, len(s.keys(catGoneDue))+len(hostileKeys)-4, live)
 	p.requireAuditIntact(t)
 }
 
@@ -367,18 +370,18 @@ func TestWorkerRefusesSSHPrivateKey(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Corrupted archive objects.
 
-// TestRestoreCorruptObject checks restore against archive objects that are
-// truncated (at an age chunk boundary, inside a chunk, after the header,
-// to nothing), altered (a bit of the payload or of the header), extended,
-// or whole age files whose bundle is cut short, lacks a table, or is
-// another subject's. Each is put by the bucket's root account as a new
-// version, and reached three ways: the manifest names it with its own
-// SHA-256, so that only decryption and decoding can notice; the manifest
-// names it with the old SHA-256; and restore --version names it while the
-// manifest is untouched. Every time restore must exit 1 on one line, write
-// no file (not even a partial one) and nothing to standard output, and audit
-// no restore. The good version restores throughout.
-func TestRestoreCorruptObject(t *testing.T) {
+// TestRestoreCorruptPart checks restore against parts that are truncated
+// (at an age chunk boundary, inside a chunk, after the header, to nothing),
+// altered (a bit of the payload or of the header), extended, or whole age
+// files to the subject's key whose bundle is cut short, lacks a table, or
+// is another subject's part. Each is put by the bucket's root account as a
+// new version of the segment, and reached two ways: the manifest names it
+// with its own SHA-256, so that only decryption and decoding can notice;
+// and with the old SHA-256. While the manifest is untouched, the good part
+// restores though the segment's newest version is the corrupt one. Every
+// time restore must exit 1 on one line, write no file (not even a partial
+// one) and nothing to standard output, and audit no restore.
+func TestRestoreCorruptPart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := newShop(t, 0)
@@ -393,26 +396,39 @@ func TestRestoreCorruptObject(t *testing.T) {
 	start := time.Now()
 	requireOK(t, lethe(t, "sweep", "--wait", "--config", s.cfgPath))
 
-	key := s.objectKey(subject)
-	var goodVersion, goodSum string
-	require.NoError(t, s.db.Pool.QueryRow(ctx, `SELECT version_id, sha256 FROM lethe.manifest WHERE subject_hmac = $1`, s.hmacOf(subject)).Scan(&goodVersion, &goodSum))
+	loc := s.locate(t, subject)
 	reader := s.bucket.Server.Client(s.bucket.Server.Reader)
 	root := s.bucket.Server.Client(s.bucket.Server.Root)
-	get := func(k string) []byte {
-		out, err := reader.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket.Name), Key: aws.String(k)})
+	part := func(l located) []byte {
+		out, err := reader.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket.Name), Key: aws.String(l.Segment),
+			VersionId: aws.String(l.VersionID), Range: aws.String(fmt.Sprintf("bytes=%d-%d", l.Offset, l.Offset+l.Length-1))})
 		require.NoError(t, err)
 		defer out.Body.Close()
 		b, err := io.ReadAll(out.Body)
 		require.NoError(t, err)
 		return b
 	}
-	good := get(key)
-	otherObject := get(s.objectKey(other))
-	plaintext, err := age.Decrypt(bytes.NewReader(good), s.identity)
+	good := part(loc)
+	otherPart := part(s.locate(t, other))
+	seg, err := reader.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket.Name), Key: aws.String(loc.Segment), VersionId: aws.String(loc.VersionID)})
+	require.NoError(t, err)
+	whole, err := io.ReadAll(seg.Body)
+	seg.Body.Close()
+	require.NoError(t, err)
+	// The subject's own key, as the master identity unwraps it.
+	wrapped, err := age.Decrypt(bytes.NewReader(loc.WrappedKey), s.identity)
+	require.NoError(t, err)
+	keyText, err := io.ReadAll(wrapped)
+	require.NoError(t, err)
+	subjectKey, err := age.ParseX25519Identity(strings.TrimSpace(string(keyText)))
+	require.NoError(t, err)
+	plaintext, err := age.Decrypt(bytes.NewReader(good), subjectKey)
 	require.NoError(t, err)
 	goodPlain, err := io.ReadAll(plaintext)
 	require.NoError(t, err)
 	require.Greater(t, len(goodPlain), 3*64<<10, "the bundle must span several age chunks")
+	_, err = age.Decrypt(bytes.NewReader(good), s.identity)
+	require.Error(t, err, "the master identity opens the part itself")
 
 	// The age payload: the header ends with "\n--- <mac>\n", then a 16-byte
 	// nonce, then chunks of 64 KiB + 16 bytes of tag.
@@ -423,7 +439,7 @@ func TestRestoreCorruptObject(t *testing.T) {
 	payload := headerEnd + 16
 	encrypt := func(plain []byte) []byte {
 		var buf bytes.Buffer
-		w, err := age.Encrypt(&buf, s.identity.Recipient())
+		w, err := age.Encrypt(&buf, subjectKey.Recipient())
 		require.NoError(t, err)
 		_, err = w.Write(plain)
 		require.NoError(t, err)
@@ -467,16 +483,15 @@ func TestRestoreCorruptObject(t *testing.T) {
 		{"truncated inside a chunk", good[:payload+chunk+1000], ""},
 		{"truncated after the header", good[:payload], ""},
 		{"truncated inside the header", good[:headerEnd/2], ""},
-		{"empty", []byte{}, ""},
 		{"a payload bit flipped", flip(good, payload+chunk+77), ""},
 		{"a header MAC bit flipped", flip(good, headerEnd-10), ""},
-		{"a file key bit flipped", flip(good, bytes.Index(good, []byte("\n-> X25519 "))+60), "cannot decrypt"},
+		{"a file key bit flipped", flip(good, bytes.Index(good, []byte("\n-> X25519 "))+60), ""},
 		{"a byte appended", append(bytes.Clone(good), 0), ""},
 		{"whole age file of a bundle cut short", encrypt(goodPlain[:len(goodPlain)*2/3]), ""},
 		{"whole age file of a bundle cut at a row", encrypt(goodPlain[:bytes.LastIndex(goodPlain, []byte("},{"))+1]), ""},
 		{"whole age file of a bundle without a table", encrypt(withoutTable), ""},
 		{"whole age file of a bundle with data after it", encrypt(append(bytes.Clone(goodPlain), []byte(`{"format":"lethe.bundle.v1"}`)...)), ""},
-		{"another subject's object", otherObject, ""},
+		{"another subject's part", otherPart, ""},
 	}
 	for _, c := range corrupt[:2] {
 		require.Zero(t, (len(c.body)-payload)%chunk, "%s: not on a chunk boundary", c.name)
@@ -516,32 +531,44 @@ func TestRestoreCorruptObject(t *testing.T) {
 		audit = tableDump(t, s, "lethe.audit_log") // one restore entry more
 	}
 
+	segment := tableDump(t, s, "lethe.segment")
 	for _, c := range corrupt {
 		t.Run(c.name, func(t *testing.T) {
 			sum := sha256.Sum256(c.body)
-			put, err := root.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.bucket.Name), Key: aws.String(key), Body: bytes.NewReader(c.body)})
+			// The segment again, with the corrupt part in the subject's
+			// place, no shorter than before. (versitygw checks a range at a
+			// version against the newest version's length.)
+			body := append(append(bytes.Clone(whole[:loc.Offset]), c.body...), whole[loc.Offset+loc.Length:]...)
+			if len(body) < len(whole) {
+				body = append(body, make([]byte, len(whole)-len(body))...)
+			}
+			put, err := root.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.bucket.Name), Key: aws.String(loc.Segment), Body: bytes.NewReader(body)})
 			require.NoError(t, err)
 			version := aws.ToString(put.VersionId)
 			require.NotEmpty(t, version)
 
-			// The manifest is untouched: the latest version is the corrupt
-			// one, and restore reads the one the manifest names.
+			// The manifest is untouched: the segment's newest version is
+			// the corrupt one, and restore reads the one the manifest names.
 			restoreWorks(t)
-			// restore --version of the corrupt version.
-			restoreFails(t, c.why, "--version", version)
 			// The manifest names it, with the old checksum.
-			_, err = s.db.Pool.Exec(ctx, `UPDATE lethe.manifest SET version_id = $2 WHERE subject_hmac = $1`, s.hmacOf(subject), version)
+			_, err = s.db.Pool.Exec(ctx, `UPDATE lethe.segment SET version_id = $2 WHERE name = $1`, loc.Segment, version)
+			require.NoError(t, err)
+			_, err = s.db.Pool.Exec(ctx, `UPDATE lethe.manifest SET part_length = $2 WHERE subject_hmac = $1`,
+				s.hmacOf(subject), len(c.body))
 			require.NoError(t, err)
 			restoreFails(t, "")
 			// The manifest names it with its own checksum.
-			_, err = s.db.Pool.Exec(ctx, `UPDATE lethe.manifest SET sha256 = $2, size = $3 WHERE subject_hmac = $1`, s.hmacOf(subject), hex.EncodeToString(sum[:]), len(c.body))
+			_, err = s.db.Pool.Exec(ctx, `UPDATE lethe.manifest SET part_sha256 = $2 WHERE subject_hmac = $1`, s.hmacOf(subject), hex.EncodeToString(sum[:]))
 			require.NoError(t, err)
 			restoreFails(t, c.why)
 
-			_, err = s.db.Pool.Exec(ctx, `UPDATE lethe.manifest SET version_id = $2, sha256 = $3, size = $4 WHERE subject_hmac = $1`,
-				s.hmacOf(subject), goodVersion, goodSum, len(good))
+			_, err = s.db.Pool.Exec(ctx, `UPDATE lethe.segment SET version_id = $2 WHERE name = $1`, loc.Segment, loc.VersionID)
+			require.NoError(t, err)
+			_, err = s.db.Pool.Exec(ctx, `UPDATE lethe.manifest SET part_offset = $2, part_length = $3, part_sha256 = $4 WHERE subject_hmac = $1`,
+				s.hmacOf(subject), loc.Offset, loc.Length, loc.SHA256)
 			require.NoError(t, err)
 			require.Equal(t, manifest, tableDump(t, s, "lethe.manifest"))
+			require.Equal(t, segment, tableDump(t, s, "lethe.segment"))
 		})
 	}
 	restoreWorks(t)

@@ -196,7 +196,7 @@ type leakRun struct {
 
 type leakResult struct {
 	result
-	// keysAllowed: a hold, request or restore command, which echoes or
+	// keysAllowed: a hold, request, restore or archive command, which echoes or
 	// lists the keys an operator gave it.
 	keysAllowed bool
 }
@@ -211,7 +211,7 @@ func (l *leakRun) run(t *testing.T, args ...string) result {
 func (l *leakRun) runWith(t *testing.T, cfg string, args ...string) result {
 	t.Helper()
 	r := lethe(t, append(args, "--config", cfg, "--log-level", "debug")...)
-	keys := len(args) > 0 && slices.Contains([]string{"hold", "request", "restore"}, args[0])
+	keys := len(args) > 0 && slices.Contains([]string{"hold", "request", "restore", "archive"}, args[0])
 	l.runs = append(l.runs, leakResult{result: r, keysAllowed: keys})
 	return r
 }
@@ -390,7 +390,10 @@ func TestNoPersonalDataLeaks(t *testing.T) {
 	}
 	deadS3 := variant("dead-s3.yaml", "endpoint: "+l.bucket.Server.Endpoint+"\n", fmt.Sprintf("endpoint: http://127.0.0.1:%d\n", freePort(t)))
 	wrongID := filepath.Join(l.dir, "wrong-identity.txt")
-	require.NoError(t, os.WriteFile(wrongID, []byte(testenv.NewIdentity(t).String()+"\n"), 0o600))
+	wrong := testenv.NewIdentity(t)
+	require.NoError(t, os.WriteFile(wrongID, []byte(wrong.String()+"\n"), 0o600))
+	// A rotation to a new master, whose keys the wrong identity cannot open.
+	rotated := variant("rotated.yaml", "    - "+identity.Recipient().String()+"\n", "    - "+wrong.Recipient().String()+"\n")
 
 	// The subjects the commands name.
 	due := `(status = 'former' AND closed_at < now() - interval '730 days')`
@@ -480,6 +483,13 @@ func TestNoPersonalDataLeaks(t *testing.T) {
 	requireOK(t, l.run(t, "restore", "--subject", restored, "--identity", l.idPath, "--out", out))
 	out2 := filepath.Join(t.TempDir(), "bundle.json")
 	requireOK(t, l.run(t, "restore", "--subject", restored, "--identity", l.idPath, "--out", out2, "--log-format", "json"))
+	requireOK(t, l.run(t, "archive", "locate", "--subject", restored))
+	requireOK(t, l.run(t, "archive", "locate", "--subject", erased, "--json"))
+	requireOK(t, l.run(t, "archive", "locate", "--all", "--json"))
+	requireOK(t, l.run(t, "archive", "locate", "--all"))
+	requireOK(t, l.run(t, "archive", "verify", "--identity", l.idPath))
+	requireOK(t, l.run(t, "archive", "verify", "--identity", l.idPath, "--sample", "3", "--json", "--log-format", "json"))
+	requireOK(t, l.run(t, "keys", "rewrap", "--identity", l.idPath))
 	failing := []struct {
 		cfg  string
 		code int
@@ -488,7 +498,9 @@ func TestNoPersonalDataLeaks(t *testing.T) {
 		{l.cfgPath, 1, []string{"restore", "--subject", unknown, "--identity", l.idPath, "--out", out + ".x"}},
 		{l.cfgPath, 1, []string{"restore", "--subject", erased, "--identity", l.idPath, "--out", out + ".x"}},
 		{l.cfgPath, 1, []string{"restore", "--subject", restored, "--identity", wrongID, "--out", out + ".x"}},
-		{l.cfgPath, 1, []string{"restore", "--subject", restored, "--identity", l.idPath, "--version", "no-such-version", "--out", out + ".x"}},
+		{l.cfgPath, 1, []string{"archive", "verify", "--identity", wrongID}},
+		{rotated, 1, []string{"keys", "rewrap", "--identity", wrongID}},
+		{l.cfgPath, 1, []string{"archive", "locate", "--subject", unknown}},
 		{deadS3, 1, []string{"restore", "--subject", restored, "--identity", l.idPath, "--out", out + ".x"}},
 		{deadS3, 1, []string{"worker"}},
 		{l.cfgPath, 2, []string{"request", "delete", "--subject", "  ", "--ticket", "LEAK-9", "--by", "privacy"}},

@@ -65,20 +65,23 @@ type requestView struct {
 
 // receiptView is a request's receipt.
 type receiptView struct {
-	RequestID             int64            `json:"request_id"`
-	Ticket                string           `json:"ticket"`
-	SubjectHMAC           string           `json:"subject_hmac"`
-	RequestedBy           string           `json:"requested_by"`
-	CompletedAt           time.Time        `json:"completed_at"`
-	Found                 *bool            `json:"found"`
-	RowsDeleted           map[string]int64 `json:"rows_deleted"`
-	ObjectVersionsDeleted []struct {
-		Key       string `json:"key"`
-		VersionID string `json:"version_id"`
-	} `json:"object_versions_deleted"`
-	ManifestEntryDeleted *bool   `json:"manifest_entry_deleted"`
-	CompletedWith        []int64 `json:"completed_with"`
-	Summary              string  `json:"summary"`
+	RequestID           int64            `json:"request_id"`
+	Ticket              string           `json:"ticket"`
+	SubjectHMAC         string           `json:"subject_hmac"`
+	RequestedBy         string           `json:"requested_by"`
+	CompletedAt         time.Time        `json:"completed_at"`
+	Found               *bool            `json:"found"`
+	RowsDeleted         map[string]int64 `json:"rows_deleted"`
+	PartsMadeUnreadable []partRef        `json:"parts_made_unreadable"`
+	ArchivedCopies      *int             `json:"archived_copies"`
+	CompletedWith       []int64          `json:"completed_with"`
+	Summary             string           `json:"summary"`
+}
+
+// partRef names a part whose key an erasure destroyed.
+type partRef struct {
+	Segment   string `json:"segment"`
+	VersionID string `json:"version_id"`
 }
 
 // requireKeys fails unless raw is a JSON object with every key of keys.
@@ -107,7 +110,7 @@ func (v requestView) receipt(t *testing.T) receiptView {
 	t.Helper()
 	require.NotEmpty(t, v.Receipt)
 	require.NotEqual(t, "null", string(v.Receipt), "request %d has no receipt", v.ID)
-	requireKeys(t, v.Receipt, "subject_hmac", "rows_deleted", "object_versions_deleted", "manifest_entry_deleted", "found", "completed_at")
+	requireKeys(t, v.Receipt, "subject_hmac", "rows_deleted", "parts_made_unreadable", "archived_copies", "found", "completed_at")
 	var rc receiptView
 	require.NoError(t, json.Unmarshal(v.Receipt, &rc))
 	require.Equal(t, v.ID, rc.RequestID)
@@ -202,18 +205,6 @@ func (p *privacy) legalHold(t *testing.T, key, versionID string) types.ObjectLoc
 	return out.LegalHold.Status
 }
 
-// versionsOf returns the versions (and delete markers) of one object.
-func (p *privacy) versionsOf(t *testing.T, key string) []objectVersion {
-	t.Helper()
-	var out []objectVersion
-	for _, v := range listVersions(t, p.bucket) {
-		if v.key == key {
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
 // counts are the row counts of lethe's tables, request and hold tables
 // included, for "nothing changed" checks.
 func (p *privacy) counts(t *testing.T) map[string]int64 {
@@ -280,8 +271,9 @@ func (p *privacy) requestJobs(t *testing.T, id int64) int {
 
 // TestPrivacyRequestBlockedReleasedCompleted follows a deletion request for
 // an archived subject under a legal hold: it waits while the hold stands,
-// the bucket refuses to delete the held version, and once legal releases
-// the hold the running worker completes it by itself.
+// the bucket refuses to delete the held segment, and once legal releases
+// the hold the running worker completes it by itself, destroying the
+// subject's key without touching the bucket.
 func TestPrivacyRequestBlockedReleasedCompleted(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -292,20 +284,20 @@ func TestPrivacyRequestBlockedReleasedCompleted(t *testing.T) {
 		matter  = "ACME v. Shop 2024-017"
 		reason  = "litigation hold: preserve all records"
 	)
-	objectKey := p.objectKey(subject)
 
 	// Archive the due subjects.
 	r := p.run(t, "sweep", "--wait")
 	requireOK(t, r)
 	goneDue := p.keys(catGoneDue)
 	require.Contains(t, goneDue, subject)
-	vs := p.versionsOf(t, objectKey)
-	require.Len(t, vs, 1, "the archived object of the subject")
-	require.False(t, vs[0].deleteMarker)
-	version := vs[0].versionID
+	loc := p.locate(t, subject)
+	require.Equal(t, "archived", loc.State)
+	require.NotEmpty(t, loc.WrappedKey)
+	segment, version := loc.Segment, loc.VersionID
+	bucket := listVersions(t, p.bucket)
 	// (versitygw answers NoSuchObjectLockConfiguration for a version that
 	// never had a legal hold.)
-	require.NotEqual(t, types.ObjectLockLegalHoldStatusOn, p.legalHold(t, objectKey, version), "an unheld subject's object has no legal hold")
+	require.NotEqual(t, types.ObjectLockLegalHoldStatusOn, p.legalHold(t, segment, version), "a segment of unheld subjects has no legal hold")
 
 	// Legal places the hold.
 	r = p.run(t, "hold", "place", "--matter", matter, "--subject", subject, "--subject", unknown, "--reason", reason, "--by", "legal", "--json")
@@ -353,27 +345,28 @@ func TestPrivacyRequestBlockedReleasedCompleted(t *testing.T) {
 
 	// The worker switches the S3 legal hold on.
 	deadline := time.Now().Add(45 * time.Second)
-	for p.legalHold(t, objectKey, version) != types.ObjectLockLegalHoldStatusOn {
+	for p.legalHold(t, segment, version) != types.ObjectLockLegalHoldStatusOn {
 		if time.Now().After(deadline) {
-			require.FailNow(t, "the S3 legal hold was not set", "status %q\nworker:\n%s", p.legalHold(t, objectKey, version), p.workerOutput())
+			require.FailNow(t, "the S3 legal hold was not set", "status %q\nworker:\n%s", p.legalHold(t, segment, version), p.workerOutput())
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
 	p.waitHoldsSynced(t)
 
-	// The bucket refuses the worker's credentials a delete of the held version.
-	writer := p.bucket.Server.Client(p.bucket.Server.Writer)
-	_, err := writer.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(p.bucket.Name), Key: aws.String(objectKey), VersionId: aws.String(version)})
-	require.Error(t, err, "the worker's credentials deleted a held version")
-	require.Equal(t, vs, p.versionsOf(t, objectKey))
+	// The bucket refuses a delete of the held segment, even to its owner.
+	root := p.bucket.Server.Client(p.bucket.Server.Root)
+	_, err := root.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(p.bucket.Name), Key: aws.String(segment), VersionId: aws.String(version)})
+	require.Error(t, err, "the bucket's owner deleted a held segment")
+	require.Equal(t, bucket, listVersions(t, p.bucket))
 
 	// The privacy team's request waits for the hold.
 	req := p.deleteRequest(t, subject, "T1")
 	require.Equal(t, "blocked_by_hold", req.State)
 	require.NotNil(t, req.Reason)
 	require.Contains(t, *req.Reason, matter)
-	require.Equal(t, vs, p.versionsOf(t, objectKey), "a held version was deleted")
-	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.legalHold(t, objectKey, version))
+	require.Equal(t, bucket, listVersions(t, p.bucket), "a held segment was deleted")
+	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.legalHold(t, segment, version))
+	require.Equal(t, loc, p.locate(t, subject), "a held subject's key was touched")
 
 	shown := decodeRequest(t, p.run(t, "request", "show", "--ticket", "T1", "--json"))
 	require.Equal(t, req.ID, shown.ID)
@@ -409,20 +402,23 @@ func TestPrivacyRequestBlockedReleasedCompleted(t *testing.T) {
 	for _, table := range shopTables {
 		require.Contains(t, rc.RowsDeleted, table)
 	}
-	require.Len(t, rc.ObjectVersionsDeleted, 1, "%s", done.Receipt)
-	require.Equal(t, objectKey, rc.ObjectVersionsDeleted[0].Key)
-	require.Equal(t, version, rc.ObjectVersionsDeleted[0].VersionID, "the receipt names the version that was held")
-	require.True(t, *rc.ManifestEntryDeleted)
+	require.Equal(t, []partRef{{Segment: segment, VersionID: version}}, rc.PartsMadeUnreadable, "the receipt names the segment that was held")
+	require.Equal(t, 1, *rc.ArchivedCopies)
 	require.Empty(t, rc.CompletedWith)
 	require.WithinDuration(t, time.Now(), rc.CompletedAt, time.Minute)
 	requireNoNeedles(t, p.shop, "the receipt", string(done.Receipt))
 	requireNoNeedles(t, p.shop, "request show --json after completion", p.run(t, "request", "show", fmt.Sprint(req.ID), "--json").stdout)
 
-	require.Empty(t, p.versionsOf(t, objectKey), "a version of the erased subject's object is left")
-	require.Len(t, listVersions(t, p.bucket), len(goneDue)-1, "other subjects' objects")
-	var manifest int
-	require.NoError(t, p.db.Pool.QueryRow(ctx, `SELECT count(*) FROM lethe.manifest WHERE subject_hmac = $1`, p.hmacOf(subject)).Scan(&manifest))
-	require.Zero(t, manifest)
+	// The key is destroyed; the segment stays, and the hold on it is lifted.
+	erased := p.locate(t, subject)
+	require.Equal(t, "erased", erased.State)
+	require.Nil(t, erased.WrappedKey)
+	require.Equal(t, bucket, listVersions(t, p.bucket), "the erasure touched the bucket")
+	r = p.run(t, "restore", "--subject", subject, "--identity", p.idPath)
+	requireOneLineError(t, r, 1, "was erased by deletion request")
+	require.Contains(t, r.stderr, "(ticket T1)", "%s", r)
+	p.waitHoldsSynced(t)
+	require.Equal(t, types.ObjectLockLegalHoldStatusOff, p.legalHold(t, segment, version), "no held subject's live part is left in the segment")
 
 	// Flags may stand before the id as well as after it.
 	require.Equal(t, "completed", decodeRequest(t, p.run(t, "request", "show", "--json", fmt.Sprint(req.ID))).State)
@@ -519,8 +515,8 @@ func TestPrivacyIdempotentTicketAndTogether(t *testing.T) {
 	require.Equal(t, rowCounts(before, subject), ra.RowsDeleted)
 	require.Equal(t, ra.RowsDeleted, rb.RowsDeleted)
 	require.True(t, *ra.Found)
-	require.False(t, *ra.ManifestEntryDeleted)
-	require.Empty(t, ra.ObjectVersionsDeleted)
+	require.Zero(t, *ra.ArchivedCopies)
+	require.Empty(t, ra.PartsMadeUnreadable)
 	require.Equal(t, before.without([]string{subject}), dumpShop(t, p.db.Pool))
 	requireNoNeedles(t, p.shop, "the receipt", string(a.Receipt))
 
@@ -666,8 +662,8 @@ func TestPrivacyUnknownSubject(t *testing.T) {
 	require.Nil(t, req.Subject)
 	rc := req.receipt(t)
 	require.False(t, *rc.Found)
-	require.False(t, *rc.ManifestEntryDeleted)
-	require.Empty(t, rc.ObjectVersionsDeleted)
+	require.Zero(t, *rc.ArchivedCopies)
+	require.Empty(t, rc.PartsMadeUnreadable)
 	for _, table := range shopTables {
 		require.Contains(t, rc.RowsDeleted, table)
 		require.Zero(t, rc.RowsDeleted[table])

@@ -233,8 +233,8 @@ func printRequest(w io.Writer, r *request.Request, asJSON bool) error {
 			for _, t := range sortedKeys(rc.RowsDeleted) {
 				fmt.Fprintf(w, "             %-32s %d rows\n", t, rc.RowsDeleted[t])
 			}
-			for _, v := range rc.ObjectVersionsDeleted {
-				fmt.Fprintf(w, "             object %s version %s\n", v.Key, v.VersionID)
+			for _, p := range rc.PartsMadeUnreadable {
+				fmt.Fprintf(w, "             key destroyed: part in segment %s version %s\n", p.Segment, p.VersionID)
 			}
 			if len(rc.CompletedWith) > 0 {
 				fmt.Fprintf(w, "             completed together with requests %v\n", rc.CompletedWith)

@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"filippo.io/age"
@@ -17,30 +18,28 @@ import (
 	"github.com/lethehq/lethe/audit"
 	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/internal/config"
+	"github.com/lethehq/lethe/request"
+	"github.com/lethehq/lethe/retention"
 )
 
 func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 	var c common
-	var subject, identityPath, out, version string
-	fs := newFlagSet(env, "restore", "--subject KEY --identity FILE [--out FILE] [--version ID] [--config FILE]")
+	var subject, identityPath, out string
+	fs := newFlagSet(env, "restore", "--subject KEY --identity FILE [--out FILE] [--config FILE]")
 	c.register(fs, "warn")
 	fs.StringVar(&subject, "subject", "", "the subject's key, as text")
-	fs.StringVar(&identityPath, "identity", "", "age identity file (the private key; never give it to the worker)")
+	fs.StringVar(&identityPath, "identity", "", "age identity file of a master key (never give it to the worker)")
 	fs.StringVar(&out, "out", "", "write the bundle here (mode 0600) instead of standard output")
-	fs.StringVar(&version, "version", "", "object version to restore (default: the one the manifest names)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if strings.TrimSpace(subject) == "" {
-		return usagef("restore: --subject is required and cannot be blank")
-	}
-	if !utf8.ValidString(subject) {
-		return usagef("restore: --subject: a subject key must be valid UTF-8 text")
+	if err := checkSubjectFlag("restore", subject); err != nil {
+		return err
 	}
 	if identityPath == "" {
 		return usagef("restore: --identity FILE is required")
 	}
-	identities, err := readIdentities(identityPath)
+	identities, err := readIdentities("restore", identityPath)
 	if err != nil {
 		return err
 	}
@@ -56,34 +55,16 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 	if subject, err = a.Plan.CanonicalKey(ctx, a.Pool, subject); err != nil {
 		return err
 	}
-	hmac := a.Plan.Hasher().HMAC(subject)
-	var manifestVersion, sum string
-	err = a.Pool.QueryRow(ctx, `SELECT version_id, sha256 FROM lethe.manifest WHERE subject_hmac = $1`, hmac).Scan(&manifestVersion, &sum)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("subject %q has no archive in the manifest: it was never archived, or it was deleted on request", subject)
-	}
+	entry, err := locate(ctx, a, subject)
 	if err != nil {
-		return fmt.Errorf("error reading the manifest: %w", err)
-	}
-	if version == "" {
-		version = manifestVersion
-	} else if version != manifestVersion {
-		sum = "" // another version: the manifest's checksum does not apply
-	}
-
-	rc := a.Config.Restore.Credentials
-	ac := a.Config.Archive
-	client := archive.NewClient(archive.ClientConfig{Endpoint: ac.Endpoint, Region: ac.Region, PathStyle: ac.PathStyle,
-		AccessKeyID: rc.AccessKeyID, SecretAccessKey: rc.SecretAccessKey})
-	r := archive.NewRestorer(client, ac.Bucket, ac.Prefix)
-	res, err := r.Restore(ctx, hmac, subject, version, sum, a.Plan.Tables(), identities)
-	switch {
-	case errors.Is(err, archive.ErrAccessDenied):
-		return config.Errorf("restore.credentials", "the bucket refused them (%v): check the reader's access key and the bucket policy", app.RootCause(err))
-	case errors.Is(err, archive.ErrWrongIdentity):
-		return fmt.Errorf("%s cannot decrypt this subject: %w; use the identity whose recipient was in archive.recipients when it was archived", identityPath, err)
-	case err != nil:
 		return err
+	}
+	if entry.WrappedKey == nil {
+		return unreadable(ctx, a, subject, entry)
+	}
+	res, err := archive.RestorerFromConfig(a.Config).Restore(ctx, entry.Location(), subject, a.Plan.Tables(), identities)
+	if err != nil {
+		return restoreError(identityPath, err)
 	}
 
 	// The bundle is staged, then the restore is audited, then the file
@@ -101,8 +82,8 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 		who = u.Username
 	}
 	err = pgx.BeginFunc(ctx, a.Pool, func(tx pgx.Tx) error {
-		return audit.Append(ctx, tx, audit.Entry{Kind: audit.KindRestore, Actor: who, SubjectHMAC: hmac,
-			Detail: map[string]any{"version_id": res.VersionID, "sha256": res.SHA256, "to_file": out != ""}})
+		return audit.Append(ctx, tx, audit.Entry{Kind: audit.KindRestore, Actor: who, SubjectHMAC: entry.SubjectHMAC,
+			Detail: map[string]any{"segment": entry.Segment, "version_id": entry.VersionID, "sha256": entry.SHA256, "to_file": out != ""}})
 	})
 	if err != nil {
 		return fmt.Errorf("error auditing the restore (nothing was written): %w", err)
@@ -118,15 +99,100 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 	for _, r := range res.Bundle.Rows {
 		rows += len(r)
 	}
-	fmt.Fprintf(env.stderr, "restored subject %q (%d rows in %d tables, archived %s by policy %s) to %s\n",
-		subject, rows, len(res.Bundle.Rows), res.Bundle.ArchivedAt.Format("2006-01-02 15:04:05Z07:00"), res.Bundle.Policy, out)
+	fmt.Fprintf(env.stderr, "restored subject %q (%s in %s, archived %s by policy %s) to %s\n",
+		subject, plural(rows, "row"), plural(len(res.Bundle.Rows), "table"), res.Bundle.ArchivedAt.Format("2006-01-02 15:04:05Z07:00"),
+		res.Bundle.Policy, out)
 	return nil
 }
 
-func readIdentities(path string) ([]age.Identity, error) {
+// checkSubjectFlag refuses a --subject that is missing, blank or not text.
+func checkSubjectFlag(cmd, subject string) error {
+	if strings.TrimSpace(subject) == "" {
+		return usagef("%s: --subject is required and cannot be blank", cmd)
+	}
+	if !utf8.ValidString(subject) {
+		return usagef("%s: --subject: a subject key must be valid UTF-8 text", cmd)
+	}
+	return nil
+}
+
+// locate returns the newest manifest entry of the canonical subject key, or
+// an error saying that lethe never archived it (or erased it before it
+// was ever archived).
+func locate(ctx context.Context, a *app.App, subject string) (*retention.Entry, error) {
+	hmac := a.Plan.HMAC(subject)
+	entry, err := retention.Locate(ctx, a.Pool, hmac)
+	if errors.Is(err, retention.ErrNotArchived) {
+		if erased, err := erasure(ctx, a, hmac); err != nil {
+			return nil, err
+		} else if erased != "" {
+			return nil, fmt.Errorf("subject %q was %s before it was ever archived: there is no archived copy", subject, erased)
+		}
+		return nil, fmt.Errorf("subject %q was never archived: the manifest has no entry of it (check the key, and lethe status for what is due)", subject)
+	}
+	return entry, err
+}
+
+// erasure says which request erased the subject ("erased by request 12
+// (ticket T) on DATE"), or "" if none did.
+func erasure(ctx context.Context, a *app.App, hmac string) (string, error) {
+	intake, err := a.Intake()
+	if err != nil {
+		return "", err
+	}
+	req, err := intake.Erasure(ctx, hmac)
+	if errors.Is(err, request.ErrNoRequest) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	s := fmt.Sprintf("erased by deletion request %d (ticket %s)", req.ID, req.Ticket)
+	if req.CompletedAt != nil {
+		s += " on " + req.CompletedAt.UTC().Format(time.DateOnly)
+	}
+	return s, nil
+}
+
+// unreadable explains why a subject's newest copy cannot be restored: its
+// key was destroyed.
+func unreadable(ctx context.Context, a *app.App, subject string, e *retention.Entry) error {
+	when := ""
+	if e.DestroyedAt != nil {
+		when = " on " + e.DestroyedAt.UTC().Format(time.DateOnly)
+	}
+	switch e.State {
+	case retention.CopyErased:
+		erased, err := erasure(ctx, a, e.SubjectHMAC)
+		if err != nil {
+			return err
+		}
+		if erased == "" {
+			erased = "erased" + when
+		}
+		return fmt.Errorf("subject %q was %s: its key was destroyed, and no one can read its archived copy any more", subject, erased)
+	case retention.CopyExpired:
+		return fmt.Errorf("subject %q expired%s: its archived copy outlived archive_retain of policy %s, and its key was destroyed", subject, when, e.Policy)
+	default:
+		return fmt.Errorf("subject %q has no readable copy: its newest copy is %s and its key was destroyed%s", subject, e.State, when)
+	}
+}
+
+// restoreError says what to do about a failed restore.
+func restoreError(identityPath string, err error) error {
+	switch {
+	case errors.Is(err, archive.ErrAccessDenied):
+		return config.Errorf("restore.credentials", "the bucket refused them (%v): check the reader's access key and the bucket policy", app.RootCause(err))
+	case errors.Is(err, archive.ErrWrongIdentity):
+		return fmt.Errorf("%s cannot open this subject's key: %w; use the identity of a master key that was in archive.recipients when it was archived, or since lethe keys rewrap", identityPath, err)
+	}
+	return err
+}
+
+func readIdentities(cmd, path string) ([]age.Identity, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, usagef("restore: --identity: %v", err)
+		return nil, usagef("%s: --identity: %v", cmd, err)
 	}
 	defer f.Close()
 	ids, err := age.ParseIdentities(f)
@@ -138,7 +204,7 @@ func readIdentities(path string) ([]age.Identity, error) {
 			where, _, _ = strings.Cut(msg, ":")
 			where = strings.TrimPrefix(where, "error at ")
 		}
-		return nil, usagef("restore: --identity %s: %s is not an age identity (the file must hold AGE-SECRET-KEY-1... lines, as age-keygen writes)", path, where)
+		return nil, usagef("%s: --identity %s: %s is not an age identity (the file must hold AGE-SECRET-KEY-1... lines, as age-keygen writes)", cmd, path, where)
 	}
 	return ids, nil
 }

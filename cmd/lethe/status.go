@@ -57,6 +57,13 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		tw.Flush()
 	}
+	k := rep.Keys
+	fmt.Fprintf(w, "  keys: %d live, %d superseded, %d erased, %d expired\n", k["archived"], k["superseded"], k["erased"], k["expired"])
+	fmt.Fprintf(w, "  segments: %s (%s)\n", plural(int(rep.Segments.Count), "segment"), humanBytes(rep.Segments.Bytes))
+	if rep.Uncommitted.Count > 0 {
+		fmt.Fprintf(w, "  never committed: %s (%s), unreadable (their keys were never stored); the bucket's lifecycle rule removes them\n",
+			plural(int(rep.Uncommitted.Count), "segment"), humanBytes(rep.Uncommitted.Bytes))
+	}
 	fmt.Fprintf(w, "\nUNSETTLED: %d subjects claimed and not yet archived or released\n", rep.Unsettled)
 	if len(rep.Failing) > 0 {
 		fmt.Fprintln(w, "\nFAILING BATCHES (a failed batch is requeued by the next sweep)")

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -120,15 +122,19 @@ func TestSweepQueuedForWorkers(t *testing.T) {
 	}
 
 	require.Equal(t, before.without(append(goneDue, spamDue...)), dumpShop(t, s.db.Pool))
-	var wantObjects []string
+	// One segment per batch of 5, each named by the manifest.
+	segments := map[string]bool{}
 	for _, k := range goneDue {
-		wantObjects = append(wantObjects, s.objectKey(k))
+		l := s.locate(t, k)
+		require.Equal(t, "archived", l.State)
+		segments[l.Segment] = true
 	}
 	var gotObjects []string
 	for _, v := range listVersions(t, s.bucket) {
 		gotObjects = append(gotObjects, v.key)
 	}
-	require.ElementsMatch(t, wantObjects, gotObjects, "one version per archived subject")
+	require.ElementsMatch(t, slices.Collect(maps.Keys(segments)), gotObjects, "one version of each segment, and nothing else")
+	require.Len(t, segments, (len(goneDue)+4)/5)
 	var trigger string
 	require.NoError(t, s.db.Pool.QueryRow(ctx, `SELECT trigger FROM lethe.run`).Scan(&trigger))
 	require.Equal(t, "cli", trigger)

@@ -3,11 +3,14 @@
 //
 // Usage:
 //
-//	s3dev start --dir DIR [--addr 127.0.0.1:7070] [--bucket NAME]...
+//	s3dev start --dir DIR [--addr 127.0.0.1:7070] [--prefix v1/] [--bucket NAME]...
 //	s3dev stop --dir DIR
 //
 // start launches versitygw with its state in DIR, or reuses the one already
-// running there, creates each bucket that is missing, and writes DIR/env:
+// running there, creates each bucket that is missing, sets on each bucket
+// the least-privilege policy for the archive prefix --prefix (the config's
+// archive.prefix: the worker may read back only PREFIX + "ledger/*"), and
+// writes DIR/env:
 // the endpoint and the archive, restore and root keys, ready to source from
 // a shell. Keys are generated on the first start and kept afterwards, so
 // the data in DIR stays readable. stop terminates the server; the data
@@ -31,8 +34,10 @@ import (
 )
 
 const usage = `usage:
-  s3dev start --dir DIR [--addr 127.0.0.1:7070] [--bucket NAME]...
+  s3dev start --dir DIR [--addr 127.0.0.1:7070] [--prefix v1/] [--bucket NAME]...
   s3dev stop --dir DIR
+
+--prefix is the config's archive.prefix; each --bucket gets the policy for it.
 `
 
 // timeout bounds one command: a start, its buckets, or a stop.
@@ -131,9 +136,13 @@ func start(ctx context.Context, args []string, stdout io.Writer) error {
 	var buckets bucketList
 	fs := flag.NewFlagSet("start", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:7070", "S3 listen `address` (loopback)")
+	prefix := fs.String("prefix", s3dev.DefaultPrefix, "archive `prefix` (archive.prefix) the buckets' policy is for")
 	fs.Var(&buckets, "bucket", "bucket to create if missing (repeatable)")
 	if err := parse(fs, args, &dir); err != nil {
 		return err
+	}
+	if err := s3dev.CheckPrefix(*prefix); err != nil {
+		return usageError{fmt.Sprintf("start: --prefix: %v", err)}
 	}
 
 	srv, err := s3dev.Attach(dir)
@@ -154,14 +163,14 @@ func start(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	for _, b := range buckets {
-		created, err := srv.EnsureBucket(ctx, b)
+		created, err := srv.EnsureBucketWithPrefix(ctx, b, *prefix)
 		if err != nil {
 			return err
 		}
 		if created {
-			fmt.Fprintf(stdout, "created bucket %s\n", b)
+			fmt.Fprintf(stdout, "created bucket %s, policy for prefix %q\n", b, *prefix)
 		} else {
-			fmt.Fprintf(stdout, "bucket %s exists\n", b)
+			fmt.Fprintf(stdout, "bucket %s exists, policy for prefix %q\n", b, *prefix)
 		}
 	}
 	fmt.Fprintf(stdout, "env in %s\n", filepath.Join(srv.Dir, s3dev.EnvFile))

@@ -86,8 +86,8 @@ func TestStartStop(t *testing.T) {
 	out, errOut, code := runS3dev(t, bin, "start", "--dir", dir, "--addr", addr, "--bucket", "archive", "--bucket", "bench")
 	require.Equal(t, 0, code, errOut)
 	require.Regexp(t, `(?m)^started versitygw: pid \d+, http://`+regexp.QuoteMeta(addr)+`, log `, out)
-	require.Contains(t, out, "created bucket archive\n")
-	require.Contains(t, out, "created bucket bench\n")
+	require.Contains(t, out, "created bucket archive, policy for prefix \"v1/\"\n")
+	require.Contains(t, out, "created bucket bench, policy for prefix \"v1/\"\n")
 
 	env := readEnvFile(t, filepath.Join(dir, "env"))
 	require.Equal(t, "http://"+addr, env["LETHE_S3_ENDPOINT"])
@@ -114,8 +114,20 @@ func TestStartStop(t *testing.T) {
 	out, errOut, code = runS3dev(t, bin, "start", "--dir", dir, "--addr", addr, "--bucket", "archive")
 	require.Equal(t, 0, code, errOut)
 	require.Regexp(t, `(?m)^reusing versitygw already running: pid \d+, http://`+regexp.QuoteMeta(addr)+`$`, out)
-	require.Contains(t, out, "bucket archive exists\n")
+	require.Contains(t, out, "bucket archive exists, policy for prefix \"v1/\"\n")
 	require.Equal(t, env, readEnvFile(t, filepath.Join(dir, "env")))
+	requirePolicy(t, srv, "archive", s3dev.DefaultPrefix)
+
+	// --prefix sets the policy for another archive prefix, on an existing
+	// bucket too.
+	out, errOut, code = runS3dev(t, bin, "start", "--dir", dir, "--addr", addr, "--prefix", "lethe/prod/", "--bucket", "archive", "--bucket", "other")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "bucket archive exists, policy for prefix \"lethe/prod/\"\n")
+	require.Contains(t, out, "created bucket other, policy for prefix \"lethe/prod/\"\n")
+	requirePolicy(t, srv, "archive", "lethe/prod/")
+	requirePolicy(t, srv, "other", "lethe/prod/")
+	_, err = srv.Client(srv.Writer).GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String("archive"), Key: aws.String("v1/ledger/head.json")})
+	require.Error(t, err, "the writer may read only lethe/prod/ledger/ now")
 
 	out, errOut, code = runS3dev(t, bin, "stop", "--dir", dir)
 	require.Equal(t, 0, code, errOut)
@@ -143,6 +155,15 @@ func TestStartStop(t *testing.T) {
 	require.Contains(t, out, "not running")
 }
 
+// requirePolicy requires bucket's policy to be the one s3dev installs for
+// prefix.
+func requirePolicy(t *testing.T, srv *s3dev.Server, bucket, prefix string) {
+	t.Helper()
+	out, err := srv.Client(srv.Root).GetBucketPolicy(t.Context(), &s3.GetBucketPolicyInput{Bucket: aws.String(bucket)})
+	require.NoError(t, err)
+	require.JSONEq(t, s3dev.BucketPolicy(bucket, prefix, srv.Writer.AccessKeyID, srv.Reader.AccessKeyID), aws.ToString(out.Policy))
+}
+
 func TestUsage(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -156,6 +177,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"stop", "--dir", "d", "extra"}, exitUsage, `unexpected argument "extra"`},
 		{[]string{"start", "--nope"}, exitUsage, "flag provided but not defined"},
 		{[]string{"start", "--dir", t.TempDir(), "--addr", "0.0.0.0:7070"}, exitError, "loopback"},
+		{[]string{"start", "--dir", t.TempDir(), "--prefix", "/v1/"}, exitUsage, "must not start with /"},
+		{[]string{"start", "--dir", t.TempDir(), "--prefix", "v1/*"}, exitUsage, "wildcard"},
 		{[]string{"-h"}, exitOK, ""},
 	} {
 		var stdout, stderr bytes.Buffer

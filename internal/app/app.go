@@ -144,19 +144,33 @@ func redactParseError(err error) string {
 }
 
 // Store returns the archive with the worker's credentials, built once. With
-// probe, it first checks that the bucket accepts them.
+// probe, it first checks that the bucket accepts them and, unless
+// archive.lock_mode is none, that it takes objects under Object Lock.
 func (a *App) Store(ctx context.Context, probe bool) (*archive.Archiver, error) {
 	if a.store == nil {
-		a.store = archive.FromConfig(a.Config, a.Config.Archive.Concurrency*a.Config.Worker.Concurrency)
+		a.store = archive.FromConfig(a.Config, a.Config.Worker.Concurrency)
 	}
-	if probe {
-		if err := a.store.Probe(ctx); err != nil {
-			if errors.Is(err, archive.ErrAccessDenied) {
-				return nil, config.Errorf("archive.credentials", "bucket %q refused them (%v): check the access key and the bucket policy",
-					a.Config.Archive.Bucket, RootCause(err))
-			}
-			return nil, err
-		}
+	if !probe {
+		return a.store, nil
+	}
+	ac := a.Config.Archive
+	err := a.store.Probe(ctx)
+	if err == nil {
+		err = a.store.ProbeLock(ctx, ac.LockMode)
+	}
+	switch {
+	case errors.Is(err, archive.ErrAccessDenied):
+		return nil, config.Errorf("archive.credentials", "bucket %q refused them (%v): check the access key and the bucket policy",
+			ac.Bucket, RootCause(err))
+	case errors.Is(err, archive.ErrNoObjectLock):
+		return nil, config.Errorf("archive.lock_mode", "is %s, but bucket %q has no Object Lock: create the bucket with Object Lock enabled, or set lock_mode: none",
+			ac.LockMode, ac.Bucket)
+	case err != nil:
+		return nil, err
+	}
+	if !a.store.LegalHolds() {
+		a.Logger.Warn("archive.lock_mode is none and the bucket has no Object Lock: segments carry no retention and no legal hold; "+
+			"only lethe's database protects held subjects, and nothing stops the bucket from deleting a segment", "bucket", ac.Bucket)
 	}
 	return a.store, nil
 }
@@ -198,15 +212,16 @@ func (a *App) Services(store *archive.Archiver, m *metrics.Metrics) (*jobs.Servi
 	if err != nil {
 		return nil, err
 	}
-	mover, err := retention.NewMover(retention.MoverConfig{Common: common, Store: store, Concurrency: cfg.Archive.Concurrency})
+	mover, err := retention.NewMover(retention.MoverConfig{Common: common, Store: store, LockMode: cfg.Archive.LockMode,
+		MastersFingerprint: archive.MastersFingerprint(cfg.Archive.Recipients)})
 	if err != nil {
 		return nil, err
 	}
-	expirer, err := retention.NewExpirer(retention.ExpirerConfig{Common: common, Store: store})
+	expirer, err := retention.NewExpirer(retention.ExpirerConfig{Common: common})
 	if err != nil {
 		return nil, err
 	}
-	eraser, err := request.NewEraser(request.EraserConfig{Pool: a.Pool, Plan: a.Plan, Holds: holds, Store: store, Logger: a.Logger})
+	eraser, err := request.NewEraser(request.EraserConfig{Pool: a.Pool, Plan: a.Plan, Holds: holds, Logger: a.Logger})
 	if err != nil {
 		return nil, err
 	}

@@ -2,9 +2,11 @@
 // schema of the configured database, archives them through the real
 // pipeline (built by package app, as lethe worker builds it) into the
 // configured bucket under a bench/ prefix, measures the two limits that bound
-// it (plain puts of objects of the same size, and the same read-and-delete
-// SQL without encryption or S3), queues deletion requests for archived
-// subjects, and removes everything it made, even after a failure.
+// it (plain puts of objects of a segment's size, and the sweep's database
+// work without encryption or S3), queues deletion requests for archived
+// subjects, and removes what it made in the database, even after a failure.
+// The segments it put stay in the bucket, unreadable once their keys are
+// gone, for the bucket's lifecycle rule: the worker cannot delete objects.
 package bench
 
 import (
@@ -28,7 +30,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
-	"github.com/lethehq/lethe/archive"
 	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/internal/demo"
@@ -62,16 +63,34 @@ type Result struct {
 	Seconds        float64 `json:"seconds"`
 	SubjectsPerSec float64 `json:"subjects_per_sec"`
 	BytesPerSec    float64 `json:"bytes_per_sec"`
-	RawPutPerSec   float64 `json:"raw_put_per_sec"`
-	RawDBPerSec    float64 `json:"raw_db_per_sec"`
-	Efficiency     float64 `json:"efficiency"`
-	PeakRSSBytes   int64   `json:"peak_rss_bytes"`
-	RequestsPerSec float64 `json:"requests_per_sec"`
-	Requests       int     `json:"requests"`
-	Workers        int     `json:"workers"`
-	Rows           int64   `json:"rows"`
-	Bytes          int64   `json:"bytes"`
+	// RawPutPerSec are plain puts of objects of the mean segment's size,
+	// and RawPutBytesPerSec their bytes: the object store alone.
+	RawPutPerSec      float64 `json:"raw_put_per_sec"`
+	RawPutBytesPerSec float64 `json:"raw_put_bytes_per_sec"`
+	// RawDBPerSec is the sweep's database work alone: reading the graph,
+	// deleting it, writing the manifest and the keys.
+	RawDBPerSec float64 `json:"raw_db_per_sec"`
+	// PutCeilingPerSec is the object store's limit in subjects per
+	// second: RawPutBytesPerSec / MeanObjectSize × SubjectsPerSegment.
+	PutCeilingPerSec float64 `json:"put_ceiling_per_sec"`
+	// Efficiency is SubjectsPerSec over the lower of the two limits,
+	// RawDBPerSec and PutCeilingPerSec.
+	Efficiency float64 `json:"efficiency"`
+	// Segments are the objects the run put; ObjectsPerSubject is them per
+	// subject archived.
+	Segments           int     `json:"segments"`
+	ObjectsPerSubject  float64 `json:"objects_per_subject"`
+	SubjectsPerSegment float64 `json:"subjects_per_segment"`
+	PeakRSSBytes       int64   `json:"peak_rss_bytes"`
+	RequestsPerSec     float64 `json:"requests_per_sec"`
+	Requests           int     `json:"requests"`
+	Workers            int     `json:"workers"`
+	Rows               int64   `json:"rows"`
+	Bytes              int64   `json:"bytes"`
+	// MeanObjectSize is the mean segment's size; MeanPartSize the mean
+	// subject's part in it.
 	MeanObjectSize int64   `json:"mean_object_bytes"`
+	MeanPartSize   int64   `json:"mean_part_bytes"`
 	SeedSeconds    float64 `json:"seed_seconds"`
 	// PerWorker is each worker process's share (Workers > 1).
 	PerWorker []WorkerShare `json:"per_worker,omitempty"`
@@ -123,12 +142,14 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, logger *slog.Log
 		schema: schemaOf(id), rawSchema: "lethe_bench_raw_" + id, prefix: bcfg.Archive.Prefix,
 		res: &Result{Subjects: opts.Subjects, Workers: opts.Workers}}
 	defer func() {
-		// Removing N objects one by one takes time in proportion: allow
-		// ten minutes plus a second per 500 subjects (43 minutes at 1M).
-		limit := 10*time.Minute + time.Duration(opts.Subjects/500)*time.Second
+		// Dropping the scratch schemas and deleting the run's rows takes
+		// time in proportion: allow ten minutes plus a second per 5,000
+		// subjects. The segments stay, retained for a day: lethe never
+		// deletes an object.
+		limit := 10*time.Minute + time.Duration(opts.Subjects/5000)*time.Second
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 		defer cancel()
-		opts.Progress("removing the scratch schemas, objects and rows")
+		opts.Progress("removing the scratch schemas and rows (the segments under %s stay until the lifecycle rule removes them)", b.prefix)
 		if cerr := b.cleanup(cctx); cerr != nil {
 			err = errors.Join(err, &CleanupError{Err: cerr, Prefix: b.prefix, Schema: b.schema})
 		}
@@ -152,7 +173,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, logger *slog.Log
 		return nil, err
 	}
 	r := b.res
-	if limit := min(r.RawPutPerSec, r.RawDBPerSec); limit > 0 {
+	if r.MeanObjectSize > 0 {
+		r.PutCeilingPerSec = r.RawPutBytesPerSec / float64(r.MeanObjectSize) * r.SubjectsPerSegment
+	}
+	if limit := min(r.PutCeilingPerSec, r.RawDBPerSec); limit > 0 {
 		r.Efficiency = r.SubjectsPerSec / limit
 	}
 	return r, nil
@@ -164,6 +188,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, logger *slog.Log
 // the same config from the same file and id.
 func Config(cfg *config.Config, id string) (*config.Config, error) {
 	subject, policies, requests := demo.Graph(schemaOf(id), PolicyName)
+	// lethe never deletes an object: the bench's segments stay, retained
+	// for a day, for the bucket's lifecycle rule to remove.
+	for i := range policies {
+		if policies[i].Then == config.ThenArchive {
+			policies[i].ArchiveRetain = "1d"
+		}
+	}
 	bcfg, err := cfg.WithGraph(subject, policies, requests)
 	if err != nil {
 		return nil, fmt.Errorf("error building the bench config: %w", err)
@@ -190,8 +221,8 @@ type CleanupError struct {
 }
 
 func (e *CleanupError) Error() string {
-	return fmt.Sprintf("error cleaning up the bench (objects under %s, schema %s and its bench rows may remain; run the bench again or remove them by hand): %v",
-		e.Prefix, e.Schema, e.Err)
+	return fmt.Sprintf("error cleaning up the bench (schema %s and the rows of the segments under %s may remain; drop the schema and delete them by hand): %v",
+		e.Schema, e.Prefix, e.Err)
 }
 
 func (e *CleanupError) Unwrap() error { return e.Err }
@@ -207,7 +238,6 @@ type run struct {
 	rawSchema string
 	prefix    string
 	runIDs    []int64
-	rawPuts   []*archive.Stored
 	res       *Result
 }
 
@@ -316,7 +346,14 @@ func (b *run) archive(ctx context.Context) error {
 	r.SubjectsPerSec = float64(t.Archived) / r.Seconds
 	r.Bytes = t.Bytes
 	r.BytesPerSec = float64(t.Bytes) / r.Seconds
-	r.MeanObjectSize = t.Bytes / int64(max(t.Archived, 1))
+	r.MeanPartSize = t.Bytes / int64(max(t.Archived, 1))
+	if err := b.pool.QueryRow(ctx, `
+		SELECT count(*), coalesce(avg(size), 0)::bigint FROM lethe.segment
+		WHERE state = 'committed' AND batch_id IN (SELECT id FROM lethe.batch WHERE run_id = $1)`, runID).Scan(&r.Segments, &r.MeanObjectSize); err != nil {
+		return fmt.Errorf("error counting segments: %w", err)
+	}
+	r.ObjectsPerSubject = float64(r.Segments) / float64(max(t.Archived, 1))
+	r.SubjectsPerSegment = float64(t.Archived) / float64(max(r.Segments, 1))
 	r.PeakRSSBytes = peak
 	if b.opts.Workers > 1 {
 		if r.PerWorker, err = b.shares(ctx, runID, elapsed); err != nil {

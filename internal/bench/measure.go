@@ -10,15 +10,16 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lethehq/lethe/archive"
 	"github.com/lethehq/lethe/internal/demo"
 	"github.com/lethehq/lethe/request"
 	"github.com/lethehq/lethe/retention"
 )
 
-// rawDB measures the database half alone: on a second scratch schema, the
-// same reads in one snapshot, root locks and deletes that a batch runs, with
-// the same concurrency and batch size, and no encryption, object store,
-// manifest or audit.
+// rawDB measures the database half alone: on a second scratch schema, what a
+// batch does in the database (the graph read in one snapshot, the root
+// locks, the deletes, the manifest entries and their wrapped keys), with the
+// same concurrency and batch size, and no encryption or object store.
 func (b *run) rawDB(ctx context.Context) error {
 	n := min(b.opts.Subjects, 50000)
 	b.opts.Progress("measuring the database alone: read and delete %d subjects", n)
@@ -39,6 +40,10 @@ func (b *run) rawDB(ctx context.Context) error {
 	}
 	pp := plan.Policy(PolicyName)
 	batch := rcfg.Archive.BatchSize
+	// A wrapped key is an age file to the masters: random bytes of its size
+	// stand in for one.
+	wrapped := make([]byte, wrappedKeySize(len(rcfg.Archive.ParsedRecipients)))
+	_, _ = rand.Read(wrapped)
 	start := time.Now()
 	var mu sync.Mutex
 	done := 0
@@ -48,7 +53,7 @@ func (b *run) rawDB(ctx context.Context) error {
 		for id := p*batch + 1; id <= min((p+1)*batch, n); id++ {
 			page = append(page, strconv.Itoa(id))
 		}
-		k, err := readAndDelete(ctx, b, plan, pp, page)
+		k, err := b.readAndDelete(ctx, plan, pp, page, wrapped)
 		mu.Lock()
 		done += k
 		mu.Unlock()
@@ -65,9 +70,11 @@ func (b *run) rawDB(ctx context.Context) error {
 }
 
 // readAndDelete is a batch's database work for keys: the graph read in one
-// snapshot, then the root locks and the deletes, children first, in one
-// transaction. It returns how many subjects were due and deleted.
-func readAndDelete(ctx context.Context, b *run, plan *retention.Plan, pp *retention.PolicyPlan, keys []string) (int, error) {
+// snapshot, then, in one transaction, the root locks, the deletes (children
+// first), and a manifest entry with its wrapped key per subject, in a
+// segment recorded for the measure. It returns how many subjects were due
+// and deleted.
+func (b *run) readAndDelete(ctx context.Context, plan *retention.Plan, pp *retention.PolicyPlan, keys []string, wrapped []byte) (int, error) {
 	conn, err := b.pool.Acquire(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("error acquiring connection: %w", err)
@@ -84,23 +91,49 @@ func readAndDelete(ctx context.Context, b *run, plan *retention.Plan, pp *retent
 	if err != nil {
 		return 0, err
 	}
+	hmacs := make([]string, len(due))
+	for i, k := range due {
+		hmacs[i] = plan.HMAC(k)
+	}
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := plan.LockRoots(ctx, tx, due); err != nil {
 			return err
 		}
-		_, _, err := plan.DeleteGraph(ctx, tx, due, nil)
+		if _, _, err := plan.DeleteGraph(ctx, tx, due, nil); err != nil {
+			return err
+		}
+		var seg int64
+		if err := tx.QueryRow(ctx, `INSERT INTO lethe.segment (name, size, sha256, lock_mode) VALUES ($1, 0, '', 'none') RETURNING id`,
+			b.prefix+"raw-db/"+randomHex(8)).Scan(&seg); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `
+			INSERT INTO lethe.manifest (subject_hmac, state, policy, archived_at, segment_id, part_offset, part_length, part_sha256, wrapped_key, wrapped_to)
+			SELECT h, 'archived', $2, now(), $3, 0, 1, '', $4, '' FROM unnest($1::text[]) AS h`, hmacs, rawDBPolicy, seg, wrapped)
 		return err
 	})
 	return len(due), err
 }
 
+// rawDBPolicy is the policy of the manifest entries the database measure
+// writes, which cleanup removes.
+const rawDBPolicy = "bench-raw-db"
+
+// wrappedKeySize is the size of an age file of an X25519 identity (74
+// bytes) encrypted to masters X25519 recipients.
+func wrappedKeySize(masters int) int {
+	const header, stanza, identity = 90, 120, 74 + 16 + 24
+	return header + masters*stanza + identity
+}
+
 // rawPut measures the object store alone: plain puts of objects of the
-// archive's mean size, with the same client, checksum and echo check, and as
-// many in flight as the pipeline keeps.
+// mean segment's size, as the pipeline puts segments (the same client,
+// checksum, echo check and If-None-Match, no Object Lock), as many in flight
+// as the pipeline keeps.
 func (b *run) rawPut(ctx context.Context) error {
-	n := min(b.opts.Subjects, 20000)
 	size := max(b.res.MeanObjectSize, 1)
-	inflight := b.cfg.Archive.Concurrency * b.cfg.Worker.Concurrency * b.opts.Workers
+	inflight := b.cfg.Worker.Concurrency * b.opts.Workers
+	n := max(4*inflight, min(b.res.Segments, 64))
 	b.opts.Progress("measuring the object store alone: %d puts of %d bytes, %d in flight", n, size, inflight)
 	store, err := b.app.Store(ctx, false)
 	if err != nil {
@@ -108,21 +141,20 @@ func (b *run) rawPut(ctx context.Context) error {
 	}
 	body := make([]byte, size)
 	_, _ = rand.Read(body)
+	// The same put as a segment's: its checksum, If-None-Match and lock, a
+	// day's retention like the bench's segments.
+	lock := archive.Lock{Mode: b.cfg.Archive.LockMode, RetainUntil: time.Now().Add(24 * time.Hour)}
 	start := time.Now()
-	var mu sync.Mutex
 	err = each(ctx, n, inflight, func(i int) error {
-		st, err := store.PutVerified(ctx, "raw/"+strconv.Itoa(i), body)
-		if err == nil {
-			mu.Lock()
-			b.rawPuts = append(b.rawPuts, st)
-			mu.Unlock()
-		}
+		_, err := store.Put(ctx, store.Prefix()+"raw-put/"+randomHex(8), body, lock)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	b.res.RawPutPerSec = float64(n) / time.Since(start).Seconds()
+	took := time.Since(start).Seconds()
+	b.res.RawPutPerSec = float64(n) / took
+	b.res.RawPutBytesPerSec = float64(n) * float64(size) / took
 	return nil
 }
 

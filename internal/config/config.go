@@ -112,6 +112,17 @@ const (
 	ThenDelete  = "delete"
 )
 
+// Lock modes of archive.lock_mode.
+const (
+	LockGovernance = "governance"
+	LockCompliance = "compliance"
+	LockNone       = "none"
+)
+
+// MaxArchiveRetain is the longest archive_retain: S3 Object Lock retains an
+// object for at most 100 years.
+const MaxArchiveRetain Days = 36500
+
 // Requests configures deletion requests.
 type Requests struct {
 	// Protect is an SQL predicate on the subject table; a deletion request for
@@ -131,24 +142,27 @@ type Archive struct {
 	Prefix string `yaml:"prefix"`
 	// PathStyle addresses the bucket in the path, as local servers need.
 	PathStyle bool `yaml:"path_style"`
-	// Credentials are the worker's: put, set legal holds, list and delete
-	// versions; never get.
+	// Credentials are the worker's: put objects and set their locks; never
+	// get, list or delete.
 	Credentials Credentials `yaml:"credentials"`
-	// Recipients are age public keys (age1...); every bundle is encrypted to
-	// all of them.
+	// Recipients are the master age public keys (age1...): every subject's
+	// own key is wrapped to all of them.
 	Recipients []string `yaml:"recipients"`
 	// RecipientsFile names a file of recipients, one per line, added to
 	// Recipients.
 	RecipientsFile string `yaml:"recipients_file"`
-	// KeySecret is the HMAC secret that names objects. Secret, at least 16
-	// bytes; changing it orphans the names of every archived subject.
+	// KeySecret is the HMAC secret that names subjects outside the hot
+	// tables. Secret, at least 16 bytes; changing it orphans every name.
 	KeySecret string `yaml:"key_secret"`
 	// KeySecretFile names a file holding KeySecret.
 	KeySecretFile string `yaml:"key_secret_file"`
-	// BatchSize is how many subjects one archive-batch job moves. Default 500.
+	// BatchSize is how many subjects one archive-batch job moves, and so
+	// how many parts one segment holds. Default 500.
 	BatchSize int `yaml:"batch_size"`
-	// Concurrency is how many puts one batch keeps in flight. Default 32.
-	Concurrency int `yaml:"concurrency"`
+	// LockMode is the S3 Object Lock mode of each segment: governance,
+	// compliance or none. Default governance. With a policy's
+	// archive_retain, the segment is retained until archived_at plus it.
+	LockMode string `yaml:"lock_mode"`
 
 	// ParsedRecipients are Recipients and RecipientsFile, parsed.
 	ParsedRecipients []age.Recipient `yaml:"-"`
@@ -420,8 +434,8 @@ func (c *Config) applyDefaults() {
 	if c.Archive.BatchSize == 0 {
 		c.Archive.BatchSize = 500
 	}
-	if c.Archive.Concurrency == 0 {
-		c.Archive.Concurrency = 32
+	if c.Archive.LockMode == "" {
+		c.Archive.LockMode = LockGovernance
 	}
 	if c.Worker.Concurrency == 0 {
 		c.Worker.Concurrency = 4

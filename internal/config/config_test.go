@@ -159,7 +159,7 @@ func TestLoadFullConfig(t *testing.T) {
 	require.Equal(t, "UTC", cfg.Timezone)
 	require.Equal(t, "us-east-1", cfg.Archive.Region)
 	require.Equal(t, 500, cfg.Archive.BatchSize)
-	require.Equal(t, 32, cfg.Archive.Concurrency)
+	require.Equal(t, "governance", cfg.Archive.LockMode)
 	require.Equal(t, 4, cfg.Worker.Concurrency)
 	require.Equal(t, 10, cfg.Worker.MaxAttempts)
 	require.Equal(t, 24, cfg.Database.MaxConns, "max_conns defaults to 5 × worker.concurrency + 4")
@@ -215,13 +215,13 @@ worker:
   concurrency: 7
   max_attempts: 3
 `
-	text = replace(t, text, "  prefix: v1/\n", "  prefix: v1/\n  region: eu-central-1\n  batch_size: 17\n  concurrency: 5\n")
+	text = replace(t, text, "  prefix: v1/\n", "  prefix: v1/\n  region: eu-central-1\n  batch_size: 17\n  lock_mode: compliance\n")
 	cfg := mustLoad(t, text, env)
 	require.Equal(t, "30 1 * * 0", cfg.Schedule)
 	require.Equal(t, "Europe/Berlin", cfg.Timezone)
 	require.Equal(t, "eu-central-1", cfg.Archive.Region)
 	require.Equal(t, 17, cfg.Archive.BatchSize)
-	require.Equal(t, 5, cfg.Archive.Concurrency)
+	require.Equal(t, "compliance", cfg.Archive.LockMode)
 	require.Equal(t, 7, cfg.Worker.Concurrency)
 	require.Equal(t, 3, cfg.Worker.MaxAttempts)
 	require.Equal(t, 39, cfg.Database.MaxConns)
@@ -630,7 +630,11 @@ func TestConfigErrors(t *testing.T) {
 		{name: "endpoint without host", old: "  endpoint: http://127.0.0.1:7070\n", new: "  endpoint: 127.0.0.1:7070\n", keys: []string{"archive.endpoint"}, msg: "not an http"},
 		{name: "prefix with leading slash", old: "  prefix: v1/\n", new: "  prefix: /v1/\n", keys: []string{"archive.prefix"}, msg: "must not start with /"},
 		{name: "batch_size negative", old: "  prefix: v1/\n", new: "  prefix: v1/\n  batch_size: -1\n", keys: []string{"archive.batch_size"}, msg: "out of range"},
-		{name: "concurrency too large", old: "  prefix: v1/\n", new: "  prefix: v1/\n  concurrency: 257\n", keys: []string{"archive.concurrency"}, msg: "out of range"},
+		{name: "lock_mode unknown", old: "  prefix: v1/\n", new: "  prefix: v1/\n  lock_mode: strict\n", keys: []string{"archive.lock_mode"}, msg: `"strict" is not governance, compliance or none`},
+		{name: "lock_mode upper case", old: "  prefix: v1/\n", new: "  prefix: v1/\n  lock_mode: GOVERNANCE\n", keys: []string{"archive.lock_mode"}, msg: "not governance"},
+		{name: "archive_retain past S3", old: "    archive_retain: 7y\n", new: "    archive_retain: 101y\n", keys: []string{"policies[0].archive_retain"}, msg: "use at most 100y"},
+		{name: "archive_retain in days past S3", old: "    archive_retain: 7y\n", new: "    archive_retain: 36501d\n", keys: []string{"policies[0].archive_retain"}, msg: "100 years"},
+		{name: "archive.concurrency is gone", old: "  prefix: v1/\n", new: "  prefix: v1/\n  concurrency: 32\n", keys: []string{"archive.concurrency"}, msg: ""},
 		{name: "worker concurrency", old: "", new: "worker:\n  concurrency: 1000\n", keys: []string{"worker.concurrency"}, msg: "out of range"},
 		{name: "worker max_attempts", old: "", new: "worker:\n  max_attempts: 101\n", keys: []string{"worker.max_attempts"}, msg: "out of range"},
 	} {

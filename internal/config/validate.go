@@ -84,9 +84,12 @@ func (c *Config) validate() error {
 			add(Errorf(key+".then", "%q is neither archive nor delete", p.Then))
 		}
 		if p.ArchiveRetain != "" {
-			if d, err := ParseDays(p.ArchiveRetain); err != nil {
+			switch d, err := ParseDays(p.ArchiveRetain); {
+			case err != nil:
 				add(Errorf(key+".archive_retain", "%v", err))
-			} else {
+			case d > MaxArchiveRetain:
+				add(Errorf(key+".archive_retain", "%s is longer than S3 Object Lock retains an object (100 years, %dd): use at most 100y", p.ArchiveRetain, int(MaxArchiveRetain)))
+			default:
 				p.ArchiveRetainDays = d
 			}
 		}
@@ -128,8 +131,10 @@ func (c *Config) validate() error {
 	if a.BatchSize < 1 || a.BatchSize > 10_000 {
 		add(Errorf("archive.batch_size", "%d is out of range 1..10000", a.BatchSize))
 	}
-	if a.Concurrency < 1 || a.Concurrency > 256 {
-		add(Errorf("archive.concurrency", "%d is out of range 1..256", a.Concurrency))
+	switch a.LockMode {
+	case LockGovernance, LockCompliance, LockNone:
+	default:
+		add(Errorf("archive.lock_mode", "%q is not governance, compliance or none", a.LockMode))
 	}
 	if c.Worker.Concurrency < 1 || c.Worker.Concurrency > 256 {
 		add(Errorf("worker.concurrency", "%d is out of range 1..256", c.Worker.Concurrency))

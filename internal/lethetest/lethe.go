@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
@@ -90,13 +91,14 @@ func NewFunc(t testing.TB, prepare func(*testenv.DB), fragment string) *Env {
 	e.Sweeper, err = retention.NewSweeper(retention.SweeperConfig{Common: common, Jobs: e.App.Queue,
 		BatchSize: e.Config.Archive.BatchSize})
 	require.NoError(t, err)
-	e.Mover, err = retention.NewMover(retention.MoverConfig{Common: common, Store: e.Arch, Concurrency: e.Config.Archive.Concurrency})
+	e.Mover, err = retention.NewMover(retention.MoverConfig{Common: common, Store: e.Arch, LockMode: e.Config.Archive.LockMode,
+		MastersFingerprint: archive.MastersFingerprint(e.Config.Archive.Recipients)})
 	require.NoError(t, err)
-	e.Expirer, err = retention.NewExpirer(retention.ExpirerConfig{Common: common, Store: e.Arch})
+	e.Expirer, err = retention.NewExpirer(retention.ExpirerConfig{Common: common})
 	require.NoError(t, err)
 	e.Intake, err = request.NewIntake(request.IntakeConfig{Pool: e.DB.Pool, Plan: e.Plan, Queue: e.Queue, Logger: logger})
 	require.NoError(t, err)
-	e.Eraser, err = request.NewEraser(request.EraserConfig{Pool: e.DB.Pool, Plan: e.Plan, Holds: holds, Store: e.Arch, Logger: logger})
+	e.Eraser, err = request.NewEraser(request.EraserConfig{Pool: e.DB.Pool, Plan: e.Plan, Holds: holds, Logger: logger})
 	require.NoError(t, err)
 	e.Holds, err = hold.New(hold.Config{Pool: e.DB.Pool, Plan: e.Plan, Queue: e.Queue, Waiting: e.Intake, Logger: logger})
 	require.NoError(t, err)
@@ -193,25 +195,34 @@ func (e *Env) Versions(t *testing.T) map[string][]string {
 	}
 }
 
-// Manifest reads the manifest: subject HMAC -> version id.
+// Locate returns the subject's newest manifest entry.
+func (e *Env) Locate(t *testing.T, key string) *retention.Entry {
+	t.Helper()
+	en, err := retention.Locate(context.Background(), e.DB.Pool, e.Plan.HMAC(key))
+	require.NoError(t, err)
+	return en
+}
+
+// Manifest reads the manifest's newest entry of every subject: subject
+// HMAC -> state.
 func (e *Env) Manifest(t *testing.T) map[string]string {
 	t.Helper()
-	rows, err := e.DB.Pool.Query(context.Background(), `SELECT subject_hmac, version_id FROM lethe.manifest`)
+	rows, err := e.DB.Pool.Query(context.Background(), `SELECT DISTINCT ON (subject_hmac) subject_hmac, state
+		FROM lethe.manifest ORDER BY subject_hmac, id DESC`)
 	require.NoError(t, err)
 	out := map[string]string{}
-	var h, v string
-	_, err = pgx.ForEachRow(rows, []any{&h, &v}, func() error { out[h] = v; return nil })
+	var h, st string
+	_, err = pgx.ForEachRow(rows, []any{&h, &st}, func() error { out[h] = st; return nil })
 	require.NoError(t, err)
 	return out
 }
 
-// Restore reads and decrypts a subject's object with the reader's
-// credentials, returning its rows by table, each table's rows sorted.
+// Restore reads the subject's live part with the reader's credentials and
+// opens it with the master identity, returning its rows by table, each
+// table's rows sorted.
 func (e *Env) Restore(t *testing.T, key string) map[string][]string {
 	t.Helper()
-	srv := e.Bucket.Server
-	r := archive.NewRestorer(srv.Client(srv.Reader), e.Bucket.Name, e.Config.Archive.Prefix)
-	res, err := r.Restore(context.Background(), e.Plan.HMAC(key), key, "", "", e.Plan.Tables(), []age.Identity{e.Identity})
+	res, err := e.TryRestore(key)
 	require.NoError(t, err)
 	out := map[string][]string{}
 	for table, rows := range res.Bundle.Rows {
@@ -222,6 +233,87 @@ func (e *Env) Restore(t *testing.T, key string) map[string][]string {
 		sort.Strings(out[table])
 	}
 	return out
+}
+
+// TryRestore is Restore, returning its error.
+func (e *Env) TryRestore(key string) (*archive.Restored, error) {
+	ctx := context.Background()
+	en, err := retention.Locate(ctx, e.DB.Pool, e.Plan.HMAC(key))
+	if err != nil {
+		return nil, err
+	}
+	if en.WrappedKey == nil {
+		return nil, errors.New("the subject's copy is " + en.State)
+	}
+	srv := e.Bucket.Server
+	return archive.NewRestorer(srv.Client(srv.Reader), e.Bucket.Name).Restore(ctx, en.Location(), key, e.Plan.Tables(),
+		[]age.Identity{e.Identity})
+}
+
+// SegmentRow is a segment as lethe recorded it.
+type SegmentRow struct {
+	State, VersionID string
+	Size             int64
+}
+
+// Segments reads lethe's record of segments, by object name.
+func (e *Env) Segments(t *testing.T) map[string]SegmentRow {
+	t.Helper()
+	rows, err := e.DB.Pool.Query(context.Background(), `SELECT name, state, coalesce(version_id, ''), size FROM lethe.segment`)
+	require.NoError(t, err)
+	out := map[string]SegmentRow{}
+	var name string
+	var r SegmentRow
+	_, err = pgx.ForEachRow(rows, []any{&name, &r.State, &r.VersionID, &r.Size}, func() error { out[name] = r; return nil })
+	require.NoError(t, err)
+	return out
+}
+
+// RequireNothingUnnamedReadable checks the second half of invariant 2: every
+// object in the bucket is a segment lethe recorded, each put once; every
+// manifest entry names a version the bucket holds; and no manifest entry
+// names a segment that never committed, whose parts the master identity
+// cannot open either (each is encrypted to its subject's own key, which was
+// never stored).
+func (e *Env) RequireNothingUnnamedReadable(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	segs := e.Segments(t)
+	inBucket := e.Versions(t)
+	for name, versions := range inBucket {
+		if strings.HasPrefix(name, e.Config.Archive.Prefix+"probe/") {
+			continue // lethe's start-up probe of Object Lock: empty
+		}
+		seg, ok := segs[name]
+		require.True(t, ok, "object %s is not a segment lethe recorded", name)
+		require.Len(t, versions, 1, "segment %s was written more than once", name)
+		if seg.State == "committed" {
+			require.Equal(t, seg.VersionID, versions[0], "segment %s: the bucket holds another version than lethe recorded", name)
+			continue
+		}
+		var named int
+		require.NoError(t, e.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM lethe.manifest m JOIN lethe.segment s ON s.id = m.segment_id
+			WHERE s.name = $1`, name).Scan(&named))
+		require.Zero(t, named, "segment %s never committed, yet the manifest names it", name)
+		out, err := e.Root.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(e.Bucket.Name), Key: aws.String(name)})
+		require.NoError(t, err)
+		body, err := io.ReadAll(out.Body)
+		out.Body.Close()
+		require.NoError(t, err)
+		if len(body) > 0 {
+			_, err = archive.Decrypt(body, []age.Identity{e.Identity})
+			require.ErrorIs(t, err, archive.ErrWrongIdentity, "the master identity opens a part of uncommitted segment %s", name)
+		}
+	}
+	rows, err := e.DB.Pool.Query(ctx, `SELECT DISTINCT s.name, s.version_id, s.state FROM lethe.manifest m JOIN lethe.segment s ON s.id = m.segment_id`)
+	require.NoError(t, err)
+	var name, version, state string
+	_, err = pgx.ForEachRow(rows, []any{&name, &version, &state}, func() error {
+		require.Equal(t, "committed", state, "the manifest names segment %s, which is %s", name, state)
+		require.Equal(t, []string{version}, inBucket[name], "the manifest names segment %s version %s, which the bucket lacks", name, version)
+		return nil
+	})
+	require.NoError(t, err)
 }
 
 // Count runs a count query.
@@ -347,19 +439,24 @@ func ReceiptOf(t *testing.T, req *request.Request) request.Receipt {
 	return rc
 }
 
-// ObjectVersions lists, as root, the versions of the subject's object.
-func (e *Env) ObjectVersions(t *testing.T, key string) []string {
-	t.Helper()
-	return e.Versions(t)[e.Arch.ObjectKey(e.Plan.HMAC(key))]
-}
-
-// LegalHold reads, as root, the S3 legal hold of a version of the subject's
-// object.
-func (e *Env) LegalHold(t *testing.T, key, version string) types.ObjectLockLegalHoldStatus {
+// LegalHold reads, as root, the S3 legal hold of a segment's version.
+func (e *Env) LegalHold(t *testing.T, segment, version string) types.ObjectLockLegalHoldStatus {
 	t.Helper()
 	out, err := e.Root.GetObjectLegalHold(context.Background(), &s3.GetObjectLegalHoldInput{
-		Bucket: aws.String(e.Bucket.Name), Key: aws.String(e.Arch.ObjectKey(e.Plan.HMAC(key))), VersionId: aws.String(version),
+		Bucket: aws.String(e.Bucket.Name), Key: aws.String(segment), VersionId: aws.String(version),
 	})
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode() == "NoSuchObjectLockConfiguration" {
+		return types.ObjectLockLegalHoldStatusOff // versitygw: no legal hold was ever set on it
+	}
 	require.NoError(t, err)
 	return out.LegalHold.Status
+}
+
+// SubjectLegalHold reads the legal hold of the segment holding the
+// subject's newest copy.
+func (e *Env) SubjectLegalHold(t *testing.T, key string) types.ObjectLockLegalHoldStatus {
+	t.Helper()
+	en := e.Locate(t, key)
+	return e.LegalHold(t, en.Segment, en.VersionID)
 }

@@ -32,10 +32,24 @@ func (s *Server) Client(c Credentials) *s3.Client {
 	})
 }
 
-// CreateBucket creates the bucket as root with object lock enabled, makes
-// sure versioning is on and sets BucketPolicy for the writer and the
-// reader. It fails if the bucket exists.
+// CreateBucket is CreateBucketWithPrefix with DefaultPrefix.
 func (s *Server) CreateBucket(ctx context.Context, name string) error {
+	return s.CreateBucketWithPrefix(ctx, name, DefaultPrefix)
+}
+
+// EnsureBucket is EnsureBucketWithPrefix with DefaultPrefix.
+func (s *Server) EnsureBucket(ctx context.Context, name string) (created bool, err error) {
+	return s.EnsureBucketWithPrefix(ctx, name, DefaultPrefix)
+}
+
+// CreateBucketWithPrefix creates the bucket as root with object lock
+// enabled, makes sure versioning is on and sets BucketPolicy for the writer
+// and the reader, with prefix as the archive prefix (archive.prefix). It
+// fails if the bucket exists or the prefix is refused by CheckPrefix.
+func (s *Server) CreateBucketWithPrefix(ctx context.Context, name, prefix string) error {
+	if err := CheckPrefix(prefix); err != nil {
+		return err
+	}
 	client := s.Client(s.Root)
 	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{
 		Bucket:                     aws.String(name),
@@ -43,13 +57,17 @@ func (s *Server) CreateBucket(ctx context.Context, name string) error {
 	}); err != nil {
 		return fmt.Errorf("error creating bucket %s: %w", name, err)
 	}
-	return s.provisionBucket(ctx, client, name)
+	return s.provisionBucket(ctx, client, name, prefix)
 }
 
-// EnsureBucket is CreateBucket that accepts a bucket root already owns: it
-// then checks object lock and sets versioning and the policy again. It
-// reports whether it created the bucket.
-func (s *Server) EnsureBucket(ctx context.Context, name string) (created bool, err error) {
+// EnsureBucketWithPrefix is CreateBucketWithPrefix that accepts a bucket
+// root already owns: it then checks object lock and sets versioning and the
+// policy again, so the policy is the one for prefix afterwards. It reports
+// whether it created the bucket.
+func (s *Server) EnsureBucketWithPrefix(ctx context.Context, name, prefix string) (created bool, err error) {
+	if err := CheckPrefix(prefix); err != nil {
+		return false, err
+	}
 	client := s.Client(s.Root)
 	_, err = client.CreateBucket(ctx, &s3.CreateBucketInput{
 		Bucket:                     aws.String(name),
@@ -70,10 +88,10 @@ func (s *Server) EnsureBucket(ctx context.Context, name string) (created bool, e
 	default:
 		return false, fmt.Errorf("error creating bucket %s: %w", name, err)
 	}
-	return created, s.provisionBucket(ctx, client, name)
+	return created, s.provisionBucket(ctx, client, name, prefix)
 }
 
-func (s *Server) provisionBucket(ctx context.Context, client *s3.Client, name string) error {
+func (s *Server) provisionBucket(ctx context.Context, client *s3.Client, name, prefix string) error {
 	v, err := client.GetBucketVersioning(ctx, &s3.GetBucketVersioningInput{Bucket: aws.String(name)})
 	if err != nil {
 		return fmt.Errorf("error getting versioning of bucket %s: %w", name, err)
@@ -88,7 +106,7 @@ func (s *Server) provisionBucket(ctx context.Context, client *s3.Client, name st
 	}
 	if _, err := client.PutBucketPolicy(ctx, &s3.PutBucketPolicyInput{
 		Bucket: aws.String(name),
-		Policy: aws.String(BucketPolicy(name, s.Writer.AccessKeyID, s.Reader.AccessKeyID)),
+		Policy: aws.String(BucketPolicy(name, prefix, s.Writer.AccessKeyID, s.Reader.AccessKeyID)),
 	}); err != nil {
 		return fmt.Errorf("error setting policy of bucket %s: %w", name, err)
 	}

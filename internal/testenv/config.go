@@ -23,7 +23,6 @@ archive:
   prefix: v1/
   path_style: true
   batch_size: 50
-  concurrency: 8
   credentials:
     access_key_id: %s
     secret_access_key: %s

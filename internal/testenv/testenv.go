@@ -23,6 +23,9 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
@@ -220,6 +223,26 @@ func NewBucketOn(t testing.TB, srv *s3dev.Server) *Bucket {
 	t.Helper()
 	name := "t-" + randomHex(8)
 	require.NoError(t, srv.CreateBucket(context.Background(), name))
+	return &Bucket{Server: srv, Name: name}
+}
+
+// NewBucketWithoutLock creates a versioned bucket for t on the shared server
+// with lethe's bucket policy, but without Object Lock: the bucket an owner
+// who skipped that step would give lethe.
+func NewBucketWithoutLock(t testing.TB) *Bucket {
+	t.Helper()
+	srv := S3Server(t)
+	ctx := context.Background()
+	name := "t-" + randomHex(8)
+	root := srv.Client(srv.Root)
+	_, err := root.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
+	require.NoError(t, err)
+	_, err = root.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: aws.String(name),
+		VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled}})
+	require.NoError(t, err)
+	_, err = root.PutBucketPolicy(ctx, &s3.PutBucketPolicyInput{Bucket: aws.String(name),
+		Policy: aws.String(s3dev.BucketPolicy(name, s3dev.DefaultPrefix, srv.Writer.AccessKeyID, srv.Reader.AccessKeyID))})
+	require.NoError(t, err)
 	return &Bucket{Server: srv, Name: name}
 }
 
