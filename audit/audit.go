@@ -62,6 +62,26 @@ func Append(ctx context.Context, tx pgx.Tx, entries ...Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	// Everything but the chain is ready before the head is locked: the
+	// lock is held until the commit, and every appender waits for it.
+	details := make([]string, len(entries))
+	kinds := make([]string, len(entries))
+	actors := make([]string, len(entries))
+	subjects := make([]*string, len(entries))
+	for i, e := range entries {
+		details[i] = "{}"
+		if e.Detail != nil {
+			b, err := json.Marshal(e.Detail)
+			if err != nil {
+				return fmt.Errorf("error encoding audit detail: %w", err)
+			}
+			details[i] = string(b)
+		}
+		kinds[i], actors[i] = e.Kind, e.Actor
+		if e.SubjectHMAC != "" {
+			subjects[i] = &entries[i].SubjectHMAC
+		}
+	}
 	var seq int64
 	var prev []byte
 	err := tx.QueryRow(ctx, `SELECT seq, hash FROM lethe.audit_head WHERE id FOR UPDATE`).Scan(&seq, &prev)
@@ -69,33 +89,24 @@ func Append(ctx context.Context, tx pgx.Tx, entries ...Entry) error {
 		return fmt.Errorf("error locking audit head: %w", err)
 	}
 	at := time.Now().UTC().Truncate(time.Microsecond)
-	rows := make([][]any, 0, len(entries))
-	for _, e := range entries {
-		detail := []byte("{}")
-		if e.Detail != nil {
-			var err error
-			if detail, err = json.Marshal(e.Detail); err != nil {
-				return fmt.Errorf("error encoding audit detail: %w", err)
-			}
-		}
+	seqs := make([]int64, len(entries))
+	prevs := make([][]byte, len(entries))
+	hashes := make([][]byte, len(entries))
+	for i := range entries {
 		seq++
-		rec := record{Seq: seq, At: at, Kind: e.Kind, Actor: e.Actor, SubjectHMAC: e.SubjectHMAC, Detail: string(detail)}
-		h := rec.hash(prev)
-		var subject any
-		if e.SubjectHMAC != "" {
-			subject = e.SubjectHMAC
-		}
-		rows = append(rows, []any{seq, at, e.Kind, e.Actor, subject, string(detail), prev, h})
-		prev = h
+		rec := record{Seq: seq, At: at, Kind: kinds[i], Actor: actors[i], SubjectHMAC: entries[i].SubjectHMAC, Detail: details[i]}
+		seqs[i], prevs[i] = seq, prev
+		prev = rec.hash(prev)
+		hashes[i] = prev
 	}
-	_, err = tx.CopyFrom(ctx, pgx.Identifier{"lethe", "audit_log"},
-		[]string{"seq", "at", "kind", "actor", "subject_hmac", "detail", "prev_hash", "hash"},
-		pgx.CopyFromRows(rows))
-	if err != nil {
+	if _, err := tx.Exec(ctx, `
+		WITH appended AS (
+			INSERT INTO lethe.audit_log (seq, at, kind, actor, subject_hmac, detail, prev_hash, hash)
+			SELECT s, $2, k, a, h, d, p, x FROM unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::bytea[])
+				AS u (s, k, a, h, d, p, x))
+		UPDATE lethe.audit_head SET seq = $9, hash = $10 WHERE id`,
+		seqs, at, kinds, actors, subjects, details, prevs, hashes, seq, prev); err != nil {
 		return fmt.Errorf("error appending audit entries: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `UPDATE lethe.audit_head SET seq = $1, hash = $2 WHERE id`, seq, prev); err != nil {
-		return fmt.Errorf("error moving audit head: %w", err)
 	}
 	return nil
 }

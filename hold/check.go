@@ -35,15 +35,18 @@ func (Checker) HeldAmong(ctx context.Context, db retention.Querier, subjectHMACs
 	return out, nil
 }
 
-// Matters returns the matters that hold the subject, in order.
-func (Checker) Matters(ctx context.Context, db retention.Querier, subjectHMAC string) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT DISTINCT matter FROM lethe.hold WHERE subject_hmac = $1 AND released_at IS NULL ORDER BY matter`, subjectHMAC)
+// Matters returns, for each of the subjects that active holds cover, the
+// matters that hold it, in order.
+func (Checker) Matters(ctx context.Context, db retention.Querier, subjectHMACs []string) (map[string][]string, error) {
+	rows, err := db.Query(ctx, `SELECT DISTINCT subject_hmac, matter FROM lethe.hold
+		WHERE subject_hmac = ANY ($1) AND released_at IS NULL ORDER BY subject_hmac, matter`, subjectHMACs)
 	if err != nil {
 		return nil, fmt.Errorf("error reading holds: %w", err)
 	}
-	matters, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	out := map[string][]string{}
+	var h, matter string
+	if _, err := pgx.ForEachRow(rows, []any{&h, &matter}, func() error { out[h] = append(out[h], matter); return nil }); err != nil {
 		return nil, fmt.Errorf("error reading holds: %w", err)
 	}
-	return matters, nil
+	return out, nil
 }

@@ -20,7 +20,7 @@ import (
 // holdReader is what erasure needs to know of legal holds; package hold's
 // Checker is one.
 type holdReader interface {
-	Matters(ctx context.Context, db retention.Querier, subjectHMAC string) ([]string, error)
+	Matters(ctx context.Context, db retention.Querier, subjectHMACs []string) (map[string][]string, error)
 }
 
 // EraserConfig is what an Eraser needs.
@@ -61,71 +61,39 @@ func NewEraser(cfg EraserConfig) (*Eraser, error) {
 // done but the commit.
 const FaultRequestBeforeCommit = "request_before_commit"
 
-// Process carries out a request. Unless a hold covers the subject (then the
-// request waits in blocked_by_hold) or requests.protect refuses it (then it
-// is rejected), one transaction deletes the subject's rows from every table
-// of the graph, destroys the keys of its archived copies, puts its HMAC on
-// the suppression list and completes every open request of the subject
-// with its receipt. It returns ErrRetryLater while a sweep is archiving the
-// subject. It is idempotent.
+// eraseBatch is the most subjects one request's job erases in one
+// transaction: its own, and those of other requests waiting in the queue,
+// whose own jobs then find them done. One commit, and one turn at the audit
+// log's head, serve them all.
+const eraseBatch = 100
+
+// Process carries out a request, and with it other waiting requests whose
+// subjects no one else holds. For each subject, unless a hold covers it
+// (then its requests wait in blocked_by_hold) or requests.protect refuses
+// it (then they are rejected), one transaction deletes its rows from every
+// table of the graph, destroys the keys of its archived copies, puts its
+// HMAC on the suppression list and completes each of its open requests with
+// a receipt. It returns ErrRetryLater while a sweep is archiving the
+// request's subject or another job holds it. It is idempotent.
 func (r *Eraser) Process(ctx context.Context, id int64) error {
 	req, err := getRequest(ctx, r.Pool, `id = $1`, id)
 	if err != nil {
 		return err
 	}
 	if req.State != StateReceived && req.State != StateProcessing {
-		return nil // ended, or waiting for a hold to be released
+		return nil // ended (perhaps with another request's batch), or waiting for a hold
 	}
-	hmac := req.SubjectHMAC
-	sess, err := retention.TrySubject(ctx, r.Pool, hmac)
-	if err != nil {
-		return err
+	err = r.run(ctx, req.SubjectHMAC, eraseBatch)
+	if err != nil && !errors.Is(err, ErrRetryLater) && ctx.Err() == nil {
+		// Another subject of the batch may be at fault: this one alone, so
+		// that one bad subject never holds up the others.
+		r.Logger.Warn("erasing a batch of requests failed; trying the request alone", "request_id", id, "error", err)
+		err = r.run(ctx, req.SubjectHMAC, 1)
 	}
-	if sess == nil {
-		return ErrRetryLater
-	}
-	defer sess.Release(ctx)
-	// Holds come first: a held subject is never destroyed.
-	matters, err := r.Holds.Matters(ctx, sess.Conn, hmac)
-	if err != nil {
-		return err
-	}
-	if len(matters) > 0 {
-		return r.block(ctx, sess.Conn, hmac, matters)
-	}
-	return pgx.BeginFunc(ctx, sess.Conn, func(tx pgx.Tx) error { return r.erase(ctx, tx, hmac) })
+	return err
 }
 
-// block parks every open request of the subject until its holds are
-// released; the release queues them again.
-func (r *Eraser) block(ctx context.Context, conn *pgxpool.Conn, hmac string, matters []string) error {
-	reason := "held under matter " + strings.Join(matters, ", ")
-	var ids []int64
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `
-			UPDATE lethe.request SET state = $3, reason = $2, updated_at = now()
-			WHERE subject_hmac = $1 AND state IN ($4, $5) RETURNING id`, hmac, reason, StateBlockedByHold, StateReceived, StateProcessing)
-		if err != nil {
-			return fmt.Errorf("error blocking request: %w", err)
-		}
-		if ids, err = pgx.CollectRows(rows, pgx.RowTo[int64]); err != nil {
-			return fmt.Errorf("error blocking request: %w", err)
-		}
-		entries := make([]audit.Entry, len(ids))
-		for i, id := range ids {
-			entries[i] = audit.Entry{Kind: audit.KindRequestBlocked, Actor: "lethe", SubjectHMAC: hmac,
-				Detail: map[string]any{"request_id": id, "matters": matters}}
-		}
-		return audit.Append(ctx, tx, entries...)
-	})
-	if err != nil {
-		return err
-	}
-	r.Logger.Info("deletion request blocked by a legal hold", "request_ids", ids, "matters", len(matters))
-	return nil
-}
-
-// open is an open request of the subject being erased.
+// open is an open request of a subject being erased.
 type open struct {
 	id         int64
 	ticket, by string
@@ -134,114 +102,323 @@ type open struct {
 	received   time.Time
 }
 
-// erase does, in tx, everything a request does to its subject.
-func (r *Eraser) erase(ctx context.Context, tx pgx.Tx, hmac string) error {
-	rows, err := tx.Query(ctx, `
-		SELECT id, ticket, requested_by, subject_key, force, received_at FROM lethe.request
-		WHERE subject_hmac = $1 AND state IN ($2, $3) ORDER BY id FOR UPDATE`, hmac, StateReceived, StateProcessing)
-	if err != nil {
-		return fmt.Errorf("error reading requests: %w", err)
+// subject is one subject of a batch and its open requests, oldest first.
+type subject struct {
+	hmac  string
+	opens []open
+}
+
+func (s *subject) ids() []int64 {
+	ids := make([]int64, len(s.opens))
+	for i, o := range s.opens {
+		ids[i] = o.id
 	}
-	opens, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (open, error) {
-		var o open
-		return o, row.Scan(&o.id, &o.ticket, &o.by, &o.key, &o.force, &o.received)
+	return ids
+}
+
+func (s *subject) forced() bool {
+	return slices.ContainsFunc(s.opens, func(o open) bool { return o.force })
+}
+
+// run erases, in one transaction, the subject hmac and up to most-1 others
+// with open requests. If someone else holds hmac (a hold, a sync, another
+// job's batch), it erases the others all the same, and returns
+// ErrRetryLater for its own.
+func (r *Eraser) run(ctx context.Context, hmac string, most int) error {
+	var done []string
+	busy := false
+	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+		locked, err := retention.TryLockSubjects(ctx, tx, []string{hmac})
+		if err != nil {
+			return err
+		}
+		var hmacs []string
+		first := ""
+		if busy = len(locked) == 0; !busy {
+			hmacs, first = []string{hmac}, hmac
+		}
+		if most > 1 {
+			others, err := companions(ctx, tx, hmac, most-1)
+			if err != nil {
+				return err
+			}
+			hmacs = append(hmacs, others...)
+		}
+		if len(hmacs) == 0 {
+			return nil
+		}
+		done, err = r.erase(ctx, tx, first, hmacs)
+		return err
 	})
 	if err != nil {
-		return fmt.Errorf("error reading requests: %w", err)
+		return err
 	}
-	if len(opens) == 0 {
+	if len(done) > 1 || (busy && len(done) > 0) {
+		r.Logger.Debug("deletion requests erased together", "subjects", len(done))
+	}
+	if busy {
+		return ErrRetryLater
+	}
+	return nil
+}
+
+// companions finds, in tx, up to n other subjects with open requests, the
+// longest waiting first, and locks those no one else holds.
+func companions(ctx context.Context, tx pgx.Tx, hmac string, n int) ([]string, error) {
+	// SKIP LOCKED: requests another job's batch has taken are left to it.
+	rows, err := tx.Query(ctx, `
+		SELECT subject_hmac FROM lethe.request WHERE state IN ($2, $3) AND subject_hmac <> $1
+		ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED`, hmac, StateReceived, StateProcessing, n)
+	if err != nil {
+		return nil, fmt.Errorf("error reading requests: %w", err)
+	}
+	var waiting []string
+	seen := map[string]bool{}
+	var h string
+	if _, err := pgx.ForEachRow(rows, []any{&h}, func() error {
+		if !seen[h] {
+			seen[h] = true
+			waiting = append(waiting, h)
+		}
 		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("error reading requests: %w", err)
 	}
-	key := opens[0].key
-	forced := slices.ContainsFunc(opens, func(o open) bool { return o.force })
-	// Locking the subject's root row: a sweep that claimed it has committed
-	// its claim once the lock is granted, and none can claim it after.
-	exists, protected, err := r.Plan.LockForErasure(ctx, tx, key)
+	return retention.TryLockSubjects(ctx, tx, waiting)
+}
+
+// erase does, in tx, what the open requests of the subjects ask; first is
+// the subject of the job at hand. It returns the subjects it erased.
+func (r *Eraser) erase(ctx context.Context, tx pgx.Tx, first string, hmacs []string) ([]string, error) {
+	subjects, err := openRequests(ctx, tx, hmacs)
+	if err != nil || len(subjects) == 0 {
+		return nil, err
+	}
+	var entries []audit.Entry
+	// Holds come first: a held subject is never destroyed.
+	matters, err := r.Holds.Matters(ctx, tx, hmacs)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if exists && protected && !forced {
-		return r.reject(ctx, tx, hmac, opens)
+	var free []*subject
+	for _, s := range subjects {
+		if m := matters[s.hmac]; len(m) > 0 {
+			e, err := r.block(ctx, tx, s, m)
+			if err != nil {
+				return nil, err
+			}
+			entries = append(entries, e...)
+		} else {
+			free = append(free, s)
+		}
 	}
-	claimed, err := retention.Claimed(ctx, tx, hmac)
+	// Locking the subjects' root rows: a sweep that claimed one has
+	// committed its claim once the lock is granted, and none can claim it
+	// after.
+	keys := make([]string, len(free))
+	for i, s := range free {
+		keys[i] = s.opens[0].key
+	}
+	protected, err := r.Plan.LockForErasure(ctx, tx, keys)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if claimed {
-		return ErrRetryLater // a sweep is archiving it: erase the copy once it is made
-	}
-	del, total, err := r.Plan.DeleteGraph(ctx, tx, []string{key}, nil)
+	claimed, err := retention.ClaimedAmong(ctx, tx, hmacsOf(free))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	parts, copies, err := retention.EraseCopies(ctx, tx, hmac, fmt.Sprintf("request %d", opens[0].id))
+	var erasing []*subject
+	for _, s := range free {
+		switch {
+		case protected[s.opens[0].key] && !s.forced():
+			e, err := r.reject(ctx, tx, s)
+			if err != nil {
+				return nil, err
+			}
+			entries = append(entries, e...)
+		case claimed[s.hmac]:
+			// A sweep is archiving it: erase the copy once it is made.
+			if s.hmac == first {
+				return nil, ErrRetryLater
+			}
+		default:
+			erasing = append(erasing, s)
+		}
+	}
+	e, err := r.destroy(ctx, tx, erasing)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO lethe.suppression (subject_hmac, request_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
-		hmac, opens[0].id); err != nil {
-		return fmt.Errorf("error recording suppression: %w", err)
+	entries = append(entries, e...)
+	if err := r.faults.At(FaultRequestBeforeCommit); err != nil {
+		return nil, err
 	}
-	refs := make([]PartRef, len(parts))
-	for i, p := range parts {
+	// The audit append locks the chain's head until the commit: last.
+	if err := audit.Append(ctx, tx, entries...); err != nil {
+		return nil, err
+	}
+	return hmacsOf(erasing), nil
+}
+
+func hmacsOf(subjects []*subject) []string {
+	out := make([]string, len(subjects))
+	for i, s := range subjects {
+		out[i] = s.hmac
+	}
+	return out
+}
+
+// openRequests locks, in tx, the open requests of the subjects, and returns
+// the subjects that have any, in the order given.
+func openRequests(ctx context.Context, tx pgx.Tx, hmacs []string) ([]*subject, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT subject_hmac, id, ticket, requested_by, subject_key, force, received_at FROM lethe.request
+		WHERE subject_hmac = ANY ($1) AND state IN ($2, $3) ORDER BY id FOR UPDATE`, hmacs, StateReceived, StateProcessing)
+	if err != nil {
+		return nil, fmt.Errorf("error reading requests: %w", err)
+	}
+	by := map[string]*subject{}
+	var h string
+	var o open
+	if _, err := pgx.ForEachRow(rows, []any{&h, &o.id, &o.ticket, &o.by, &o.key, &o.force, &o.received}, func() error {
+		if by[h] == nil {
+			by[h] = &subject{hmac: h}
+		}
+		by[h].opens = append(by[h].opens, o)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("error reading requests: %w", err)
+	}
+	var out []*subject
+	for _, h := range hmacs {
+		if s := by[h]; s != nil {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// block parks, in tx, the subject's open requests until its holds are
+// released; the release queues them again.
+func (r *Eraser) block(ctx context.Context, tx pgx.Tx, s *subject, matters []string) ([]audit.Entry, error) {
+	reason := "held under matter " + strings.Join(matters, ", ")
+	if _, err := tx.Exec(ctx, `UPDATE lethe.request SET state = $3, reason = $2, updated_at = now() WHERE id = ANY ($1)`,
+		s.ids(), reason, StateBlockedByHold); err != nil {
+		return nil, fmt.Errorf("error blocking request: %w", err)
+	}
+	entries := make([]audit.Entry, len(s.opens))
+	for i, o := range s.opens {
+		entries[i] = audit.Entry{Kind: audit.KindRequestBlocked, Actor: "lethe", SubjectHMAC: s.hmac,
+			Detail: map[string]any{"request_id": o.id, "matters": matters}}
+	}
+	r.Logger.Info("deletion request blocked by a legal hold", "request_ids", s.ids(), "matters", len(matters))
+	return entries, nil
+}
+
+// reject ends, in tx, the subject's open requests as protected:
+// requests.protect matches it, and none was forced.
+func (r *Eraser) reject(ctx context.Context, tx pgx.Tx, s *subject) ([]audit.Entry, error) {
+	if _, err := tx.Exec(ctx, `
+		UPDATE lethe.request SET state = $2, reason = 'protected', subject_key = NULL, updated_at = now()
+		WHERE id = ANY ($1)`, s.ids(), StateRejected); err != nil {
+		return nil, fmt.Errorf("error rejecting request: %w", err)
+	}
+	entries := make([]audit.Entry, len(s.opens))
+	for i, o := range s.opens {
+		entries[i] = audit.Entry{Kind: audit.KindRequestRejected, Actor: "lethe", SubjectHMAC: s.hmac,
+			Detail: map[string]any{"request_id": o.id, "reason": "protected"}}
+	}
+	return entries, nil
+}
+
+// destroy erases, in tx, the subjects: their rows, their keys, their place
+// on the suppression list, and their requests' receipts.
+func (r *Eraser) destroy(ctx context.Context, tx pgx.Tx, subjects []*subject) ([]audit.Entry, error) {
+	if len(subjects) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(subjects))
+	by := make(map[string]string, len(subjects))
+	firsts := make([]int64, len(subjects))
+	for i, s := range subjects {
+		keys[i], firsts[i] = s.opens[0].key, s.opens[0].id
+		by[s.hmac] = fmt.Sprintf("request %d", s.opens[0].id)
+	}
+	del, _, err := r.Plan.DeleteGraph(ctx, tx, keys, nil)
+	if err != nil {
+		return nil, err
+	}
+	erased, err := retention.EraseCopies(ctx, tx, by)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO lethe.suppression (subject_hmac, request_id) SELECT * FROM unnest($1::text[], $2::bigint[])
+		ON CONFLICT DO NOTHING`, hmacsOf(subjects), firsts); err != nil {
+		return nil, fmt.Errorf("error recording suppression: %w", err)
+	}
+	now := r.Now().UTC().Truncate(time.Microsecond)
+	var ids []int64
+	var receipts [][]byte
+	var entries []audit.Entry
+	for _, s := range subjects {
+		rc, err := r.receipts(s, del[s.opens[0].key], erased[s.hmac], now)
+		if err != nil {
+			return nil, err
+		}
+		for i, o := range s.opens {
+			b, err := json.Marshal(rc[i])
+			if err != nil {
+				return nil, fmt.Errorf("error writing receipt: %w", err)
+			}
+			ids, receipts = append(ids, o.id), append(receipts, b)
+			entries = append(entries, audit.Entry{Kind: audit.KindRequestCompleted, Actor: "lethe", SubjectHMAC: s.hmac, Detail: rc[i]})
+		}
+		r.Logger.Info("deletion request completed", "request_ids", s.ids(), "rows", rc[0].rows(),
+			"keys_destroyed", len(erased[s.hmac].Parts), "found", rc[0].Found)
+	}
+	if _, err := tx.Exec(ctx, `
+		UPDATE lethe.request r SET state = $1, reason = NULL, subject_key = NULL, completed_at = $2, receipt = u.receipt, updated_at = now()
+		FROM unnest($3::bigint[], $4::jsonb[]) AS u (id, receipt) WHERE r.id = u.id`, StateCompleted, now, ids, receipts); err != nil {
+		return nil, fmt.Errorf("error completing requests: %w", err)
+	}
+	return entries, nil
+}
+
+// receipts writes the receipt of each of the subject's open requests.
+func (r *Eraser) receipts(s *subject, del []retention.Deleted, erased *retention.Erased, now time.Time) ([]Receipt, error) {
+	rowsDeleted := r.Plan.RowsByTable(del)
+	total := (&Receipt{RowsDeleted: rowsDeleted}).rows()
+	refs := make([]PartRef, len(erased.Parts))
+	for i, p := range erased.Parts {
 		refs[i] = PartRef{Segment: p.Segment, VersionID: p.VersionID}
 	}
-	rowsDeleted := r.Plan.RowsByTable(del[key])
-	found := total > 0 || copies > 0
+	found := total > 0 || erased.Copies > 0
 	summary := fmt.Sprintf("deleted %s from %s and destroyed the keys of %s", count(total, "row", "rows"),
-		count(int64(len(rowsDeleted)), "table", "tables"), count(int64(len(parts)), "archived copy", "archived copies"))
-	if copies > len(parts) {
-		summary += fmt.Sprintf("; %s had lost their keys before (superseded or expired)", count(int64(copies-len(parts)), "older copy", "older copies"))
+		count(int64(len(rowsDeleted)), "table", "tables"), count(int64(len(refs)), "archived copy", "archived copies"))
+	if erased.Copies > len(refs) {
+		summary += fmt.Sprintf("; %s had lost their keys before (superseded or expired)", count(int64(erased.Copies-len(refs)), "older copy", "older copies"))
 	}
 	if !found {
 		summary = "lethe held nothing of this subject: no rows in the hot tables and no archived copy; nothing was deleted"
 	}
-	now := r.Now().UTC().Truncate(time.Microsecond)
-	ids := make([]int64, len(opens))
-	for i, o := range opens {
-		ids[i] = o.id
-	}
-	if err := r.faults.At(FaultRequestBeforeCommit); err != nil {
-		return err
-	}
-	var entries []audit.Entry
-	for _, o := range opens {
-		rc := Receipt{RequestID: o.id, Ticket: o.ticket, SubjectHMAC: hmac, RequestedBy: o.by, ReceivedAt: o.received.UTC(),
-			CompletedAt: now, Found: found, RowsDeleted: rowsDeleted, PartsMadeUnreadable: refs, ArchivedCopies: copies,
+	ids := s.ids()
+	out := make([]Receipt, len(s.opens))
+	for i, o := range s.opens {
+		out[i] = Receipt{RequestID: o.id, Ticket: o.ticket, SubjectHMAC: s.hmac, RequestedBy: o.by, ReceivedAt: o.received.UTC(),
+			CompletedAt: now, Found: found, RowsDeleted: rowsDeleted, PartsMadeUnreadable: refs, ArchivedCopies: erased.Copies,
 			CompletedWith: others(ids, o.id), Summary: summary}
-		b, err := json.Marshal(rc)
-		if err != nil {
-			return fmt.Errorf("error writing receipt: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `
-			UPDATE lethe.request SET state = $4, reason = NULL, subject_key = NULL, completed_at = $2,
-				receipt = $3, updated_at = now()
-			WHERE id = $1`, o.id, now, b, StateCompleted); err != nil {
-			return fmt.Errorf("error completing request: %w", err)
-		}
-		entries = append(entries, audit.Entry{Kind: audit.KindRequestCompleted, Actor: "lethe", SubjectHMAC: hmac, Detail: rc})
 	}
-	if err := audit.Append(ctx, tx, entries...); err != nil {
-		return err
-	}
-	r.Logger.Info("deletion request completed", "request_ids", ids, "rows", total, "keys_destroyed", len(parts), "found", found)
-	return nil
+	return out, nil
 }
 
-// reject ends the subject's open requests as protected: requests.protect
-// matches it, and none was forced.
-func (r *Eraser) reject(ctx context.Context, tx pgx.Tx, hmac string, opens []open) error {
-	var entries []audit.Entry
-	for _, o := range opens {
-		if _, err := tx.Exec(ctx, `
-			UPDATE lethe.request SET state = $2, reason = 'protected', subject_key = NULL, updated_at = now()
-			WHERE id = $1`, o.id, StateRejected); err != nil {
-			return fmt.Errorf("error rejecting request: %w", err)
-		}
-		entries = append(entries, audit.Entry{Kind: audit.KindRequestRejected, Actor: "lethe", SubjectHMAC: hmac,
-			Detail: map[string]any{"request_id": o.id, "reason": "protected"}})
+// rows is the total of the rows the receipt counts.
+func (rc *Receipt) rows() int64 {
+	var total int64
+	for _, n := range rc.RowsDeleted {
+		total += n
 	}
-	return audit.Append(ctx, tx, entries...)
+	return total
 }
 
 // count writes n with its noun in the right number.

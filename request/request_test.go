@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -244,6 +245,90 @@ func TestRequestsRacingASweepLeaveNothingBehind(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, list, len(targets))
 	require.Equal(t, 0, p.Count(t, `SELECT count(*) FROM lethe.work_item`))
+	p.RequireAuditIntact(t)
+}
+
+// One request's job erases, in its transaction, the other requests that
+// wait in the queue, each as its own job would: held ones wait, protected
+// ones are refused, ones a sweep is archiving are left for later. The
+// others' jobs then find them done.
+func TestOneJobErasesTheWaitingRequestsTogether(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	p := lethetest.New(t, lethetest.CRMSchema, lethetest.CRMConfig)
+	groups := p.SeedCRM(t, 6)
+	p.MustSweep(t)
+	held, active := groups["recent"][0], groups["active"][0]
+	_, err := p.Holds.Place(ctx, "M-1", []string{held}, "litigation", "legal")
+	require.NoError(t, err)
+	p.Queue.Taken()
+	var reqs []*request.Request
+	for i, k := range append(append([]string{}, groups["due"]...), groups["recent"]...) {
+		reqs = append(reqs, p.Submit(t, k, fmt.Sprintf("T-%d", i), false))
+	}
+	rActive := p.Submit(t, active, "T-active", false)
+	twice := p.Submit(t, groups["due"][0], "T-again", false)
+	jobs := p.Queue.Taken().Requests
+	require.Len(t, jobs, len(reqs)+2)
+	kinds := p.AuditKinds(t)
+
+	require.NoError(t, p.Eraser.Process(ctx, jobs[0]))
+	for _, r := range reqs {
+		got := p.Get(t, r.ID)
+		if *r.Subject == held {
+			require.Equal(t, request.StateBlockedByHold, got.State)
+			continue
+		}
+		require.Equal(t, request.StateCompleted, got.State, "request for %q", *r.Subject)
+		rc := lethetest.ReceiptOf(t, got)
+		require.Equal(t, r.ID, rc.RequestID)
+		require.Equal(t, p.Plan.HMAC(*r.Subject), rc.SubjectHMAC)
+		require.True(t, rc.Found)
+	}
+	require.Equal(t, request.StateRejected, p.Get(t, rActive.ID).State)
+	rc := lethetest.ReceiptOf(t, p.Get(t, twice.ID))
+	require.Equal(t, []int64{reqs[0].ID}, rc.CompletedWith, "two tickets of one subject complete together")
+	require.Len(t, rc.PartsMadeUnreadable, 1)
+	after := p.AuditKinds(t)
+	require.Equal(t, len(reqs), after[audit.KindRequestCompleted]-kinds[audit.KindRequestCompleted])
+	require.Equal(t, 1, after[audit.KindRequestBlocked]-kinds[audit.KindRequestBlocked])
+	for _, id := range jobs[1:] {
+		require.NoError(t, p.Eraser.Process(ctx, id), "the others' jobs find nothing left to do")
+	}
+	require.Equal(t, after, p.AuditKinds(t))
+	p.RequireAuditIntact(t)
+}
+
+// A subject whose erasure fails does not hold up the others: the batch
+// fails, the job erases its own subject alone, and the failing one fails
+// on its own job.
+func TestAFailingSubjectDoesNotHoldUpTheOthers(t *testing.T) {
+	t.Parallel()
+
+	ctx := context.Background()
+	p := lethetest.New(t, lethetest.CRMSchema, lethetest.CRMConfig)
+	groups := p.SeedCRM(t, 3)
+	bad := groups["recent"][1]
+	_, err := p.DB.Pool.Exec(ctx, `
+		CREATE FUNCTION crm.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'notes of this customer cannot be deleted'; END $$;
+		CREATE TRIGGER refuse BEFORE DELETE ON crm.notes FOR EACH ROW WHEN (OLD.customer_code = '`+strings.ReplaceAll(bad, "'", "''")+`')
+		EXECUTE FUNCTION crm.refuse()`)
+	require.NoError(t, err)
+	_, err = p.DB.Pool.Exec(ctx, `INSERT INTO crm.notes (customer_code, body) VALUES ($1, 'kept')`, bad)
+	require.NoError(t, err)
+	good := p.Submit(t, groups["recent"][0], "T-1", false)
+	failing := p.Submit(t, bad, "T-2", false)
+	other := p.Submit(t, groups["recent"][2], "T-3", false)
+
+	require.NoError(t, p.Eraser.Process(ctx, good.ID), "the batch failed on another subject: this one alone")
+	require.Equal(t, request.StateCompleted, p.Get(t, good.ID).State)
+	require.Equal(t, request.StateReceived, p.Get(t, failing.ID).State)
+	require.ErrorContains(t, p.Eraser.Process(ctx, failing.ID), "cannot be deleted")
+	require.Equal(t, request.StateReceived, p.Get(t, failing.ID).State)
+	require.NoError(t, p.Eraser.Process(ctx, other.ID))
+	require.Equal(t, request.StateCompleted, p.Get(t, other.ID).State)
 	p.RequireAuditIntact(t)
 }
 

@@ -221,3 +221,17 @@ func Claimed(ctx context.Context, db Querier, subjectHMAC string) (bool, error) 
 	}
 	return claimed, nil
 }
+
+// ClaimedAmong returns which of the subjects a sweep has claimed.
+func ClaimedAmong(ctx context.Context, db Querier, subjectHMACs []string) (map[string]bool, error) {
+	rows, err := db.Query(ctx, `SELECT DISTINCT subject_hmac FROM lethe.work_item WHERE subject_hmac = ANY ($1)`, subjectHMACs)
+	if err != nil {
+		return nil, fmt.Errorf("error reading work items: %w", err)
+	}
+	claimed := map[string]bool{}
+	var h string
+	if _, err := pgx.ForEachRow(rows, []any{&h}, func() error { claimed[h] = true; return nil }); err != nil {
+		return nil, fmt.Errorf("error reading work items: %w", err)
+	}
+	return claimed, nil
+}

@@ -2,7 +2,6 @@ package retention
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -122,19 +121,22 @@ func (p *Plan) lockKeys(ctx context.Context, tx pgx.Tx, q string, keys []string,
 	return locked, nil
 }
 
-// LockForErasure locks, in tx, the subject's root row and reports whether it
-// exists and whether requests.protect matches it. Once the lock is granted,
-// a sweep that claimed the subject has committed its claim, and no sweep can
-// claim it until tx ends.
-func (p *Plan) LockForErasure(ctx context.Context, tx pgx.Tx, key string) (exists, protected bool, err error) {
-	err = tx.QueryRow(ctx, p.sql.lockProtect, key).Scan(&protected)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, false, nil
-	case err != nil:
-		return false, false, fmt.Errorf("error locking subject: %w", err)
+// LockForErasure locks, in tx, the root rows of the subjects with keys
+// and returns, for each that exists, whether requests.protect matches it.
+// Once the locks are granted, a sweep that claimed one of them has
+// committed its claim, and no sweep can claim them until tx ends.
+func (p *Plan) LockForErasure(ctx context.Context, tx pgx.Tx, keys []string) (map[string]bool, error) {
+	rows, err := tx.Query(ctx, p.sql.lockProtect, keys)
+	if err != nil {
+		return nil, fmt.Errorf("error locking subjects: %w", err)
 	}
-	return true, protected, nil
+	out := map[string]bool{}
+	var key string
+	var protected bool
+	if _, err := pgx.ForEachRow(rows, []any{&key, &protected}, func() error { out[key] = protected; return nil }); err != nil {
+		return nil, fmt.Errorf("error locking subjects: %w", err)
+	}
+	return out, nil
 }
 
 // Deleted is what one delete statement removed of one subject.

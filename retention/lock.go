@@ -63,6 +63,29 @@ func TryLockSubject(ctx context.Context, tx pgx.Tx, subjectHMAC string) (bool, e
 	return free, nil
 }
 
+// TryLockSubjects takes, in tx, the advisory locks of those of the subjects
+// that nobody else holds, and returns them, in the order given.
+func TryLockSubjects(ctx context.Context, tx pgx.Tx, hmacs []string) ([]string, error) {
+	if len(hmacs) == 0 {
+		return nil, nil
+	}
+	keys := make([]int32, len(hmacs))
+	for i, h := range hmacs {
+		keys[i] = subjectLockKey(h)
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT h FROM unnest($2::text[], $3::int[]) WITH ORDINALITY AS u (h, k, i)
+		WHERE pg_try_advisory_xact_lock($1, k) ORDER BY i`, subjectLockClass, hmacs, keys)
+	if err != nil {
+		return nil, fmt.Errorf("error locking subjects: %w", err)
+	}
+	locked, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("error locking subjects: %w", err)
+	}
+	return locked, nil
+}
+
 // Session is a subject's advisory lock held on a connection of its own, for
 // work that spans transactions and object-store calls. Do that work on Conn.
 type Session struct {

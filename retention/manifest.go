@@ -105,39 +105,56 @@ type ErasedPart struct {
 	Segment, VersionID string
 }
 
-// EraseCopies marks, in tx, every manifest entry of the subject that is
-// not erased yet as erased, destroying the keys still stored, with by (such
-// as "request 12") as the cause. It returns the copies whose keys it
-// destroyed, and how many entries it marked (a copy superseded or expired
-// before had no key left). The caller holds the subject's lock and has
-// checked that no hold covers it.
-func EraseCopies(ctx context.Context, tx pgx.Tx, subjectHMAC, by string) ([]ErasedPart, int, error) {
-	rows, err := tx.Query(ctx, `
-		SELECT s.name, s.version_id, m.wrapped_key IS NOT NULL FROM lethe.manifest m JOIN lethe.segment s ON s.id = m.segment_id
-		WHERE m.subject_hmac = $1 AND m.state <> 'erased' ORDER BY m.id FOR UPDATE OF m`, subjectHMAC)
-	if err != nil {
-		return nil, 0, fmt.Errorf("error reading the manifest: %w", err)
+// Erased is what EraseCopies did to one subject's copies.
+type Erased struct {
+	// Parts are the copies whose keys it destroyed.
+	Parts []ErasedPart
+	// Copies counts the entries it marked erased: Parts, and copies
+	// superseded or expired before, which had no key left.
+	Copies int
+}
+
+// EraseCopies marks, in tx, every manifest entry of the subjects that is
+// not erased yet as erased, destroying the keys still stored. by gives each
+// subject's cause (such as "request 12"). The caller holds the subjects'
+// locks and has checked that no hold covers them.
+func EraseCopies(ctx context.Context, tx pgx.Tx, by map[string]string) (map[string]*Erased, error) {
+	hmacs := make([]string, 0, len(by))
+	causes := make([]string, 0, len(by))
+	for h, c := range by {
+		hmacs, causes = append(hmacs, h), append(causes, c)
 	}
-	var parts []ErasedPart
-	copies := 0
+	rows, err := tx.Query(ctx, `
+		WITH old AS (
+			SELECT m.id, m.subject_hmac, s.name, s.version_id, m.wrapped_key IS NOT NULL AS had_key
+			FROM lethe.manifest m JOIN lethe.segment s ON s.id = m.segment_id
+			WHERE m.subject_hmac = ANY ($1) AND m.state <> 'erased' FOR UPDATE OF m),
+		done AS (
+			UPDATE lethe.manifest m SET state = 'erased', wrapped_key = NULL,
+				destroyed_at = coalesce(m.destroyed_at, now()), destroyed_by = coalesce(m.destroyed_by, c.by)
+			FROM old JOIN unnest($1::text[], $2::text[]) AS c (h, by) ON c.h = old.subject_hmac
+			WHERE m.id = old.id)
+		SELECT subject_hmac, name, version_id, had_key FROM old ORDER BY id`, hmacs, causes)
+	if err != nil {
+		return nil, fmt.Errorf("error destroying keys: %w", err)
+	}
+	out := make(map[string]*Erased, len(by))
+	for h := range by {
+		out[h] = &Erased{}
+	}
+	var h string
 	var p ErasedPart
-	var hasKey bool
-	if _, err := pgx.ForEachRow(rows, []any{&p.Segment, &p.VersionID, &hasKey}, func() error {
-		copies++
-		if hasKey {
-			parts = append(parts, p)
+	var hadKey bool
+	if _, err := pgx.ForEachRow(rows, []any{&h, &p.Segment, &p.VersionID, &hadKey}, func() error {
+		out[h].Copies++
+		if hadKey {
+			out[h].Parts = append(out[h].Parts, p)
 		}
 		return nil
 	}); err != nil {
-		return nil, 0, fmt.Errorf("error reading the manifest: %w", err)
+		return nil, fmt.Errorf("error destroying keys: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `
-		UPDATE lethe.manifest SET state = 'erased', wrapped_key = NULL,
-			destroyed_at = coalesce(destroyed_at, now()), destroyed_by = coalesce(destroyed_by, $2)
-		WHERE subject_hmac = $1 AND state <> 'erased'`, subjectHMAC, by); err != nil {
-		return nil, 0, fmt.Errorf("error destroying keys: %w", err)
-	}
-	return parts, copies, nil
+	return out, nil
 }
 
 // DestroySuperseded destroys, in tx, the keys that superseded copies of the

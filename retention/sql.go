@@ -23,7 +23,7 @@ type statements struct {
 	delete []string // $1 keys -> key, count, md5 of the deleted rows
 	// lockRoots locks subjects' root rows: $1 keys -> key
 	lockRoots string
-	// lockProtect locks one subject's root row: $1 key -> requests.protect
+	// lockProtect locks subjects' root rows: $1 keys -> key, requests.protect
 	lockProtect string
 	// suppressed finds subjects erased on request, a page at a time: $1-$3
 	// HMAC pads, $4 the last key or NULL, $5 the page size -> key
@@ -131,7 +131,8 @@ func (p *Plan) buildStatements() statements {
 	if strings.TrimSpace(p.Protect) != "" {
 		protect = "(" + p.Protect + ")"
 	}
-	s.lockProtect = fmt.Sprintf("SELECT coalesce(%s, false) FROM %s WHERE %s = $1::text::%s FOR UPDATE", protect, root, key, p.KeyType)
+	s.lockProtect = fmt.Sprintf("SELECT %[5]s, coalesce(%[1]s, false) FROM %[2]s WHERE %[3]s = ANY (%[4]s) ORDER BY %[3]s FOR UPDATE",
+		protect, root, key, keys, p.keyText(key))
 	s.suppressed = fmt.Sprintf("SELECT %[4]s FROM %[1]s r JOIN lethe.suppression s ON s.subject_hmac = %[3]s "+
 		"WHERE ($4::text IS NULL OR r.%[2]s > $4::text::%[5]s) ORDER BY r.%[2]s LIMIT $5",
 		root, key, hmacSQL(p.keyText("r."+key), 1), p.keyText("r."+key), p.KeyType)

@@ -51,7 +51,8 @@ type Options struct {
 	// ConfigPath is the config file the worker processes read (Workers >
 	// 1); each derives the bench's config from it and the run's id.
 	ConfigPath string
-	// CPUProfile, if set, receives a CPU profile of the archive phase.
+	// CPUProfile, if set, receives a CPU profile of the archive phase, and
+	// CPUProfile + ".requests" one of the deletion requests.
 	CPUProfile string
 	// Progress receives a line now and then.
 	Progress func(format string, args ...any)
@@ -82,11 +83,15 @@ type Result struct {
 	ObjectsPerSubject  float64 `json:"objects_per_subject"`
 	SubjectsPerSegment float64 `json:"subjects_per_segment"`
 	PeakRSSBytes       int64   `json:"peak_rss_bytes"`
-	RequestsPerSec     float64 `json:"requests_per_sec"`
-	Requests           int     `json:"requests"`
-	Workers            int     `json:"workers"`
-	Rows               int64   `json:"rows"`
-	Bytes              int64   `json:"bytes"`
+	// RequestsPerSec is how fast the workers carried out Requests deletion
+	// requests from a full queue; RequestIntakePerSec how fast they were
+	// queued.
+	RequestsPerSec      float64 `json:"requests_per_sec"`
+	RequestIntakePerSec float64 `json:"request_intake_per_sec"`
+	Requests            int     `json:"requests"`
+	Workers             int     `json:"workers"`
+	Rows                int64   `json:"rows"`
+	Bytes               int64   `json:"bytes"`
 	// MeanObjectSize is the mean segment's size; MeanPartSize the mean
 	// subject's part in it.
 	MeanObjectSize int64   `json:"mean_object_bytes"`
@@ -296,17 +301,11 @@ func (b *run) archive(ctx context.Context) error {
 		}
 		defer stopWorkers(children)
 	}
-	if b.opts.CPUProfile != "" {
-		f, err := os.Create(b.opts.CPUProfile)
-		if err != nil {
-			return fmt.Errorf("error creating the CPU profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("error starting the CPU profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := b.profile(b.opts.CPUProfile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	pids := []int{os.Getpid()}
 	for _, c := range children {
 		pids = append(pids, c.Process.Pid)
@@ -503,4 +502,24 @@ func (r *Result) Throughput(w time.Duration) (at []time.Duration, rate []float64
 		rate = append(rate, float64(s[i].Archived-s[j].Archived)/d)
 	}
 	return at, rate
+}
+
+// profile starts a CPU profile of this process into path, if path is set,
+// and returns the function that stops it.
+func (b *run) profile(path string) (stop func(), err error) {
+	if b.opts.CPUProfile == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("error creating the CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("error starting the CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -158,8 +158,10 @@ func (b *run) rawPut(ctx context.Context) error {
 	return nil
 }
 
-// requests queues deletion requests for archived subjects and measures how
-// fast the workers carry them out.
+// requests queues deletion requests for archived subjects, then measures
+// how fast the workers carry them out: the erasure's own rate, from a full
+// queue. How fast the requests were queued (eight clients at once, as the
+// API and scripts would) is reported apart.
 func (b *run) requests(ctx context.Context) error {
 	n := min(b.opts.Requests, b.opts.Subjects)
 	if n <= 0 {
@@ -170,16 +172,25 @@ func (b *run) requests(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	queued := time.Now()
+	err = each(ctx, n, 8, func(i int) error {
+		_, _, err := svc.Intake.Submit(ctx, strconv.Itoa(i+1), b.ticket(i+1), "lethe bench", false)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	b.res.RequestIntakePerSec = float64(n) / time.Since(queued).Seconds()
+	stopProfile, err := b.profile(b.opts.CPUProfile + ".requests")
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
+	start := time.Now()
 	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
 	defer stopClient(client)
-	start := time.Now()
-	for i := 1; i <= n; i++ {
-		if _, _, err := svc.Intake.Submit(ctx, strconv.Itoa(i), b.ticket(i), "lethe bench", false); err != nil {
-			return err
-		}
-	}
 	for {
 		var open, failed int
 		err := b.pool.QueryRow(ctx, `

@@ -67,3 +67,7 @@ ALTER TABLE lethe.work_item DROP COLUMN state, DROP COLUMN puts;
 
 -- A request now erases in one transaction: nothing to carry between steps.
 ALTER TABLE lethe.request DROP COLUMN rows_deleted, DROP COLUMN versions_found;
+
+-- A request's job erases other waiting requests with its own, the longest
+-- waiting first.
+CREATE INDEX request_waiting_idx ON lethe.request (id) WHERE state IN ('received', 'processing');
