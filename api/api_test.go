@@ -355,7 +355,7 @@ func TestAPI(t *testing.T) {
 		}
 		r.json(t, &ready)
 		require.True(t, ready.Ready)
-		require.Equal(t, map[string]string{"database": "ok", "migrations": "ok", "archive": "ok"}, ready.Checks)
+		require.Equal(t, map[string]string{"database": "ok", "migrations": "ok", "archive": "ok", "ledger": "ok"}, ready.Checks)
 		r = c.call("GET", "/api/v1/openapi.json", "", nil)
 		require.Equal(t, 200, r.status)
 		require.JSONEq(t, string(api.OpenAPI), string(r.body))

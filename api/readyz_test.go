@@ -48,5 +48,5 @@ func TestAPIReadyzFollowsTheObjectStore(t *testing.T) {
 	require.Contains(t, detail.Checks["archive"], "error probing bucket", "a caller with a token learns why")
 	require.Equal(t, 200, c.call("GET", "/healthz", "", nil).status, "the process is alive")
 	require.NoError(t, srv.Restart(context.Background()))
-	require.Equal(t, map[string]string{"database": "ok", "migrations": "ok", "archive": "ok"}, waitReady(200))
+	require.Equal(t, map[string]string{"database": "ok", "migrations": "ok", "archive": "ok", "ledger": "ok"}, waitReady(200))
 }

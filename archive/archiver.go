@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"time"
 
 	"filippo.io/age"
@@ -17,12 +19,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
 
-// objectStore is what the worker needs of S3: putting objects and setting
-// their locks. It has no way to read, list or delete: the worker's
+// objectStore is what the worker needs of S3: putting objects, setting
+// their locks, and reading back its own audit anchors. It has no way to
+// list or delete, and reads nothing but the ledger: the worker's
 // credentials cannot, and its code does not try.
 type objectStore interface {
 	PutObject(ctx context.Context, in *s3.PutObjectInput, optFns ...func(*s3.Options)) (*s3.PutObjectOutput, error)
 	PutObjectLegalHold(ctx context.Context, in *s3.PutObjectLegalHoldInput, optFns ...func(*s3.Options)) (*s3.PutObjectLegalHoldOutput, error)
+	GetObject(ctx context.Context, in *s3.GetObjectInput, optFns ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 }
 
 var _ objectStore = (*s3.Client)(nil)
@@ -42,6 +46,8 @@ type Archiver struct {
 	masters []age.Recipient
 	store   objectStore
 	timeout time.Duration
+	// ledger is where the audit anchors are: <prefix>ledger/ unless set.
+	ledger string
 	// noLegalHolds is set by ProbeLock when lock_mode is none and the
 	// bucket has no Object Lock: then no put asks for a legal hold, and
 	// SetLegalHold does nothing.
@@ -52,7 +58,7 @@ type Archiver struct {
 // subject keys to the master recipients. client is usually NewClient with
 // the worker's credentials.
 func NewArchiver(client *s3.Client, bucket, prefix string, masters []age.Recipient) *Archiver {
-	return &Archiver{bucket: bucket, prefix: prefix, masters: masters, store: client, timeout: 2 * time.Minute}
+	return &Archiver{bucket: bucket, prefix: prefix, masters: masters, store: client, timeout: 2 * time.Minute, ledger: prefix + "ledger/"}
 }
 
 // Prefix is what every object name of the archive starts with.
@@ -90,6 +96,20 @@ type Stored struct {
 // same checksum with a version id; that is the verification, since the
 // worker cannot read the object back.
 func (a *Archiver) Put(ctx context.Context, name string, body []byte, lock Lock) (*Stored, error) {
+	return a.put(ctx, name, body, lock, true)
+}
+
+// PutNewVersion puts body as a new version of name, which must be under
+// LedgerPrefix: the one object lethe writes more than once is the ledger's
+// head.json. It checks as Put does, without If-None-Match.
+func (a *Archiver) PutNewVersion(ctx context.Context, name string, body []byte, lock Lock) (*Stored, error) {
+	if !strings.HasPrefix(name, a.LedgerPrefix()) {
+		return nil, fmt.Errorf("error putting %s: only the ledger's head is written more than once", name)
+	}
+	return a.put(ctx, name, body, lock, false)
+}
+
+func (a *Archiver) put(ctx context.Context, name string, body []byte, lock Lock, once bool) (*Stored, error) {
 	sum := sha256Of(body)
 	sum64 := base64.StdEncoding.EncodeToString(sum)
 	in := &s3.PutObjectInput{
@@ -99,7 +119,9 @@ func (a *Archiver) Put(ctx context.Context, name string, body []byte, lock Lock)
 		ContentLength:  aws.Int64(int64(len(body))),
 		ContentType:    aws.String("application/octet-stream"),
 		ChecksumSHA256: aws.String(sum64),
-		IfNoneMatch:    aws.String("*"),
+	}
+	if once {
+		in.IfNoneMatch = aws.String("*")
 	}
 	switch lock.Mode {
 	case LockGovernance:
@@ -203,6 +225,44 @@ func (a *Archiver) ProbeLock(ctx context.Context, mode string) error {
 		return nil
 	}
 	return err
+}
+
+// LedgerPrefix is where the audit anchors are: <prefix>ledger/, or what
+// SetLedgerPrefix set.
+func (a *Archiver) LedgerPrefix() string { return a.ledger }
+
+// SetLedgerPrefix puts the anchors under p instead: the ledger belongs to
+// the database's audit chain, not to an archive prefix, so lethe bench,
+// whose segments go under a prefix of their own, anchors where the worker
+// does.
+func (a *Archiver) SetLedgerPrefix(p string) { a.ledger = p }
+
+// maxLedgerObject bounds what ReadLedger reads: an anchor lists the
+// subjects erased in an hour at most, a few megabytes.
+const maxLedgerObject = 256 << 20
+
+// ReadLedger gets the current version of name, which must be under
+// LedgerPrefix: the only objects the worker reads. A missing object is
+// ErrNotFound.
+func (a *Archiver) ReadLedger(ctx context.Context, name string) ([]byte, error) {
+	if !strings.HasPrefix(name, a.LedgerPrefix()) {
+		return nil, fmt.Errorf("error reading %s: the worker reads only the ledger under %s", name, a.LedgerPrefix())
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	out, err := a.store.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(a.bucket), Key: aws.String(name)})
+	if err != nil {
+		return nil, fmt.Errorf("error reading %s: %w", name, Classify(err))
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(out.Body, maxLedgerObject+1))
+	if err != nil {
+		return nil, fmt.Errorf("error reading %s: %w", name, Classify(err))
+	}
+	if len(b) > maxLedgerObject {
+		return nil, fmt.Errorf("error reading %s: larger than %d bytes", name, maxLedgerObject)
+	}
+	return b, nil
 }
 
 // LegalHolds says whether the bucket can put segments under a legal hold:

@@ -12,7 +12,11 @@ func FromConfig(cfg *config.Config, maxConns int) *Archiver {
 		AccessKeyID: ac.Credentials.AccessKeyID, SecretAccessKey: ac.Credentials.SecretAccessKey,
 		MaxConns: maxConns,
 	})
-	return NewArchiver(client, ac.Bucket, ac.Prefix, ac.ParsedRecipients)
+	a := NewArchiver(client, ac.Bucket, ac.Prefix, ac.ParsedRecipients)
+	if ac.LedgerPrefix != "" {
+		a.SetLedgerPrefix(ac.LedgerPrefix)
+	}
+	return a
 }
 
 // RestorerFromConfig returns the Restorer of cfg's archive with the

@@ -39,6 +39,7 @@ const (
 	KindKeyDestroyed     = "key_destroyed"     // an archived copy's key was destroyed: superseded by a newer copy, or freed by a hold's release
 	KindKeysRewrapped    = "keys_rewrapped"    // subject keys were wrapped again to the configured master recipients
 	KindArchiveVerified  = "archive_verified"  // lethe archive verify read and opened archived parts (a restore drill)
+	KindLedgerReplay     = "ledger_replay"     // after a database restore, the erasures of the bucket's anchors were applied again
 )
 
 // Entry is one audit record, before it is chained.
@@ -59,6 +60,15 @@ type Entry struct {
 // neither are committed. It locks the chain's head until that transaction
 // ends, which orders concurrent appends.
 func Append(ctx context.Context, tx pgx.Tx, entries ...Entry) error {
+	return AppendAfter(ctx, tx, 0, entries...)
+}
+
+// AppendAfter is Append, numbering the entries after floor if the chain's
+// head is below it. Only a ledger replay does this: it moves the sequence
+// past the anchor it reconciled, so that no anchor name is used twice, and
+// Verify accepts that one jump at a ledger_replay entry whose anchor_seq is
+// floor.
+func AppendAfter(ctx context.Context, tx pgx.Tx, floor int64, entries ...Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
@@ -88,6 +98,7 @@ func Append(ctx context.Context, tx pgx.Tx, entries ...Entry) error {
 	if err != nil {
 		return fmt.Errorf("error locking audit head: %w", err)
 	}
+	seq = max(seq, floor)
 	at := time.Now().UTC().Truncate(time.Microsecond)
 	seqs := make([]int64, len(entries))
 	prevs := make([][]byte, len(entries))
@@ -199,7 +210,7 @@ func Verify(ctx context.Context, db interface {
 			res.Entries++
 			if res.OK {
 				switch {
-				case r.Seq != last+1:
+				case r.Seq != last+1 && !skipsToAnchor(&r, last):
 					res.fail(r.Seq, fmt.Sprintf("entry %d follows entry %d: entries are missing", r.Seq, last))
 				case !bytes.Equal(r.PrevHash, prev):
 					res.fail(r.Seq, fmt.Sprintf("entry %d does not link to entry %d: an entry was removed, inserted or reordered", r.Seq, last))
@@ -231,6 +242,18 @@ func Verify(ctx context.Context, db interface {
 		res.fail(0, fmt.Sprintf("the chain ends at entry %d but its head records entry %d: entries were cut from the end", last, headSeq))
 	}
 	return res, nil
+}
+
+// skipsToAnchor says whether r is a ledger replay that moved the sequence
+// past the anchor it reconciled: the one place where seq jumps.
+func skipsToAnchor(r *record, last int64) bool {
+	if r.Kind != KindLedgerReplay {
+		return false
+	}
+	var d struct {
+		AnchorSeq int64 `json:"anchor_seq"`
+	}
+	return json.Unmarshal([]byte(r.Detail), &d) == nil && d.AnchorSeq > last && r.Seq == d.AnchorSeq+1
 }
 
 func (r *Result) fail(seq int64, problem string) {

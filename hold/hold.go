@@ -268,17 +268,9 @@ func (s *Service) releaseTargets(ctx context.Context, tx pgx.Tx, matter string, 
 
 // unheld returns those of hmacs that no active hold covers.
 func unheld(ctx context.Context, tx pgx.Tx, hmacs []string) ([]string, error) {
-	rows, err := tx.Query(ctx, `
+	return retention.Collect(ctx, tx, "reading holds", `
 		SELECT t FROM unnest($1::text[]) AS t
-		WHERE NOT EXISTS (SELECT 1 FROM lethe.hold WHERE subject_hmac = t AND released_at IS NULL)`, hmacs)
-	if err != nil {
-		return nil, fmt.Errorf("error reading holds: %w", err)
-	}
-	freed, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("error reading holds: %w", err)
-	}
-	return freed, nil
+		WHERE NOT EXISTS (SELECT 1 FROM lethe.hold WHERE subject_hmac = t AND released_at IS NULL)`, pgx.RowTo[string], hmacs)
 }
 
 // requestSync records that the subjects' objects should (or should not) be
@@ -330,18 +322,10 @@ func (s *Service) List(ctx context.Context, matter, key string) ([]Hold, error) 
 	if matter != "" {
 		m = &matter
 	}
-	rows, err := s.Pool.Query(ctx, `
+	return retention.Collect(ctx, s.Pool, "listing holds", `
 		SELECT id, matter, subject_key, subject_hmac, reason, placed_by, placed_at FROM lethe.hold
 		WHERE released_at IS NULL AND ($1::text IS NULL OR matter = $1) AND ($2::text IS NULL OR subject_hmac = $2)
-		ORDER BY matter, placed_at, id`, m, hm)
-	if err != nil {
-		return nil, fmt.Errorf("error listing holds: %w", err)
-	}
-	holds, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Hold])
-	if err != nil {
-		return nil, fmt.Errorf("error listing holds: %w", err)
-	}
-	return holds, nil
+		ORDER BY matter, placed_at, id`, pgx.RowToStructByPos[Hold], m, hm)
 }
 
 func (s *Service) hmacs(keys []string) []string {

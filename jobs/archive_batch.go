@@ -31,6 +31,13 @@ type ArchiveBatchWorker struct {
 	Metrics *metrics.Metrics
 }
 
+// afterRun anchors the audit chain once the batch's run has ended.
+func (w *ArchiveBatchWorker) afterRun(ctx context.Context, runID int64, closed bool) {
+	if closed {
+		queueAnchor(ctx, w.Logger, runID)
+	}
+}
+
 // Work archives (or destroys) the batch's remaining subjects.
 func (w *ArchiveBatchWorker) Work(ctx context.Context, job *river.Job[ArchiveBatchArgs]) error {
 	start := time.Now()
@@ -42,21 +49,26 @@ func (w *ArchiveBatchWorker) Work(ctx context.Context, job *river.Job[ArchiveBat
 		// A refusal that retrying cannot fix ends the job now; the batch is
 		// marked failed and the next sweep requeues it once it is fixed.
 		if permanent(err) {
-			if rerr := w.Mover.RecordFailure(ctx, job.Args.BatchID, err, true); rerr != nil {
+			closed, rerr := w.Mover.RecordFailure(ctx, job.Args.BatchID, err, true)
+			if rerr != nil {
 				w.Logger.Error("could not record batch failure", "batch_id", job.Args.BatchID, "error", rerr)
 			}
+			w.afterRun(ctx, res.RunID, closed)
 			w.Logger.Error("batch failed and will not be retried", "batch_id", job.Args.BatchID, "job_id", job.ID, "error", err)
 			return river.JobCancel(err)
 		}
 		final := job.Attempt >= job.MaxAttempts
-		if rerr := w.Mover.RecordFailure(ctx, job.Args.BatchID, err, final); rerr != nil {
+		closed, rerr := w.Mover.RecordFailure(ctx, job.Args.BatchID, err, final)
+		if rerr != nil {
 			w.Logger.Error("could not record batch failure", "batch_id", job.Args.BatchID, "error", rerr)
 		}
+		w.afterRun(ctx, res.RunID, closed)
 		w.Logger.Warn("batch failed", "batch_id", job.Args.BatchID, "job_id", job.ID, "attempt", job.Attempt,
 			"max_attempts", job.MaxAttempts, "final", final, "error", err)
 		return err
 	}
 	w.Metrics.ObserveBatch(res.Policy, res.Archived, res.Destroyed, res.Bytes, time.Since(start))
+	w.afterRun(ctx, res.RunID, res.RunClosed)
 	// The job's own line (jobLog) says it completed; this one adds what it
 	// moved.
 	w.Logger.Info("batch done", "batch_id", job.Args.BatchID, "run_id", res.RunID, "archived", res.Archived,

@@ -21,6 +21,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/lethehq/lethe/archive"
+	"github.com/lethehq/lethe/audit"
 	"github.com/lethehq/lethe/hold"
 	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/metrics"
@@ -42,6 +43,11 @@ type Services struct {
 	Syncer  *hold.Syncer
 	// Store is the archive with the worker's credentials.
 	Store *archive.Archiver
+	// Anchorer anchors the audit chain in the bucket.
+	Anchorer *audit.Anchorer
+	// Ledger holds back archiving and erasing while the database does not
+	// match the anchors.
+	Ledger LedgerGuard
 	// Queue inserts the jobs the workers queue again.
 	Queue Queue
 	// Metrics counts what the workers do; nil counts nothing.
@@ -50,7 +56,7 @@ type Services struct {
 
 func (s *Services) validate() error {
 	if s.Pool == nil || s.Sweeper == nil || s.Mover == nil || s.Expirer == nil || s.Intake == nil ||
-		s.Eraser == nil || s.Syncer == nil || s.Store == nil || s.Queue.Client == nil {
+		s.Eraser == nil || s.Syncer == nil || s.Store == nil || s.Anchorer == nil || s.Ledger == nil || s.Queue.Client == nil {
 		return errors.New("error creating the queue client: every worker needs its service")
 	}
 	return nil
@@ -78,14 +84,15 @@ func NewWorker(cfg *config.Config, svc *Services, opts Options, logger *slog.Log
 	}
 	rc := baseConfig(logger, cfg.Worker.MaxAttempts)
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &SweepWorker{Sweeper: svc.Sweeper})
+	river.AddWorker(workers, &SweepWorker{Sweeper: svc.Sweeper, Logger: logger})
 	river.AddWorker(workers, &ArchiveBatchWorker{Mover: svc.Mover, Logger: logger, Metrics: svc.Metrics})
 	river.AddWorker(workers, &RequestWorker{Eraser: svc.Eraser, Intake: svc.Intake, Logger: logger, Metrics: svc.Metrics})
 	river.AddWorker(workers, &HoldSyncWorker{Syncer: svc.Syncer, Logger: logger})
 	river.AddWorker(workers, &ExpireWorker{Expirer: svc.Expirer, Metrics: svc.Metrics})
 	river.AddWorker(workers, &ReconcileWorker{Pool: svc.Pool, Intake: svc.Intake, Queue: svc.Queue, Logger: logger})
+	river.AddWorker(workers, &AnchorWorker{Anchorer: svc.Anchorer, Logger: logger})
 	rc.Workers = workers
-	rc.Middleware = []rivertype.Middleware{&jobLog{logger: logger, metrics: svc.Metrics}}
+	rc.Middleware = []rivertype.Middleware{&jobLog{logger: logger, metrics: svc.Metrics}, &ledgerGate{guard: svc.Ledger}}
 	// Batches and sweeps are long and heavy; requests and hold syncs are
 	// short and mostly wait on the network, so they get a queue with more
 	// workers of their own.
@@ -104,6 +111,9 @@ func NewWorker(cfg *config.Config, svc *Services, opts Options, logger *slog.Log
 			river.NewPeriodicJob(river.PeriodicInterval(time.Minute), func() (river.JobArgs, *river.InsertOpts) {
 				return ReconcileArgs{}, nil
 			}, &river.PeriodicJobOpts{ID: "lethe.reconcile", RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(cfg.Audit.AnchorInterval), func() (river.JobArgs, *river.InsertOpts) {
+				return AnchorArgs{Slot: time.Now().UTC().Truncate(time.Minute)}, nil
+			}, &river.PeriodicJobOpts{ID: "lethe.anchor", RunOnStart: true}),
 		}
 	}
 	return river.NewClient(riverpgxv5.New(svc.Pool), rc)

@@ -9,6 +9,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/lethehq/lethe/audit"
 	"github.com/lethehq/lethe/metrics"
 )
 
@@ -53,4 +54,45 @@ func (m *jobLog) Work(ctx context.Context, job *rivertype.JobRow, doInner func(c
 	}
 	m.logger.Log(ctx, level, "job", attrs...)
 	return err
+}
+
+// LedgerGuard says whether the database matches the audit anchors in the
+// bucket; *audit.Guard is one.
+type LedgerGuard interface {
+	Ready(ctx context.Context) error
+}
+
+// ledgerGate holds back every job that archives or erases while the
+// database does not match the bucket's anchors (it was restored from a
+// backup): such a job is snoozed, and runs once lethe ledger replay has
+// put the erasures back. Archiving then would make erased subjects, whose
+// rows the restore brought back, readable again. Holds and their syncs,
+// which destroy nothing, go on.
+type ledgerGate struct {
+	river.MiddlewareDefaults
+	guard LedgerGuard
+}
+
+var _ rivertype.WorkerMiddleware = (*ledgerGate)(nil)
+
+// gated are the job kinds that archive or erase.
+var gated = map[string]bool{
+	(SweepArgs{}).Kind():        true,
+	(ArchiveBatchArgs{}).Kind(): true,
+	(RequestArgs{}).Kind():      true,
+	(ExpireArgs{}).Kind():       true,
+}
+
+func (m *ledgerGate) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) error {
+	if gated[job.Kind] {
+		// Only a database known not to match holds work back. One whose
+		// bucket cannot be read now goes on: a batch then fails on its put
+		// and is retried as usual, and a request needs no bucket.
+		if err := m.guard.Ready(ctx); errors.Is(err, audit.ErrLedger) {
+			// Ten seconds: the guard reads the bucket at most every five,
+			// and work resumes soon after a replay.
+			return river.JobSnooze(10 * time.Second)
+		}
+	}
+	return doInner(ctx)
 }

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,6 +38,7 @@ func (SweepArgs) InsertOpts() river.InsertOpts {
 type SweepWorker struct {
 	river.WorkerDefaults[SweepArgs]
 	Sweeper *retention.Sweeper
+	Logger  *slog.Logger
 }
 
 // Work runs the sweep. A retried job continues the run it started.
@@ -46,8 +48,12 @@ func (w *SweepWorker) Work(ctx context.Context, job *river.Job[SweepArgs]) error
 		return err
 	}
 	client := river.ClientFromContext[pgx.Tx](ctx)
-	if _, err := w.Sweeper.SweepAtMost(ctx, runID, Queue{Client: client}, job.Args.Limit); err != nil {
+	res, err := w.Sweeper.SweepAtMost(ctx, runID, Queue{Client: client}, job.Args.Limit)
+	if err != nil {
 		return fmt.Errorf("error sweeping (run %d): %w", runID, err)
+	}
+	if res.RunClosed {
+		queueAnchor(ctx, w.Logger, runID)
 	}
 	return nil
 }

@@ -156,10 +156,19 @@ var (
 		"Subjects whose object-store legal hold is not yet what their holds say.", nil, nil)
 	descJobs = prometheus.NewDesc("lethe_jobs",
 		"lethe's River jobs that are retryable now, or were discarded in the last 7 days, by kind.", []string{"kind", "state"}, nil)
+	descAnchorFailures = prometheus.NewDesc("lethe_anchor_failures_total",
+		"Attempts to anchor the audit chain in the bucket that failed (they are retried).", nil, nil)
+	descAnchorFailing = prometheus.NewDesc("lethe_anchor_failing",
+		"1 while the last attempt to anchor the audit chain failed, else 0.", nil, nil)
+	descUnanchored = prometheus.NewDesc("lethe_unanchored_entries",
+		"Audit log entries after the newest anchor this database wrote.", nil, nil)
+	descLastAnchor = prometheus.NewDesc("lethe_last_anchor_timestamp_seconds",
+		"When the newest anchor this database wrote was put; absent before the first.", nil, nil)
 )
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descRequests, descOldest, descDaysLeft, descHolds, descHeld, descSyncs, descJobs} {
+	for _, d := range []*prometheus.Desc{descUp, descRequests, descOldest, descDaysLeft, descHolds, descHeld, descSyncs, descJobs,
+		descAnchorFailures, descAnchorFailing, descUnanchored, descLastAnchor} {
 		ch <- d
 	}
 }
@@ -172,7 +181,11 @@ const scrapeSQL = `
 		(SELECT (extract(epoch FROM min(deadline) - now()) / 86400)::float8 FROM lethe.request WHERE state = ANY ($1)),
 		(SELECT count(*) FROM lethe.hold WHERE released_at IS NULL),
 		(SELECT count(DISTINCT subject_hmac) FROM lethe.hold WHERE released_at IS NULL),
-		(SELECT count(*) FROM lethe.hold_sync WHERE synced < generation)`
+		(SELECT count(*) FROM lethe.hold_sync WHERE synced < generation),
+		(SELECT failures FROM lethe.anchor_state WHERE id),
+		(SELECT last_error IS NOT NULL FROM lethe.anchor_state WHERE id),
+		(SELECT seq FROM lethe.audit_head WHERE id) - coalesce((SELECT max(seq) FROM lethe.anchor), 0),
+		(SELECT extract(epoch FROM max(at))::float8 FROM lethe.anchor)`
 
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -183,9 +196,14 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		holds, held      int64
 		syncs            int64
 		jobs             []JobCount
+		anchorFailures   int64
+		anchorFailing    bool
+		unanchored       int64
+		lastAnchor       *float64
 	)
 	open := []string{request.StateReceived, request.StateProcessing, request.StateBlockedByHold}
-	err := c.pool.QueryRow(ctx, scrapeSQL, open).Scan(&byState, &oldest, &daysLeft, &holds, &held, &syncs)
+	err := c.pool.QueryRow(ctx, scrapeSQL, open).Scan(&byState, &oldest, &daysLeft, &holds, &held, &syncs,
+		&anchorFailures, &anchorFailing, &unanchored, &lastAnchor)
 	if err == nil && c.jobs != nil {
 		jobs, err = c.jobs(ctx)
 	}
@@ -211,5 +229,15 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.GaugeValue, float64(syncs))
 	for _, j := range jobs {
 		ch <- prometheus.MustNewConstMetric(descJobs, prometheus.GaugeValue, float64(j.Count), j.Kind, j.State)
+	}
+	failing := 0.0
+	if anchorFailing {
+		failing = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descAnchorFailures, prometheus.CounterValue, float64(anchorFailures))
+	ch <- prometheus.MustNewConstMetric(descAnchorFailing, prometheus.GaugeValue, failing)
+	ch <- prometheus.MustNewConstMetric(descUnanchored, prometheus.GaugeValue, float64(max(unanchored, 0)))
+	if lastAnchor != nil {
+		ch <- prometheus.MustNewConstMetric(descLastAnchor, prometheus.GaugeValue, *lastAnchor)
 	}
 }

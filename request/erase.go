@@ -2,7 +2,7 @@ package request
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +35,10 @@ type EraserConfig struct {
 	Logger *slog.Logger
 	// Now returns the current time. Default time.Now; tests move it.
 	Now func() time.Time
+	// SigningKey, when set, signs each completed request's receipt, so that
+	// whoever holds its public key can check the receipt offline (lethe
+	// receipt verify). Optional: without it receipts are stored unsigned.
+	SigningKey ed25519.PrivateKey
 }
 
 // Eraser carries out deletion requests. Erasing a subject calls no S3 API:
@@ -359,7 +363,7 @@ func (r *Eraser) destroy(ctx context.Context, tx pgx.Tx, subjects []*subject) ([
 	}
 	now := r.Now().UTC().Truncate(time.Microsecond)
 	var ids []int64
-	var receipts [][]byte
+	var receipts, sigs [][]byte
 	var entries []audit.Entry
 	for _, s := range subjects {
 		rc, err := r.receipts(s, del[s.opens[0].key], erased[s.hmac], now)
@@ -367,19 +371,23 @@ func (r *Eraser) destroy(ctx context.Context, tx pgx.Tx, subjects []*subject) ([
 			return nil, err
 		}
 		for i, o := range s.opens {
-			b, err := json.Marshal(rc[i])
+			// The receipt column gets the very bytes that are signed, so
+			// that receipt shows what the signature covers.
+			b, sig, err := signReceipt(r.SigningKey, &rc[i])
 			if err != nil {
-				return nil, fmt.Errorf("error writing receipt: %w", err)
+				return nil, err
 			}
-			ids, receipts = append(ids, o.id), append(receipts, b)
+			ids, receipts, sigs = append(ids, o.id), append(receipts, b), append(sigs, sig)
 			entries = append(entries, audit.Entry{Kind: audit.KindRequestCompleted, Actor: "lethe", SubjectHMAC: s.hmac, Detail: rc[i]})
 		}
 		r.Logger.Info("deletion request completed", "request_ids", s.ids(), "rows", rc[0].rows(),
 			"keys_destroyed", len(erased[s.hmac].Parts), "found", rc[0].Found)
 	}
 	if _, err := tx.Exec(ctx, `
-		UPDATE lethe.request r SET state = $1, reason = NULL, subject_key = NULL, completed_at = $2, receipt = u.receipt, updated_at = now()
-		FROM unnest($3::bigint[], $4::jsonb[]) AS u (id, receipt) WHERE r.id = u.id`, StateCompleted, now, ids, receipts); err != nil {
+		UPDATE lethe.request r SET state = $1, reason = NULL, subject_key = NULL, completed_at = $2, receipt = u.receipt,
+			receipt_bytes = u.receipt_bytes, signature = u.signature, updated_at = now()
+		FROM unnest($3::bigint[], $4::jsonb[], $5::bytea[], $6::bytea[]) AS u (id, receipt, receipt_bytes, signature)
+		WHERE r.id = u.id`, StateCompleted, now, ids, receipts, receipts, sigs); err != nil {
 		return nil, fmt.Errorf("error completing requests: %w", err)
 	}
 	return entries, nil

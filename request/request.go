@@ -61,6 +61,15 @@ type Request struct {
 	DaysLeft    int              `json:"days_left"`
 	CompletedAt *time.Time       `json:"completed_at"`
 	Receipt     *json.RawMessage `json:"receipt"`
+	// ReceiptBytes are the exact bytes of the receipt as lethe wrote and
+	// signed them: Receipt is the same JSON, but the database keeps it in a
+	// form (jsonb) that does not keep bytes. Null for a request without a
+	// receipt, or completed before lethe kept them.
+	ReceiptBytes []byte `json:"receipt_bytes"`
+	// Signature is the Ed25519 signature over ReceiptBytes, made with
+	// requests.signing_key_file; null when no key was configured.
+	// VerifyReceipt checks it.
+	Signature []byte `json:"signature"`
 }
 
 // Open reports whether the request has not ended.
@@ -198,13 +207,13 @@ func (r *Intake) Submit(ctx context.Context, key, ticket, by string, force bool)
 	return req, created, nil
 }
 
-const requestColumns = `id, ticket, subject_key, subject_hmac, state, reason, requested_by, force, received_at, deadline, completed_at, receipt`
+const requestColumns = `id, ticket, subject_key, subject_hmac, state, reason, requested_by, force, received_at, deadline, completed_at, receipt, receipt_bytes, signature`
 
 func scanRequest(row pgx.Row) (*Request, error) {
 	var q Request
 	var receipt []byte
 	if err := row.Scan(&q.ID, &q.Ticket, &q.Subject, &q.SubjectHMAC, &q.State, &q.Reason, &q.RequestedBy, &q.Force,
-		&q.ReceivedAt, &q.Deadline, &q.CompletedAt, &receipt); err != nil {
+		&q.ReceivedAt, &q.Deadline, &q.CompletedAt, &receipt, &q.ReceiptBytes, &q.Signature); err != nil {
 		return nil, err
 	}
 	if receipt != nil {
@@ -330,23 +339,19 @@ func (r *Intake) Resume(ctx context.Context, tx pgx.Tx, subjectHMACs []string, m
 	if len(subjectHMACs) == 0 {
 		return 0, nil, nil
 	}
-	rows, err := tx.Query(ctx, `
-		UPDATE lethe.request SET state = $2, reason = NULL, updated_at = now()
-		WHERE subject_hmac = ANY ($1) AND state = $3
-		RETURNING id, subject_hmac`, subjectHMACs, StateReceived, StateBlockedByHold)
-	if err != nil {
-		return 0, nil, fmt.Errorf("error resuming requests: %w", err)
-	}
 	type resumed struct {
 		id   int64
 		hmac string
 	}
-	rs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (resumed, error) {
+	rs, err := retention.Collect(ctx, tx, "resuming requests", `
+		UPDATE lethe.request SET state = $2, reason = NULL, updated_at = now()
+		WHERE subject_hmac = ANY ($1) AND state = $3
+		RETURNING id, subject_hmac`, func(row pgx.CollectableRow) (resumed, error) {
 		var x resumed
 		return x, row.Scan(&x.id, &x.hmac)
-	})
+	}, subjectHMACs, StateReceived, StateBlockedByHold)
 	if err != nil {
-		return 0, nil, fmt.Errorf("error resuming requests: %w", err)
+		return 0, nil, err
 	}
 	entries := make([]audit.Entry, 0, len(rs))
 	for _, x := range rs {

@@ -67,6 +67,9 @@ type BatchResult struct {
 	RunID int64
 	// Policy is the batch's policy.
 	Policy string
+	// RunClosed is set when this batch was the last of its run, and closed
+	// it.
+	RunClosed bool
 }
 
 // batchRun is one call of RunBatch: the Mover and the one connection the
@@ -162,7 +165,7 @@ func (m *Mover) RunBatch(ctx context.Context, batchID int64) (*BatchResult, erro
 		return res, fmt.Errorf("error finishing batch: %w", err)
 	}
 	if tag.RowsAffected() == 1 {
-		if _, err := FinishRun(ctx, conn, res.RunID); err != nil {
+		if res.RunClosed, err = FinishRun(ctx, conn, res.RunID); err != nil {
 			return res, err
 		}
 	}
@@ -188,7 +191,8 @@ func (m *batchRun) items(ctx context.Context, batchID int64) ([]item, error) {
 
 // RecordFailure notes a failed attempt on the batch; final marks the batch
 // failed, which lets its run finish. The next sweep requeues a failed batch.
-func (m *Mover) RecordFailure(ctx context.Context, batchID int64, cause error, final bool) error {
+// It reports whether the run ended with it.
+func (m *Mover) RecordFailure(ctx context.Context, batchID int64, cause error, final bool) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	state := BatchQueued
@@ -201,15 +205,15 @@ func (m *Mover) RecordFailure(ctx context.Context, batchID int64, cause error, f
 			finished_at = CASE WHEN $3 = $4 THEN now() END
 		WHERE id = $1 AND state <> $5 RETURNING run_id`, batchID, cause.Error(), state, BatchFailed, BatchDone).Scan(&runID)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("error recording batch failure: %w", err)
+		return false, fmt.Errorf("error recording batch failure: %w", err)
 	}
-	if final {
-		_, err = FinishRun(ctx, m.Pool, runID)
+	if !final {
+		return false, nil
 	}
-	return err
+	return FinishRun(ctx, m.Pool, runID)
 }
 
 // Claimed reports whether a sweep has claimed the subject: a batch is

@@ -110,15 +110,7 @@ func (p *Plan) LockDue(ctx context.Context, tx pgx.Tx, pp *PolicyPlan, keys []st
 }
 
 func (p *Plan) lockKeys(ctx context.Context, tx pgx.Tx, q string, keys []string, args ...any) ([]string, error) {
-	rows, err := tx.Query(ctx, q, append([]any{keys}, args...)...)
-	if err != nil {
-		return nil, fmt.Errorf("error locking subjects: %w", err)
-	}
-	locked, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("error locking subjects: %w", err)
-	}
-	return locked, nil
+	return Collect(ctx, tx, "locking subjects", q, pgx.RowTo[string], append([]any{keys}, args...)...)
 }
 
 // LockForErasure locks, in tx, the root rows of the subjects with keys
@@ -137,6 +129,16 @@ func (p *Plan) LockForErasure(ctx context.Context, tx pgx.Tx, keys []string) (ma
 		return nil, fmt.Errorf("error locking subjects: %w", err)
 	}
 	return out, nil
+}
+
+// KeysByHMAC returns the keys of the subjects in the hot tables whose HMACs
+// are hmacs. PostgreSQL computes every root row's HMAC: one pass over the
+// subject table, for work as rare as a ledger replay.
+func (p *Plan) KeysByHMAC(ctx context.Context, db Querier, hmacs []string) ([]string, error) {
+	if len(hmacs) == 0 {
+		return nil, nil
+	}
+	return Collect(ctx, db, "finding subjects by HMAC", p.sql.byHMAC, pgx.RowTo[string], append(p.hmacp.args(), hmacs)...)
 }
 
 // Deleted is what one delete statement removed of one subject.

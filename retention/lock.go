@@ -73,17 +73,9 @@ func TryLockSubjects(ctx context.Context, tx pgx.Tx, hmacs []string) ([]string, 
 	for i, h := range hmacs {
 		keys[i] = subjectLockKey(h)
 	}
-	rows, err := tx.Query(ctx, `
+	return Collect(ctx, tx, "locking subjects", `
 		SELECT h FROM unnest($2::text[], $3::int[]) WITH ORDINALITY AS u (h, k, i)
-		WHERE pg_try_advisory_xact_lock($1, k) ORDER BY i`, subjectLockClass, hmacs, keys)
-	if err != nil {
-		return nil, fmt.Errorf("error locking subjects: %w", err)
-	}
-	locked, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("error locking subjects: %w", err)
-	}
-	return locked, nil
+		WHERE pg_try_advisory_xact_lock($1, k) ORDER BY i`, pgx.RowTo[string], subjectLockClass, hmacs, keys)
 }
 
 // Session is a subject's advisory lock held on a connection of its own, for

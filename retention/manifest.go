@@ -56,12 +56,14 @@ func (e *Entry) Location() archive.Location {
 const entryColumns = `m.id, m.subject_hmac, m.state, m.policy, m.archived_at, m.retain_until, s.name, s.version_id,
 	m.part_offset, m.part_length, m.part_sha256, m.wrapped_key, m.destroyed_at, m.destroyed_by`
 
-func scanEntries(rows pgx.Rows) ([]Entry, error) {
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Entry, error) {
+// entries reads the manifest entries that where selects, in order of id.
+func entries(ctx context.Context, db Querier, where string, args ...any) ([]Entry, error) {
+	return Collect(ctx, db, "reading the manifest", `SELECT `+entryColumns+` FROM lethe.manifest m JOIN lethe.segment s ON s.id = m.segment_id
+		WHERE `+where, func(r pgx.CollectableRow) (Entry, error) {
 		var e Entry
 		return e, r.Scan(&e.ID, &e.SubjectHMAC, &e.State, &e.Policy, &e.ArchivedAt, &e.RetainUntil, &e.Segment, &e.VersionID,
 			&e.Offset, &e.Length, &e.SHA256, &e.WrappedKey, &e.DestroyedAt, &e.DestroyedBy)
-	})
+	}, args...)
 }
 
 // ErrNotArchived means the manifest has no entry of the subject.
@@ -70,34 +72,20 @@ var ErrNotArchived = errors.New("the subject was never archived")
 // Locate returns the subject's newest manifest entry: its live copy, or
 // what happened to the last one.
 func Locate(ctx context.Context, db Querier, subjectHMAC string) (*Entry, error) {
-	rows, err := db.Query(ctx, `SELECT `+entryColumns+` FROM lethe.manifest m JOIN lethe.segment s ON s.id = m.segment_id
-		WHERE m.subject_hmac = $1 ORDER BY m.id DESC LIMIT 1`, subjectHMAC)
+	found, err := entries(ctx, db, `m.subject_hmac = $1 ORDER BY m.id DESC LIMIT 1`, subjectHMAC)
 	if err != nil {
-		return nil, fmt.Errorf("error reading the manifest: %w", err)
+		return nil, err
 	}
-	entries, err := scanEntries(rows)
-	if err != nil {
-		return nil, fmt.Errorf("error reading the manifest: %w", err)
-	}
-	if len(entries) == 0 {
+	if len(found) == 0 {
 		return nil, ErrNotArchived
 	}
-	return &entries[0], nil
+	return &found[0], nil
 }
 
 // Entries returns manifest entries in order of id after after, at most
 // limit of them; with live, only those whose key is stored.
 func Entries(ctx context.Context, db Querier, after int64, limit int, live bool) ([]Entry, error) {
-	rows, err := db.Query(ctx, `SELECT `+entryColumns+` FROM lethe.manifest m JOIN lethe.segment s ON s.id = m.segment_id
-		WHERE m.id > $1 AND (NOT $3 OR m.wrapped_key IS NOT NULL) ORDER BY m.id LIMIT $2`, after, limit, live)
-	if err != nil {
-		return nil, fmt.Errorf("error reading the manifest: %w", err)
-	}
-	entries, err := scanEntries(rows)
-	if err != nil {
-		return nil, fmt.Errorf("error reading the manifest: %w", err)
-	}
-	return entries, nil
+	return entries(ctx, db, `m.id > $1 AND (NOT $3 OR m.wrapped_key IS NOT NULL) ORDER BY m.id LIMIT $2`, after, limit, live)
 }
 
 // ErasedPart is an archived copy whose key an erasure destroyed.

@@ -79,21 +79,17 @@ func (s *Sweeper) recover(ctx context.Context, runID int64, queue BatchQueue) (i
 	// Close the earlier runs that nobody will close: those whose batches
 	// moved here, and those that died while selecting.
 	// At most a page of them per sweep: the next sweep closes the rest.
-	rows, err := s.Pool.Query(ctx, `SELECT id, state FROM lethe.run WHERE id <> $1 AND state IN ($2, $3) ORDER BY id LIMIT $4`,
-		runID, RunSelecting, RunWorking, maintenancePage)
-	if err != nil {
-		return n, fmt.Errorf("error finding unfinished runs: %w", err)
-	}
 	type openRun struct {
 		id    int64
 		state string
 	}
-	open, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (openRun, error) {
-		var o openRun
-		return o, r.Scan(&o.id, &o.state)
-	})
+	open, err := Collect(ctx, s.Pool, "finding unfinished runs", `SELECT id, state FROM lethe.run WHERE id <> $1 AND state IN ($2, $3) ORDER BY id LIMIT $4`,
+		func(r pgx.CollectableRow) (openRun, error) {
+			var o openRun
+			return o, r.Scan(&o.id, &o.state)
+		}, runID, RunSelecting, RunWorking, maintenancePage)
 	if err != nil {
-		return n, fmt.Errorf("error finding unfinished runs: %w", err)
+		return n, err
 	}
 	for _, o := range open {
 		switch {

@@ -9,6 +9,7 @@ package retention
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -17,6 +18,19 @@ import (
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Collect runs query on db and collects its rows with fn. Any error is
+// wrapped as "error <what>".
+func Collect[T any](ctx context.Context, db Querier, what, query string, fn pgx.RowToFunc[T], args ...any) ([]T, error) {
+	rows, err := db.Query(ctx, query, args...)
+	if err == nil {
+		var out []T
+		if out, err = pgx.CollectRows(rows, fn); err == nil {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("error %s: %w", what, err)
 }
 
 // beginner starts transactions: a pool or a connection.

@@ -28,6 +28,9 @@ type statements struct {
 	// suppressed finds subjects erased on request, a page at a time: $1-$3
 	// HMAC pads, $4 the last key or NULL, $5 the page size -> key
 	suppressed string
+	// byHMAC finds the subjects with the given HMACs: $1-$3 HMAC pads, $4
+	// the HMACs -> key
+	byHMAC string
 }
 
 type namedSQL struct{ what, sql string }
@@ -46,7 +49,7 @@ func (s *statements) all() []namedSQL {
 		out = append(out, namedSQL{fmt.Sprintf("deletes from table %d of the graph", i), s.delete[i]})
 	}
 	return append(out, namedSQL{"locks subjects", s.lockRoots}, namedSQL{"checks requests.protect", s.lockProtect},
-		namedSQL{"finds erased subjects", s.suppressed})
+		namedSQL{"finds erased subjects", s.suppressed}, namedSQL{"finds subjects by HMAC", s.byHMAC})
 }
 
 func (p *Plan) buildStatements() statements {
@@ -137,6 +140,8 @@ func (p *Plan) buildStatements() statements {
 		"WHERE ($4::text IS NULL OR r.%[2]s > $4::text::%[5]s) ORDER BY r.%[2]s LIMIT $5",
 		root, key, hmacSQL(p.keyText("r."+key), 1), p.keyText("r."+key), p.KeyType)
 	s.lockRoots = fmt.Sprintf("SELECT %[4]s FROM %[1]s WHERE %[2]s = ANY (%[3]s) ORDER BY %[2]s FOR UPDATE", root, key, keys, p.keyText(key))
+	s.byHMAC = fmt.Sprintf("SELECT %[3]s FROM %[1]s r WHERE %[2]s = ANY ($4::text[]) ORDER BY r.%[4]s",
+		root, hmacSQL(p.keyText("r."+key), 1), p.keyText("r."+key), key)
 	return s
 }
 

@@ -55,6 +55,9 @@ type SweepResult struct {
 	Batches int
 	// Claimed is the number of subjects claimed, by policy.
 	Claimed map[string]int
+	// RunClosed is set when the run ended with the sweep: nothing was
+	// queued.
+	RunClosed bool
 }
 
 // Sweep claims every due subject, policy by policy, in batches of
@@ -123,7 +126,7 @@ func (s *Sweeper) SweepAtMost(ctx context.Context, runID int64, queue BatchQueue
 	if _, err := s.Pool.Exec(ctx, `UPDATE lethe.run SET state = $3, selected_at = now(), recovered = $2 WHERE id = $1`, runID, res.Recovered, RunWorking); err != nil {
 		return res, fmt.Errorf("error recording run: %w", err)
 	}
-	if _, err := FinishRun(ctx, s.Pool, runID); err != nil {
+	if res.RunClosed, err = FinishRun(ctx, s.Pool, runID); err != nil {
 		return res, err
 	}
 	return res, nil

@@ -63,30 +63,30 @@ func (p *Plan) Verify(ctx context.Context, db *pgxpool.Pool, r *archive.Restorer
 	segments := map[string]bool{}
 	var after int64
 	for {
-		var entries []Entry
+		var page []Entry
 		var err error
 		if sample > 0 {
-			entries, err = sampleEntries(ctx, db, sample)
+			page, err = sampleEntries(ctx, db, sample)
 		} else {
-			entries, err = Entries(ctx, db, after, verifyPage, true)
+			page, err = Entries(ctx, db, after, verifyPage, true)
 		}
 		if err != nil {
 			return res, err
 		}
-		if err := p.verifyEntries(ctx, r, masters, entries, res); err != nil {
+		if err := p.verifyEntries(ctx, r, masters, page, res); err != nil {
 			return res, err
 		}
-		for _, e := range entries {
+		for _, e := range page {
 			segments[e.Segment] = true
 		}
 		res.Segments = len(segments)
 		if progress != nil {
 			progress(*res)
 		}
-		if sample > 0 || len(entries) < verifyPage {
+		if sample > 0 || len(page) < verifyPage {
 			break
 		}
-		after = entries[len(entries)-1].ID
+		after = page[len(page)-1].ID
 	}
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		return audit.Append(ctx, tx, audit.Entry{Kind: audit.KindArchiveVerified, Actor: "lethe", Detail: map[string]any{
@@ -100,16 +100,7 @@ func (p *Plan) Verify(ctx context.Context, db *pgxpool.Pool, r *archive.Restorer
 }
 
 func sampleEntries(ctx context.Context, db Querier, n int) ([]Entry, error) {
-	rows, err := db.Query(ctx, `SELECT `+entryColumns+` FROM lethe.manifest m JOIN lethe.segment s ON s.id = m.segment_id
-		WHERE m.wrapped_key IS NOT NULL ORDER BY random() LIMIT $1`, n)
-	if err != nil {
-		return nil, fmt.Errorf("error reading the manifest: %w", err)
-	}
-	entries, err := scanEntries(rows)
-	if err != nil {
-		return nil, fmt.Errorf("error reading the manifest: %w", err)
-	}
-	return entries, nil
+	return entries(ctx, db, `m.wrapped_key IS NOT NULL ORDER BY random() LIMIT $1`, n)
 }
 
 // verifyEntries checks entries, verifyReaders at a time, into res.

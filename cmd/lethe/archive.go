@@ -138,24 +138,14 @@ func runArchiveVerify(ctx context.Context, env *cliEnv, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if identityPath == "" {
-		return usagef("archive verify: --identity FILE is required")
-	}
 	if flagSet(fs, "sample") && sample < 1 {
 		return usagef("archive verify: --sample %d: give a number of parts of at least 1", sample)
 	}
-	identities, err := readIdentities("archive verify", identityPath)
-	if err != nil {
-		return err
-	}
-	a, err := c.open(ctx, env, true)
+	a, identities, err := c.openReader(ctx, env, "archive verify", identityPath)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	if err := a.Config.ValidateRestore(); err != nil {
-		return err
-	}
 	p := newProgress(env.stderr)
 	last := time.Now()
 	res, err := a.Plan.Verify(ctx, a.Pool, archive.RestorerFromConfig(a.Config), identities, sample, func(r retention.VerifyResult) {
@@ -218,9 +208,6 @@ func runKeysRewrap(ctx context.Context, env *cliEnv, args []string) error {
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if identityPath == "" {
-		return usagef("keys rewrap: --identity FILE is required (an identity of a master key the keys are wrapped to now)")
 	}
 	if page < 1 {
 		return usagef("keys rewrap: --page %d: give at least 1", page)

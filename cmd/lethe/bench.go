@@ -68,9 +68,11 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 func printBench(ctx context.Context, env *cliEnv, a *app.App, res *bench.Result, report string, asJSON bool) error {
 	fmt.Fprintf(env.stdout, "archived %d subjects (%d rows) in %.1f s: %.0f subjects/s, %s/s\n",
 		res.Subjects, res.Rows, res.Seconds, res.SubjectsPerSec, humanBytes(int64(res.BytesPerSec)))
-	fmt.Fprintf(env.stdout, "limits in the same run: object store alone %.0f puts/s, database alone %.0f subjects/s; efficiency %.2f\n",
-		res.RawPutPerSec, res.RawDBPerSec, res.Efficiency)
-	fmt.Fprintf(env.stdout, "peak RSS %s; %d deletion requests at %s/s\n", humanBytes(res.PeakRSSBytes), res.Requests, bench.Rate(res.RequestsPerSec))
+	fmt.Fprintf(env.stdout, "%s of %.0f subjects each: %.4f objects per subject\n", plural(res.Segments, "segment"), res.SubjectsPerSegment, res.ObjectsPerSubject)
+	fmt.Fprintf(env.stdout, "limits in the same run: object store alone %.0f puts/s (%.0f subjects/s at this segment size), database alone %.0f subjects/s; efficiency %.2f\n",
+		res.RawPutPerSec, res.PutCeilingPerSec, res.RawDBPerSec, res.Efficiency)
+	fmt.Fprintf(env.stdout, "peak RSS %s; %d deletion requests carried out at %s/s (queued at %s/s)\n", humanBytes(res.PeakRSSBytes), res.Requests,
+		bench.Rate(res.RequestsPerSec), bench.Rate(res.RequestIntakePerSec))
 	for _, w := range res.PerWorker {
 		fmt.Fprintf(env.stdout, "  worker %s: %d subjects, %.0f/s\n", w.Client, w.Subjects, w.SubjectsPerSec)
 	}

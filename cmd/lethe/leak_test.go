@@ -24,6 +24,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -316,13 +317,14 @@ func databaseSourcesBut(t *testing.T, db *testenv.DB, skip string) []leakSource 
 
 // bucketSources are what the bucket says about every object version and
 // delete marker, as its root account sees it: names, version ids, system
-// and user metadata, and tags.
+// and user metadata, and tags; and the audit anchors' contents, which are
+// the one plaintext lethe puts.
 func bucketSources(t *testing.T, b *testenv.Bucket) []leakSource {
 	t.Helper()
 	ctx := context.Background()
 	root := b.Server.Client(b.Server.Root)
 	var out []leakSource
-	for _, v := range listVersions(t, b) {
+	for _, v := range listBucket(t, b) {
 		where := "object " + v.key + " version " + v.versionID
 		out = append(out, leakSource{where: where + " (name and version)", text: v.key + " " + v.versionID})
 		if v.deleteMarker {
@@ -338,6 +340,14 @@ func bucketSources(t *testing.T, b *testenv.Bucket) []leakSource {
 		meta = append(meta, aws.ToString(head.ContentType), aws.ToString(head.ContentDisposition), aws.ToString(head.ContentEncoding),
 			aws.ToString(head.ContentLanguage), aws.ToString(head.CacheControl), aws.ToString(head.WebsiteRedirectLocation), aws.ToString(head.ETag))
 		out = append(out, leakSource{where: where + " (metadata)", text: strings.Join(meta, "\n")})
+		if strings.HasPrefix(v.key, "v1/ledger/") {
+			obj, err := root.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b.Name), Key: aws.String(v.key), VersionId: aws.String(v.versionID)})
+			require.NoError(t, err)
+			body, err := io.ReadAll(obj.Body)
+			obj.Body.Close()
+			require.NoError(t, err)
+			out = append(out, leakSource{where: where + " (anchor)", text: string(body)})
+		}
 		tags, err := root.GetObjectTagging(ctx, &s3.GetObjectTaggingInput{Bucket: aws.String(b.Name), Key: aws.String(v.key), VersionId: aws.String(v.versionID)})
 		if err == nil {
 			var ts []string
@@ -519,6 +529,8 @@ func TestNoPersonalDataLeaks(t *testing.T) {
 	requireOK(t, l.run(t, "status", "--json", "--log-format", "json"))
 	requireOK(t, l.run(t, "audit", "verify"))
 	requireOK(t, l.run(t, "audit", "verify", "--json", "--log-format", "json"))
+	requireOK(t, l.run(t, "audit", "verify", "--anchors"))
+	requireOK(t, l.run(t, "ledger", "replay", "--json"))
 	w1.stop(t, syscall.SIGTERM)
 	w2.stop(t, syscall.SIGTERM)
 
@@ -547,6 +559,8 @@ func TestNoPersonalDataLeaks(t *testing.T) {
 	database := databaseSources(t, l.db)
 	objects := bucketSources(t, l.bucket)
 	require.NotEmpty(t, objects)
+	require.True(t, slices.ContainsFunc(objects, func(o leakSource) bool { return strings.HasSuffix(o.where, "(anchor)") }),
+		"no audit anchor was searched")
 
 	everything := slices.Concat(outputs, workers, database, objects)
 	require.Empty(t, scanner.findings(everything), "personal values in what lethe wrote")

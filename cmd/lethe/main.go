@@ -55,10 +55,12 @@ func commands() []command {
 		{"restore", "read a subject's archived part, open it with a master identity and write its bundle", runRestore},
 		{"archive", "archive locate: where a subject's copy lies and its wrapped key; archive verify: a restore drill", runArchive},
 		{"keys", "keys rewrap: wrap every subject key again to archive.recipients (master-key rotation)", runKeys},
+		{"receipt", "receipt verify: check a signed receipt offline with the public key", runReceipt},
 		{"request", "deletion requests: delete (queue one), show, list", runRequest},
 		{"hold", "legal holds: place, release, list", runHold},
 		{"status", "what is due, archived, unsettled, and the last runs", runStatus},
-		{"audit", "audit verify: check the audit log's hash chain", runAudit},
+		{"audit", "audit verify [--anchors]: check the audit log's hash chain, and its anchors in the bucket", runAudit},
+		{"ledger", "ledger replay [--confirm]: after a database restore, apply again the erasures the bucket's anchors hold", runLedger},
 		{"demo", "demo seed: create synthetic customers; demo config: print their config", runDemo},
 		{"bench", "measure throughput on synthetic subjects in a scratch schema, then clean up", runBench},
 	}

@@ -655,7 +655,18 @@ type objectVersion struct {
 	deleteMarker   bool
 }
 
+// listVersions lists the archive's objects: every version and delete marker
+// but the audit anchors under v1/ledger/ and the empty objects a worker
+// puts under v1/probe/ at start to check Object Lock.
 func listVersions(t *testing.T, b *testenv.Bucket) []objectVersion {
+	t.Helper()
+	return slices.DeleteFunc(listBucket(t, b), func(v objectVersion) bool {
+		return strings.HasPrefix(v.key, "v1/probe/") || strings.HasPrefix(v.key, "v1/ledger/")
+	})
+}
+
+// listBucket lists every version and delete marker in the bucket.
+func listBucket(t *testing.T, b *testenv.Bucket) []objectVersion {
 	t.Helper()
 	client := b.Server.Client(b.Server.Root)
 	in := &s3.ListObjectVersionsInput{Bucket: aws.String(b.Name)}
@@ -664,9 +675,6 @@ func listVersions(t *testing.T, b *testenv.Bucket) []objectVersion {
 		res, err := client.ListObjectVersions(context.Background(), in)
 		require.NoError(t, err)
 		for _, v := range res.Versions {
-			if strings.HasPrefix(aws.ToString(v.Key), "v1/probe/") {
-				continue // the empty object a worker puts at start to check Object Lock
-			}
 			out = append(out, objectVersion{key: aws.ToString(v.Key), versionID: aws.ToString(v.VersionId)})
 		}
 		for _, m := range res.DeleteMarkers {

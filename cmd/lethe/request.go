@@ -240,6 +240,11 @@ func printRequest(w io.Writer, r *request.Request, asJSON bool) error {
 				fmt.Fprintf(w, "             completed together with requests %v\n", rc.CompletedWith)
 			}
 		}
+		if len(r.Signature) > 0 {
+			fmt.Fprintln(w, "  signed:    yes (check it offline with lethe receipt verify on request show --json)")
+		} else {
+			fmt.Fprintln(w, "  signed:    no (requests.signing_key_file was not set when it completed)")
+		}
 	}
 	return nil
 }

@@ -36,21 +36,11 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 	if err := checkSubjectFlag("restore", subject); err != nil {
 		return err
 	}
-	if identityPath == "" {
-		return usagef("restore: --identity FILE is required")
-	}
-	identities, err := readIdentities("restore", identityPath)
-	if err != nil {
-		return err
-	}
-	a, err := c.open(ctx, env, true)
+	a, identities, err := c.openReader(ctx, env, "restore", identityPath)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	if err := a.Config.ValidateRestore(); err != nil {
-		return err
-	}
 
 	if subject, err = a.Plan.CanonicalKey(ctx, a.Pool, subject); err != nil {
 		return err
@@ -189,7 +179,12 @@ func restoreError(identityPath string, err error) error {
 	return err
 }
 
+// readIdentities reads the age identities in the --identity FILE that cmd
+// requires.
 func readIdentities(cmd, path string) ([]age.Identity, error) {
+	if path == "" {
+		return nil, usagef("%s: --identity FILE is required (a master key's identity: AGE-SECRET-KEY-1... lines, as age-keygen writes)", cmd)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, usagef("%s: --identity: %v", cmd, err)
@@ -207,6 +202,25 @@ func readIdentities(cmd, path string) ([]age.Identity, error) {
 		return nil, usagef("%s: --identity %s: %s is not an age identity (the file must hold AGE-SECRET-KEY-1... lines, as age-keygen writes)", cmd, path, where)
 	}
 	return ids, nil
+}
+
+// openReader reads the master identities of cmd's --identity FILE, and
+// opens lethe for reading the archive with the reader's credentials
+// (restore.credentials).
+func (c *common) openReader(ctx context.Context, env *cliEnv, cmd, identityPath string) (*app.App, []age.Identity, error) {
+	identities, err := readIdentities(cmd, identityPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := c.open(ctx, env, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := a.Config.ValidateRestore(); err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, identities, nil
 }
 
 // staged is a file written beside its destination, mode 0600, that appears

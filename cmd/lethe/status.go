@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/lethehq/lethe/audit"
 	"github.com/lethehq/lethe/internal/app"
 )
 
@@ -89,7 +91,34 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 		tw.Flush()
 	}
 	printRequestsStatus(w, rep)
+	printAnchorStatus(w, rep.Anchors)
 	return nil
+}
+
+func printAnchorStatus(w io.Writer, an *audit.AnchorStatus) {
+	fmt.Fprintln(w, "\nAUDIT ANCHORS")
+	switch {
+	case an.LedgerError != "":
+		fmt.Fprintf(w, "  ledger: cannot compare the database with the bucket's anchors: %s\n", oneLine(an.LedgerError))
+	case !an.Ledger.OK:
+		fmt.Fprintf(w, "  ledger: %s: %s\n", strings.ToUpper(an.Ledger.State), an.Ledger.Reason)
+	case an.Ledger.Head == nil:
+		fmt.Fprintln(w, "  ledger: ok (no anchor in the bucket yet)")
+	default:
+		fmt.Fprintf(w, "  ledger: ok (the database holds the newest anchor, seq %d)\n", an.Ledger.Head.Seq)
+	}
+	if an.Last != nil {
+		fmt.Fprintf(w, "  last anchor: seq %d at %s; %s since\n", an.Last.Seq, an.Last.At.Format(time.DateTime), plural(int(an.Unanchored), "entry"))
+	} else {
+		fmt.Fprintf(w, "  last anchor: none yet; %s to anchor\n", plural(int(an.Unanchored), "entry"))
+	}
+	if an.LastError != "" {
+		since := ""
+		if an.FailingSince != nil {
+			since = " since " + an.FailingSince.Format(time.DateTime)
+		}
+		fmt.Fprintf(w, "  anchoring FAILS%s (retried): %s\n", since, oneLine(an.LastError))
+	}
 }
 
 func printRequestsStatus(w io.Writer, rep *app.Status) {

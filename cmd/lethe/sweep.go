@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/lethehq/lethe/archive"
+	"github.com/lethehq/lethe/audit"
 	"github.com/lethehq/lethe/internal/app"
 	"github.com/lethehq/lethe/jobs"
 	"github.com/lethehq/lethe/retention"
@@ -96,7 +98,35 @@ func sweepDryRun(ctx context.Context, env *cliEnv, a *app.App, asJSON bool) erro
 	return nil
 }
 
+// ledgerReady refuses a sweep while the database does not match the audit
+// anchors in the bucket (it was restored from a backup): the workers would
+// hold it anyway. unchecked says what to do when the bucket cannot be read:
+// fail (sweep --wait needs the bucket anyway), or go on (a queued sweep
+// waits for the workers, which check again).
+func ledgerReady(ctx context.Context, env *cliEnv, a *app.App, store *archive.Archiver, unchecked bool) error {
+	st, err := audit.CheckLedger(ctx, a.Pool, store)
+	if err != nil && unchecked {
+		fmt.Fprintf(env.stderr, "lethe: warning: cannot compare the database with the audit anchors (%s); the workers check before they sweep\n",
+			oneLine(app.RootCause(err)))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sweep: error comparing the database with the audit anchors: %w", err)
+	}
+	if !st.OK {
+		return fmt.Errorf("sweep: %w: %s", audit.ErrLedger, st.Reason)
+	}
+	return nil
+}
+
 func sweepEnqueue(ctx context.Context, env *cliEnv, a *app.App, asJSON bool, limit int) error {
+	store, err := a.Store(ctx, false)
+	if err != nil {
+		return err
+	}
+	if err := ledgerReady(ctx, env, a, store, true); err != nil {
+		return err
+	}
 	res, err := a.Queue.Client.Insert(ctx, jobs.SweepArgs{Trigger: retention.TriggerCLI, Slot: time.Now().UTC(), Limit: limit}, nil)
 	if err != nil {
 		return fmt.Errorf("error queueing the sweep: %w", err)
@@ -114,6 +144,9 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app.App, asJSON bool, limit 
 		return err
 	}
 	if err := installFault(env.getenv, svc); err != nil {
+		return err
+	}
+	if err := ledgerReady(ctx, env, a, svc.Store, false); err != nil {
 		return err
 	}
 	sweeper := svc.Sweeper
@@ -151,20 +184,44 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app.App, asJSON bool, limit 
 	if err != nil {
 		return err
 	}
+	elapsed := time.Since(start)
+	anchor := anchorRun(ctx, a, svc, runID, prog)
 	if err := stop(); err != nil {
 		return err
 	}
-	elapsed := time.Since(start)
 	if asJSON {
 		if err := writeJSON(env.stdout, map[string]any{"run": totals, "seconds": elapsed.Seconds(),
-			"subjects_per_sec": perSec(totals.Archived+totals.Destroyed, elapsed)}); err != nil {
+			"subjects_per_sec": perSec(totals.Archived+totals.Destroyed, elapsed), "anchor": anchor}); err != nil {
 			return err
 		}
 	} else {
 		printRunSummary(env.stdout, totals, elapsed)
+		if anchor != nil {
+			fmt.Fprintf(env.stdout, "audit chain anchored at seq %d in the bucket\n", anchor.Seq)
+		}
 	}
 	if totals.State == retention.RunFailed {
 		return fmt.Errorf("run %d failed: %d batches used up their retries; see lethe status, fix the cause and run again", runID, totals.Failed)
+	}
+	return nil
+}
+
+// anchorRun anchors the audit chain at the end of the run. A failure does
+// not fail the sweep: it is reported, and a worker retries it.
+func anchorRun(ctx context.Context, a *app.App, svc *jobs.Services, runID int64, prog *progress) *audit.Anchor {
+	anchor, err := svc.Anchorer.Anchor(ctx)
+	if err == nil && anchor == nil {
+		// The run's own anchor job may have been quicker: report it.
+		if st, serr := audit.Status(ctx, a.Pool); serr == nil && st.Last != nil {
+			return &audit.Anchor{Seq: st.Last.Seq, At: st.Last.At}
+		}
+	}
+	if err == nil {
+		return anchor
+	}
+	prog.linef("warning: the audit chain could not be anchored in the bucket (%s); a running lethe worker retries it", oneLine(err.Error()))
+	if _, qerr := a.Queue.Client.Insert(ctx, jobs.AnchorArgs{RunID: runID}, nil); qerr != nil {
+		prog.linef("warning: could not queue the anchor either: %s", oneLine(qerr.Error()))
 	}
 	return nil
 }

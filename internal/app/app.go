@@ -20,6 +20,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/lethehq/lethe/archive"
+	"github.com/lethehq/lethe/audit"
 	"github.com/lethehq/lethe/hold"
 	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/jobs"
@@ -41,7 +42,8 @@ type App struct {
 	// Queue inserts jobs and reads their state; it works none.
 	Queue jobs.Queue
 
-	store *archive.Archiver
+	store  *archive.Archiver
+	ledger *audit.Guard
 }
 
 // Options say how much Open prepares.
@@ -221,7 +223,7 @@ func (a *App) Services(store *archive.Archiver, m *metrics.Metrics) (*jobs.Servi
 	if err != nil {
 		return nil, err
 	}
-	eraser, err := request.NewEraser(request.EraserConfig{Pool: a.Pool, Plan: a.Plan, Holds: holds, Logger: a.Logger})
+	eraser, err := request.NewEraser(request.EraserConfig{Pool: a.Pool, Plan: a.Plan, Holds: holds, Logger: a.Logger, SigningKey: a.Config.Requests.SigningKey})
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +236,25 @@ func (a *App) Services(store *archive.Archiver, m *metrics.Metrics) (*jobs.Servi
 		return nil, err
 	}
 	return &jobs.Services{Pool: a.Pool, Sweeper: sweeper, Mover: mover, Expirer: expirer, Intake: intake,
-		Eraser: eraser, Syncer: syncer, Store: store, Queue: a.Queue, Metrics: m}, nil
+		Eraser: eraser, Syncer: syncer, Store: store, Anchorer: a.Anchorer(store), Ledger: a.Ledger(store), Queue: a.Queue, Metrics: m}, nil
+}
+
+// Anchorer returns the writer of the audit chain's anchors, over store (the
+// worker's archive).
+func (a *App) Anchorer(store *archive.Archiver) *audit.Anchorer {
+	return &audit.Anchorer{Pool: a.Pool, Store: store, LockMode: a.Config.Archive.LockMode,
+		Retain: a.Config.Audit.AnchorRetainDays.Duration(), Logger: a.Logger}
+}
+
+// Ledger returns the process's guard, over store (the worker's archive),
+// that compares the database with the bucket's newest anchor. One guard
+// serves the workers, /readyz and status, so that they agree and the
+// bucket is read once every few seconds at most.
+func (a *App) Ledger(store *archive.Archiver) *audit.Guard {
+	if a.ledger == nil {
+		a.ledger = audit.NewGuard(a.Pool, store, a.Logger)
+	}
+	return a.ledger
 }
 
 // Worker returns a River client that works every job kind with svc; with
@@ -280,6 +300,9 @@ type Status struct {
 	*request.RequestStatus
 	*hold.HoldStatus
 	FailedJobs []jobs.FailedJobs `json:"failed_jobs"`
+	// Anchors is how the audit chain's anchoring fares, and how the
+	// database stands against the bucket's newest anchor.
+	Anchors *audit.AnchorStatus `json:"anchors"`
 }
 
 // Status reads lethe status, with at most runs runs.
@@ -298,5 +321,25 @@ func (a *App) Status(ctx context.Context, runs int) (*Status, error) {
 	if s.FailedJobs, err = a.Queue.Failed(ctx); err != nil {
 		return nil, err
 	}
+	if s.Anchors, err = audit.Status(ctx, a.Pool); err != nil {
+		return nil, err
+	}
+	store, err := a.Store(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	if s.Anchors.Ledger, err = a.LedgerState(ctx, store); err != nil {
+		s.Anchors.LedgerError = err.Error()
+	}
 	return s, nil
+}
+
+// LedgerState compares the database with the bucket's newest anchor: through
+// the process's guard in a worker or server (cached, and logged when it
+// changes), directly in a command, whose error message says it all.
+func (a *App) LedgerState(ctx context.Context, store *archive.Archiver) (*audit.LedgerState, error) {
+	if a.ledger != nil {
+		return a.ledger.State(ctx)
+	}
+	return audit.CheckLedger(ctx, a.Pool, store)
 }

@@ -84,12 +84,17 @@ func WriteReport(dir string, r *Result, m Machine, now time.Time) (string, error
 	fmt.Fprintf(&b, "| subjects archived | %d (%d rows, %.1f per subject) |\n", r.Subjects, r.Rows, float64(r.Rows)/float64(max(r.Subjects, 1)))
 	fmt.Fprintf(&b, "| time | %.1f s |\n", r.Seconds)
 	fmt.Fprintf(&b, "| subjects_per_sec | **%.0f** |\n", r.SubjectsPerSec)
-	fmt.Fprintf(&b, "| bytes_per_sec | %.0f (%.1f MiB/s; mean object %d B) |\n", r.BytesPerSec, r.BytesPerSec/(1<<20), r.MeanObjectSize)
-	fmt.Fprintf(&b, "| raw_put_per_sec (object store alone) | %.0f |\n", r.RawPutPerSec)
-	fmt.Fprintf(&b, "| raw_db_per_sec (database alone) | %.0f |\n", r.RawDBPerSec)
-	fmt.Fprintf(&b, "| efficiency = subjects_per_sec / min(raw) | **%.2f** |\n", r.Efficiency)
+	fmt.Fprintf(&b, "| bytes_per_sec | %.0f (%.1f MiB/s; mean part %d B) |\n", r.BytesPerSec, r.BytesPerSec/(1<<20), r.MeanPartSize)
+	fmt.Fprintf(&b, "| segments | %d (%.0f subjects each, mean %d B): %.4f objects per subject |\n",
+		r.Segments, r.SubjectsPerSegment, r.MeanObjectSize, r.ObjectsPerSubject)
+	fmt.Fprintf(&b, "| raw_put_per_sec (object store alone, segment-sized puts) | %.0f (%.1f MiB/s) |\n", r.RawPutPerSec, r.RawPutBytesPerSec/(1<<20))
+	fmt.Fprintf(&b, "| put_ceiling_per_sec (subjects/s the store could take) | %.0f |\n", r.PutCeilingPerSec)
+	fmt.Fprintf(&b, "| raw_db_per_sec (database alone: read, delete, manifest and keys) | %.0f |\n", r.RawDBPerSec)
+	fmt.Fprintf(&b, "| efficiency = subjects_per_sec / min(raw_db, put_ceiling) | **%.2f** |\n", r.Efficiency)
+	fmt.Fprintf(&b, "| subjects_per_sec / raw_put_per_sec | %.1f |\n", r.SubjectsPerSec/max(r.RawPutPerSec, 1e-9))
 	fmt.Fprintf(&b, "| peak_rss_bytes | %d (%.0f MiB) |\n", r.PeakRSSBytes, float64(r.PeakRSSBytes)/(1<<20))
-	fmt.Fprintf(&b, "| deletion requests | %d at %s requests/s |\n", r.Requests, Rate(r.RequestsPerSec))
+	fmt.Fprintf(&b, "| deletion requests | %d, carried out at **%s/s** from a full queue (queued at %s/s) |\n",
+		r.Requests, Rate(r.RequestsPerSec), Rate(r.RequestIntakePerSec))
 	fmt.Fprintf(&b, "| seeding (not timed above) | %.1f s |\n", r.SeedSeconds)
 	if len(r.PerWorker) > 0 {
 		fmt.Fprintf(&b, "\n| worker process (River client) | subjects | subjects/s |\n|---|---|---|\n")
@@ -99,8 +104,10 @@ func WriteReport(dir string, r *Result, m Machine, now time.Time) (string, error
 	}
 	fmt.Fprintf(&b, "\n![throughput over the run](%s)\n\n", svg)
 	fmt.Fprintf(&b, "## Machine\n\n- CPU: %s, %d cores\n- memory: %.1f GiB\n- Go: %s\n- PostgreSQL: %s\n", m.CPU, m.Cores, m.MemoryGB, m.Go, m.Postgres)
-	fmt.Fprintf(&b, "\nPostgreSQL, the S3 server and lethe share these cores. The two raw figures are measured in the same run,\n"+
-		"with the same concurrency and client settings, so the efficiency compares like with like on a noisy machine.\n")
+	fmt.Fprintf(&b, "\nPostgreSQL, the S3 server and lethe share these cores. The raw figures are measured in the same run,\n"+
+		"with the same concurrency and client settings, so the efficiency compares like with like on a noisy machine.\n"+
+		"Each subject costs five X25519 scalar multiplications (its key, the part's and the wrapped key's age stanzas),\n"+
+		"which the raw database figure does not include.\n")
 	path := filepath.Join(dir, base+".md")
 	return path, os.WriteFile(path, b.Bytes(), 0o644)
 }

@@ -6,6 +6,9 @@ package config
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +31,8 @@ import (
 type Config struct {
 	// Archive says where and how archived subjects are stored.
 	Archive Archive `yaml:"archive"`
+	// Audit configures the audit log's anchors in the bucket.
+	Audit Audit `yaml:"audit"`
 	// Database says how to reach PostgreSQL.
 	Database Database `yaml:"database"`
 	// HTTP configures the API, metrics and health server of lethe worker and
@@ -128,6 +133,25 @@ type Requests struct {
 	// Protect is an SQL predicate on the subject table; a deletion request for
 	// a matching subject is rejected unless forced.
 	Protect string `yaml:"protect"`
+	// SigningKeyFile is an Ed25519 private key (PKCS#8 PEM) that signs each
+	// completed request's receipt; empty: receipts are not signed. A
+	// relative path is read from the config file's directory.
+	SigningKeyFile string `yaml:"signing_key_file"`
+	// SigningKey is SigningKeyFile, parsed.
+	SigningKey ed25519.PrivateKey `yaml:"-"`
+}
+
+// Audit configures the anchors of the audit log's chain in the bucket.
+type Audit struct {
+	// AnchorEvery is the longest time entries wait for an anchor: a Go
+	// duration (such as 1h or 30m), at least a minute. Default 1h.
+	AnchorEvery string `yaml:"anchor_every"`
+	// AnchorRetain is how long each anchor is retained under Object Lock,
+	// as d, w or y; at least the longest archive_retain. Default 7y.
+	AnchorRetain string `yaml:"anchor_retain"`
+	// AnchorInterval and AnchorRetainDays are the two, parsed.
+	AnchorInterval   time.Duration `yaml:"-"`
+	AnchorRetainDays Days          `yaml:"-"`
 }
 
 // Archive configures the object store and the encryption of bundles.
@@ -164,6 +188,10 @@ type Archive struct {
 	// archive_retain, the segment is retained until archived_at plus it.
 	LockMode string `yaml:"lock_mode"`
 
+	// LedgerPrefix is where the audit anchors go: Prefix + "ledger/". It is
+	// not read from the file; lethe bench keeps the worker's when it moves
+	// Prefix.
+	LedgerPrefix string `yaml:"-"`
 	// ParsedRecipients are Recipients and RecipientsFile, parsed.
 	ParsedRecipients []age.Recipient `yaml:"-"`
 }
@@ -405,6 +433,15 @@ func (c *Config) readFiles(dir string) error {
 		}
 		*p.dst = strings.TrimSpace(string(b))
 	}
+	if c.Requests.SigningKeyFile != "" {
+		b, err := os.ReadFile(resolve(c.Requests.SigningKeyFile))
+		if err != nil {
+			return Errorf("requests.signing_key_file", "cannot read %q: %v", c.Requests.SigningKeyFile, err)
+		}
+		if c.Requests.SigningKey, err = ParseSigningKey(b); err != nil {
+			return Errorf("requests.signing_key_file", "%s: %v", c.Requests.SigningKeyFile, err)
+		}
+	}
 	if c.Archive.RecipientsFile != "" {
 		b, err := os.ReadFile(resolve(c.Archive.RecipientsFile))
 		if err != nil {
@@ -436,6 +473,15 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Archive.LockMode == "" {
 		c.Archive.LockMode = LockGovernance
+	}
+	if c.Archive.LedgerPrefix == "" {
+		c.Archive.LedgerPrefix = c.Archive.Prefix + "ledger/"
+	}
+	if c.Audit.AnchorEvery == "" {
+		c.Audit.AnchorEvery = "1h"
+	}
+	if c.Audit.AnchorRetain == "" {
+		c.Audit.AnchorRetain = "7y"
 	}
 	if c.Worker.Concurrency == 0 {
 		c.Worker.Concurrency = 4
@@ -506,4 +552,22 @@ func (c *Config) WithGraph(subject Table, policies []Policy, requests Requests) 
 		return nil, err
 	}
 	return &out, nil
+}
+
+// ParseSigningKey parses an Ed25519 private key in PKCS#8 PEM, as
+// "openssl genpkey -algorithm ed25519" writes it.
+func ParseSigningKey(b []byte) (ed25519.PrivateKey, error) {
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, errors.New("not a PKCS#8 PEM private key (-----BEGIN PRIVATE KEY-----): make one with openssl genpkey -algorithm ed25519")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("not a PKCS#8 private key: %v", err)
+	}
+	ed, ok := key.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("a %T, not an Ed25519 key: make one with openssl genpkey -algorithm ed25519", key)
+	}
+	return ed, nil
 }

@@ -160,6 +160,8 @@ func TestLoadFullConfig(t *testing.T) {
 	require.Equal(t, "us-east-1", cfg.Archive.Region)
 	require.Equal(t, 500, cfg.Archive.BatchSize)
 	require.Equal(t, "governance", cfg.Archive.LockMode)
+	require.Equal(t, time.Hour, cfg.Audit.AnchorInterval)
+	require.Equal(t, config.Days(7*365), cfg.Audit.AnchorRetainDays)
 	require.Equal(t, 4, cfg.Worker.Concurrency)
 	require.Equal(t, 10, cfg.Worker.MaxAttempts)
 	require.Equal(t, 24, cfg.Database.MaxConns, "max_conns defaults to 5 × worker.concurrency + 4")
@@ -634,6 +636,10 @@ func TestConfigErrors(t *testing.T) {
 		{name: "lock_mode upper case", old: "  prefix: v1/\n", new: "  prefix: v1/\n  lock_mode: GOVERNANCE\n", keys: []string{"archive.lock_mode"}, msg: "not governance"},
 		{name: "archive_retain past S3", old: "    archive_retain: 7y\n", new: "    archive_retain: 101y\n", keys: []string{"policies[0].archive_retain"}, msg: "use at most 100y"},
 		{name: "archive_retain in days past S3", old: "    archive_retain: 7y\n", new: "    archive_retain: 36501d\n", keys: []string{"policies[0].archive_retain"}, msg: "100 years"},
+		{name: "anchor_every not a duration", old: "", new: "audit:\n  anchor_every: hourly\n", keys: []string{"audit.anchor_every"}, msg: "not a duration"},
+		{name: "anchor_every too often", old: "", new: "audit:\n  anchor_every: 59s\n", keys: []string{"audit.anchor_every"}, msg: "under a minute"},
+		{name: "anchor_retain under archive_retain", old: "", new: "audit:\n  anchor_retain: 1y\n", keys: []string{"audit.anchor_retain"}, msg: "shorter than policies[0].archive_retain"},
+		{name: "anchor_retain bad", old: "", new: "audit:\n  anchor_retain: forever\n", keys: []string{"audit.anchor_retain"}, msg: "forever"},
 		{name: "archive.concurrency is gone", old: "  prefix: v1/\n", new: "  prefix: v1/\n  concurrency: 32\n", keys: []string{"archive.concurrency"}, msg: ""},
 		{name: "worker concurrency", old: "", new: "worker:\n  concurrency: 1000\n", keys: []string{"worker.concurrency"}, msg: "out of range"},
 		{name: "worker max_attempts", old: "", new: "worker:\n  max_attempts: 101\n", keys: []string{"worker.max_attempts"}, msg: "out of range"},

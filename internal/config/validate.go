@@ -136,6 +136,26 @@ func (c *Config) validate() error {
 	default:
 		add(Errorf("archive.lock_mode", "%q is not governance, compliance or none", a.LockMode))
 	}
+	if d, err := time.ParseDuration(c.Audit.AnchorEvery); err != nil {
+		add(Errorf("audit.anchor_every", "%q is not a duration: write one such as 1h or 30m", c.Audit.AnchorEvery))
+	} else if d < time.Minute {
+		add(Errorf("audit.anchor_every", "%s is under a minute: anchor at most once a minute (such as 1h)", c.Audit.AnchorEvery))
+	} else {
+		c.Audit.AnchorInterval = d
+	}
+	if d, err := ParseDays(c.Audit.AnchorRetain); err != nil {
+		add(Errorf("audit.anchor_retain", "%v", err))
+	} else if d > MaxArchiveRetain {
+		add(Errorf("audit.anchor_retain", "%s is longer than S3 Object Lock retains an object: use at most 100y", c.Audit.AnchorRetain))
+	} else {
+		c.Audit.AnchorRetainDays = d
+		for i, p := range c.Policies {
+			if p.ArchiveRetainDays > d {
+				add(Errorf("audit.anchor_retain", "%s is shorter than policies[%d].archive_retain (%s): the anchors must outlive every archived copy", c.Audit.AnchorRetain, i, p.ArchiveRetain))
+				break
+			}
+		}
+	}
 	if c.Worker.Concurrency < 1 || c.Worker.Concurrency > 256 {
 		add(Errorf("worker.concurrency", "%d is out of range 1..256", c.Worker.Concurrency))
 	}

@@ -98,7 +98,8 @@ func NewFunc(t testing.TB, prepare func(*testenv.DB), fragment string) *Env {
 	require.NoError(t, err)
 	e.Intake, err = request.NewIntake(request.IntakeConfig{Pool: e.DB.Pool, Plan: e.Plan, Queue: e.Queue, Logger: logger})
 	require.NoError(t, err)
-	e.Eraser, err = request.NewEraser(request.EraserConfig{Pool: e.DB.Pool, Plan: e.Plan, Holds: holds, Logger: logger})
+	e.Eraser, err = request.NewEraser(request.EraserConfig{Pool: e.DB.Pool, Plan: e.Plan, Holds: holds, Logger: logger,
+		SigningKey: e.Config.Requests.SigningKey})
 	require.NoError(t, err)
 	e.Holds, err = hold.New(hold.Config{Pool: e.DB.Pool, Plan: e.Plan, Queue: e.Queue, Waiting: e.Intake, Logger: logger})
 	require.NoError(t, err)
