@@ -11,6 +11,8 @@ import (
 
 // holdBody is POST /api/v1/holds.
 type holdBody struct {
+	// Kind is the kind of subject; empty: the default kind.
+	Kind     string   `json:"kind"`
 	Matter   string   `json:"matter"`
 	Subjects []string `json:"subjects"`
 	Reason   string   `json:"reason"`
@@ -20,6 +22,9 @@ type holdBody struct {
 // releaseBody is POST /api/v1/holds/release. Without subjects the whole
 // matter is released.
 type releaseBody struct {
+	// Kind is the kind of subject of Subjects; without subjects it limits
+	// the release to that kind (empty: every kind).
+	Kind     string   `json:"kind"`
 	Matter   string   `json:"matter"`
 	Subjects []string `json:"subjects"`
 	By       string   `json:"by"`
@@ -42,7 +47,7 @@ func (s *Server) postHold(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, http.StatusUnprocessableEntity, "invalid request", "at most 10000 subjects in one call")
 		return
 	}
-	res, err := s.opts.Holds.Place(r.Context(), body.Matter, body.Subjects, body.Reason, body.By)
+	res, err := s.opts.Holds.Place(r.Context(), body.Kind, body.Matter, body.Subjects, body.Reason, body.By)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -69,7 +74,7 @@ func (s *Server) releaseHold(w http.ResponseWriter, r *http.Request) {
 		bodyProblem(w, r, err)
 		return
 	}
-	res, err := s.opts.Holds.Release(r.Context(), body.Matter, body.Subjects, body.By)
+	res, err := s.opts.Holds.Release(r.Context(), body.Kind, body.Matter, body.Subjects, body.By)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -78,14 +83,14 @@ func (s *Server) releaseHold(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// listHolds answers GET /api/v1/holds?matter=&subject=.
+// listHolds answers GET /api/v1/holds?matter=&subject=&kind=.
 func (s *Server) listHolds(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if q.Has("subject") && strings.TrimSpace(q.Get("subject")) == "" {
 		writeProblem(w, r, http.StatusBadRequest, "bad request", "subject cannot be empty or only whitespace")
 		return
 	}
-	holds, err := s.opts.Holds.List(r.Context(), q.Get("matter"), q.Get("subject"))
+	holds, err := s.opts.Holds.List(r.Context(), q.Get("kind"), q.Get("matter"), q.Get("subject"))
 	var in *lethe.InputError
 	if errors.As(err, &in) {
 		writeProblem(w, r, http.StatusBadRequest, "bad request", inputDetail(in))

@@ -19,6 +19,16 @@ type requestBody struct {
 	Ticket  string  `json:"ticket"`
 	By      string  `json:"by"`
 	Force   bool    `json:"force"`
+	// Regime is the legal regime; empty: requests.default_regime.
+	Regime string `json:"regime"`
+	// Kind is the kind of subject; empty: the default kind.
+	Kind string `json:"kind"`
+}
+
+// extendBody is POST /api/v1/requests/{id}/extend.
+type extendBody struct {
+	Reason string `json:"reason"`
+	By     string `json:"by"`
 }
 
 // postRequest queues a deletion request: 201 with the request when it is
@@ -34,7 +44,8 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, http.StatusUnprocessableEntity, "invalid request", "subject is required")
 		return
 	}
-	req, created, err := s.opts.Intake.Submit(r.Context(), *body.Subject, body.Ticket, body.By, body.Force)
+	req, created, err := s.opts.Intake.Submit(r.Context(), request.Submission{Key: *body.Subject, Ticket: body.Ticket, By: body.By,
+		Force: body.Force, Regime: body.Regime, Kind: body.Kind})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -48,10 +59,42 @@ func (s *Server) postRequest(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, req)
 }
 
-func (s *Server) getRequest(w http.ResponseWriter, r *http.Request) {
+// extendRequest moves a request's deadline once by its regime's
+// extension: 200 with the request. A second extension, an ended request and
+// a regime without an extension are 422.
+func (s *Server) extendRequest(w http.ResponseWriter, r *http.Request) {
+	c := callerFrom(r.Context())
+	id, ok := requestID(w, r)
+	if !ok {
+		return
+	}
+	var body extendBody
+	if err := s.decode(w, r, &body); err != nil {
+		bodyProblem(w, r, err)
+		return
+	}
+	req, err := s.opts.Intake.Extend(r.Context(), id, body.Reason, body.By)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.auditCall(r, c, http.StatusOK, map[string]any{"request_id": req.ID})
+	writeJSON(w, http.StatusOK, req)
+}
+
+// requestID reads the {id} of the path, or answers 400.
+func requestID(w http.ResponseWriter, r *http.Request) (int64, bool) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
 		writeProblem(w, r, http.StatusBadRequest, "bad request", "the request id must be a positive integer")
+		return 0, false
+	}
+	return id, true
+}
+
+func (s *Server) getRequest(w http.ResponseWriter, r *http.Request) {
+	id, ok := requestID(w, r)
+	if !ok {
 		return
 	}
 	req, err := s.opts.Intake.Get(r.Context(), id)
@@ -111,6 +154,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeProblem(w, r, http.StatusNotFound, "not found", "no request has this id")
 	case errors.Is(err, hold.ErrNoSuchMatter):
 		writeProblem(w, r, http.StatusNotFound, "not found", "no active hold has this matter")
+	case errors.Is(err, request.ErrTicketReused) && errors.As(err, &in) && in.Field == "regime":
+		writeProblem(w, r, http.StatusConflict, "conflict", "the ticket was already used under another regime: a request keeps its regime; use a new ticket")
 	case errors.Is(err, request.ErrTicketReused):
 		writeProblem(w, r, http.StatusConflict, "conflict", "the ticket was already used for another subject: use a new ticket")
 	case errors.As(err, &in):

@@ -101,6 +101,7 @@ func (s *Server) routes() http.Handler {
 		{"POST", "/api/v1/requests", s.authorize(permWriteRequests, s.postRequest)},
 		{"GET", "/api/v1/requests", s.authorize(permReadRequests, s.listRequests)},
 		{"GET", "/api/v1/requests/{id}", s.authorize(permReadRequests, s.getRequest)},
+		{"POST", "/api/v1/requests/{id}/extend", s.authorize(permWriteRequests, s.extendRequest)},
 		{"POST", "/api/v1/holds", s.authorize(permWriteHolds, s.postHold)},
 		{"POST", "/api/v1/holds/release", s.authorize(permWriteHolds, s.releaseHold)},
 		{"GET", "/api/v1/holds", s.authorize(permReadHolds, s.listHolds)},

@@ -18,12 +18,22 @@ import (
 // Format is the value of a bundle's "format" field.
 const Format = "lethe.bundle.v1"
 
+// KindMinimized is the "kind" of a bundle that holds the original values
+// of columns a then: minimize policy changed, with the key columns of their
+// rows. A subject's archived copy has no "kind".
+const KindMinimized = "minimized"
+
 // Bundle is one subject's rows, as archived. Its JSON form is the plaintext
 // of an archive object:
 //
 //	{"format": "lethe.bundle.v1", "subject": "42", "policy": "former-customers",
 //	 "archived_at": "2026-11-22T03:00:00Z", "rows": {"crm.customers": [{...}], ...}}
+//
+// A bundle of minimised values also has "kind": "minimized", and its rows
+// hold one table.
 type Bundle struct {
+	// Kind is "" for a subject's archived copy, or KindMinimized.
+	Kind string
 	// Subject is the subject's key as text.
 	Subject string
 	// Policy is the name of the policy that archived it.
@@ -46,7 +56,13 @@ type TableRows struct {
 // Encode writes b's JSON form, followed by a newline, to w.
 func (b *Bundle) Encode(w io.Writer) error {
 	var buf bytes.Buffer
-	buf.WriteString(`{"format":"` + Format + `","subject":`)
+	buf.WriteString(`{"format":"` + Format + `",`)
+	if b.Kind != "" {
+		buf.WriteString(`"kind":`)
+		writeJSONString(&buf, b.Kind)
+		buf.WriteByte(',')
+	}
+	buf.WriteString(`"subject":`)
 	writeJSONString(&buf, b.Subject)
 	buf.WriteString(`,"policy":`)
 	writeJSONString(&buf, b.Policy)
@@ -88,6 +104,7 @@ func writeJSONString(buf *bytes.Buffer, s string) {
 // Decoded is a bundle read back from its JSON form.
 type Decoded struct {
 	Format     string                       `json:"format"`
+	Kind       string                       `json:"kind,omitempty"`
 	Subject    string                       `json:"subject"`
 	Policy     string                       `json:"policy"`
 	ArchivedAt time.Time                    `json:"archived_at"`
@@ -108,6 +125,7 @@ func Decode(plaintext []byte, tables []string) (*Decoded, error) {
 	}
 	var raw struct {
 		Format     *string                    `json:"format"`
+		Kind       *string                    `json:"kind"`
 		Subject    *string                    `json:"subject"`
 		Policy     *string                    `json:"policy"`
 		ArchivedAt *string                    `json:"archived_at"`
@@ -126,6 +144,8 @@ func Decode(plaintext []byte, tables []string) (*Decoded, error) {
 	switch {
 	case raw.Format == nil || *raw.Format != Format:
 		return nil, fmt.Errorf("%w: format is not %s", ErrMalformedBundle, Format)
+	case raw.Kind != nil && *raw.Kind != KindMinimized:
+		return nil, fmt.Errorf("%w: kind is neither absent nor %s", ErrMalformedBundle, KindMinimized)
 	case raw.Subject == nil:
 		return nil, fmt.Errorf("%w: no subject", ErrMalformedBundle)
 	case raw.Policy == nil:
@@ -140,6 +160,9 @@ func Decode(plaintext []byte, tables []string) (*Decoded, error) {
 		return nil, fmt.Errorf("%w: archived_at: %v", ErrMalformedBundle, err)
 	}
 	d := &Decoded{Format: *raw.Format, Subject: *raw.Subject, Policy: *raw.Policy, ArchivedAt: at, Rows: map[string][]json.RawMessage{}}
+	if raw.Kind != nil {
+		d.Kind = *raw.Kind
+	}
 	for table, v := range raw.Rows {
 		var rows []json.RawMessage
 		if err := json.Unmarshal(v, &rows); err != nil || rows == nil {
@@ -153,14 +176,22 @@ func Decode(plaintext []byte, tables []string) (*Decoded, error) {
 		d.Rows[table] = rows
 	}
 	if len(tables) > 0 {
-		for _, t := range tables {
-			if _, ok := d.Rows[t]; !ok {
-				return nil, fmt.Errorf("%w: table %q is missing", ErrMalformedBundle, t)
-			}
-		}
-		if len(d.Rows) != len(tables) {
-			return nil, fmt.Errorf("%w: it holds %d tables, the graph has %d", ErrMalformedBundle, len(d.Rows), len(tables))
+		if err := d.CheckTables(tables); err != nil {
+			return nil, err
 		}
 	}
 	return d, nil
+}
+
+// CheckTables checks that the bundle holds the rows of exactly tables.
+func (d *Decoded) CheckTables(tables []string) error {
+	for _, t := range tables {
+		if _, ok := d.Rows[t]; !ok {
+			return fmt.Errorf("%w: table %q is missing", ErrMalformedBundle, t)
+		}
+	}
+	if len(d.Rows) != len(tables) {
+		return fmt.Errorf("%w: it holds %d tables, %d were expected", ErrMalformedBundle, len(d.Rows), len(tables))
+	}
+	return nil
 }

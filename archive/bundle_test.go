@@ -219,7 +219,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"trailing bracket and more", good + `] {"format":"x"}`, nil, "after the bundle"},
 		{"two bundles", good + good, nil, "after the bundle"},
 		{"missing table", good, append(append([]string{}, graphTables...), "crm.notes"), `table "crm.notes" is missing`},
-		{"extra table", good, graphTables[:3], "4 tables, the graph has 3"},
+		{"extra table", good, graphTables[:3], "4 tables, 3 were expected"},
 		{"table named differently", good, []string{"crm.customers", "crm.accounts", "crm.lines", "CRM.credit_checks"}, "missing"},
 		{"invalid UTF-8", strings.Replace(good, "Ada", "A\xffa", 1), nil, "UTF-8"},
 		{"invalid UTF-8 outside strings", good + "\xff", nil, "UTF-8"},

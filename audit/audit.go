@@ -20,8 +20,11 @@ import (
 const (
 	KindArchive = "archive" // a subject moved to the archive
 	KindDestroy = "destroy" // a subject destroyed by a then: delete policy
-	KindRestore = "restore" // a subject's bundle decrypted by lethe restore
-	KindRun     = "run"     // a sweep finished
+	// KindMinimize is a batch of a then: minimize policy: counts only, no
+	// subject.
+	KindMinimize = "minimize"
+	KindRestore  = "restore" // a subject's bundle decrypted by lethe restore
+	KindRun      = "run"     // a sweep finished
 
 	KindRequestReceived  = "request_received"  // a deletion request was queued
 	KindRequestBlocked   = "request_blocked"   // a request waits for a hold
@@ -29,6 +32,7 @@ const (
 	KindRequestRejected  = "request_rejected"  // a request was refused (protected)
 	KindRequestFailed    = "request_failed"    // a request used up its retries
 	KindRequestCompleted = "request_completed" // a request erased its subject; the detail is the receipt
+	KindRequestExtended  = "request_extended"  // a request's deadline was moved by its regime's extension
 	KindSuppressed       = "suppressed_erase"  // a subject erased on request reappeared and was erased again
 	KindHoldPlaced       = "hold_placed"       // a legal hold was placed
 	KindHoldReleased     = "hold_released"     // a legal hold was released

@@ -25,8 +25,10 @@ import (
 
 // Hold is an active legal hold of one subject for one matter.
 type Hold struct {
-	ID          int64     `json:"id"`
-	Matter      string    `json:"matter"`
+	ID     int64  `json:"id"`
+	Matter string `json:"matter"`
+	// Kind is the kind of subject held.
+	Kind        string    `json:"kind"`
 	Subject     string    `json:"subject"`
 	SubjectHMAC string    `json:"subject_hmac"`
 	Reason      string    `json:"reason"`
@@ -98,19 +100,23 @@ type PlaceResult struct {
 	Already int `json:"already_held"`
 }
 
-// Place holds every subject under matter. A subject need not exist yet.
-// Keys are made canonical first, so that one subject typed two ways is held
-// once.
-func (s *Service) Place(ctx context.Context, matter string, keys []string, reason, by string) (*PlaceResult, error) {
+// Place holds every subject of kind (empty: the default kind) under
+// matter. A subject need not exist yet. Keys are made canonical first, so
+// that one subject typed two ways is held once.
+func (s *Service) Place(ctx context.Context, kind, matter string, keys []string, reason, by string) (*PlaceResult, error) {
 	if err := lethe.NonBlank("matter", matter, "reason", reason, "by", by); err != nil {
 		return nil, err
 	}
-	keys, err := s.Plan.CanonicalKeys(ctx, s.Pool, keys)
+	k, err := s.Plan.Kind(kind)
+	if err != nil {
+		return nil, err
+	}
+	keys, err = k.CanonicalKeys(ctx, s.Pool, keys)
 	if err != nil {
 		return nil, err
 	}
 	keys = retention.Unique(keys)
-	hmacs := s.hmacs(keys)
+	hmacs := hmacsOf(k, keys)
 	res := &PlaceResult{}
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		*res = PlaceResult{}
@@ -118,15 +124,15 @@ func (s *Service) Place(ctx context.Context, matter string, keys []string, reaso
 			return err
 		}
 		rows, err := tx.Query(ctx, `
-			INSERT INTO lethe.hold (matter, subject_hmac, subject_key, reason, placed_by)
-			SELECT $1, h, k, $4, $5 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u (h, k, i) ORDER BY i
+			INSERT INTO lethe.hold (matter, kind, subject_hmac, subject_key, reason, placed_by)
+			SELECT $1, $6, h, k, $4, $5 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u (h, k, i) ORDER BY i
 			ON CONFLICT (matter, subject_hmac) WHERE released_at IS NULL DO NOTHING
-			RETURNING id, subject_key, subject_hmac, placed_at`, matter, hmacs, keys, reason, by)
+			RETURNING id, subject_key, subject_hmac, placed_at`, matter, hmacs, keys, reason, by, k.Name)
 		if err != nil {
 			return fmt.Errorf("error placing holds: %w", err)
 		}
 		res.Placed, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Hold, error) {
-			h := Hold{Matter: matter, Reason: reason, PlacedBy: by}
+			h := Hold{Matter: matter, Kind: k.Name, Reason: reason, PlacedBy: by}
 			return h, r.Scan(&h.ID, &h.Subject, &h.SubjectHMAC, &h.PlacedAt)
 		})
 		if err != nil {
@@ -139,7 +145,7 @@ func (s *Service) Place(ctx context.Context, matter string, keys []string, reaso
 		for i, h := range res.Placed {
 			placed[i] = h.SubjectHMAC
 			entries[i] = audit.Entry{Kind: audit.KindHoldPlaced, Actor: by, SubjectHMAC: h.SubjectHMAC,
-				Detail: map[string]any{"hold_id": h.ID, "matter": matter, "reason": reason}}
+				Detail: map[string]any{"hold_id": h.ID, "matter": matter, "kind": k.Name, "reason": reason}}
 		}
 		if err := requestSync(ctx, tx, s.Queue, placed, true); err != nil {
 			return err
@@ -163,23 +169,30 @@ type ReleaseResult struct {
 	Resumed int `json:"resumed"`
 }
 
-// Release ends the matter's holds on the named subjects, or on all of its
-// subjects when keys is empty. A subject no other hold covers is freed: its
-// S3 legal hold is switched off by a job, and deletion requests waiting on
-// it resume by themselves.
-func (s *Service) Release(ctx context.Context, matter string, keys []string, by string) (*ReleaseResult, error) {
+// Release ends the matter's holds on the named subjects of kind (empty:
+// the default kind), or, when keys is empty, on all of its subjects of kind
+// (empty: of every kind). A subject no other hold covers is freed: its S3
+// legal hold is switched off by a job, and deletion requests waiting on it
+// resume by themselves.
+func (s *Service) Release(ctx context.Context, kind, matter string, keys []string, by string) (*ReleaseResult, error) {
 	if err := lethe.NonBlank("matter", matter, "by", by); err != nil {
 		return nil, err
 	}
-	keys, err := s.Plan.CanonicalKeys(ctx, s.Pool, keys)
-	if err != nil {
-		return nil, err
+	var k *retention.Kind
+	if kind != "" || len(keys) > 0 {
+		var err error
+		if k, err = s.Plan.Kind(kind); err != nil {
+			return nil, err
+		}
+		if keys, err = k.CanonicalKeys(ctx, s.Pool, keys); err != nil {
+			return nil, err
+		}
 	}
 	keys = retention.Unique(keys)
 	res := &ReleaseResult{}
-	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		*res = ReleaseResult{}
-		targets, err := s.releaseTargets(ctx, tx, matter, keys)
+		targets, err := s.releaseTargets(ctx, tx, k, matter, keys)
 		if err != nil {
 			return err
 		}
@@ -235,9 +248,15 @@ func (s *Service) Release(ctx context.Context, matter string, keys []string, by 
 }
 
 // releaseTargets returns the HMACs of the matter's active holds to release:
-// those of keys, or all of them when keys is empty.
-func (s *Service) releaseTargets(ctx context.Context, tx pgx.Tx, matter string, keys []string) ([]string, error) {
-	rows, err := tx.Query(ctx, `SELECT subject_hmac FROM lethe.hold WHERE matter = $1 AND released_at IS NULL`, matter)
+// those of keys, or all of them (of kind k, unless k is nil) when keys is
+// empty.
+func (s *Service) releaseTargets(ctx context.Context, tx pgx.Tx, k *retention.Kind, matter string, keys []string) ([]string, error) {
+	var kind *string
+	if k != nil {
+		kind = &k.Name
+	}
+	rows, err := tx.Query(ctx, `SELECT subject_hmac FROM lethe.hold WHERE matter = $1 AND released_at IS NULL AND ($2::text IS NULL OR kind = $2)`,
+		matter, kind)
 	if err != nil {
 		return nil, fmt.Errorf("error reading holds: %w", err)
 	}
@@ -246,13 +265,16 @@ func (s *Service) releaseTargets(ctx context.Context, tx pgx.Tx, matter string, 
 		return nil, fmt.Errorf("error reading holds: %w", err)
 	}
 	if len(active) == 0 {
-		return nil, &lethe.InputError{Field: "matter", Index: -1, Err: ErrNoSuchMatter,
-			Problem: fmt.Sprintf("no active hold has matter %q (lethe hold list shows the active ones)", matter)}
+		problem := fmt.Sprintf("no active hold has matter %q (lethe hold list shows the active ones)", matter)
+		if k != nil && len(s.Plan.Kinds) > 1 {
+			problem = fmt.Sprintf("no active hold of kind %s has matter %q (lethe hold list shows the active ones)", k.Name, matter)
+		}
+		return nil, &lethe.InputError{Field: "matter", Index: -1, Err: ErrNoSuchMatter, Problem: problem}
 	}
 	if len(keys) == 0 {
 		return active, nil
 	}
-	targets := s.hmacs(keys)
+	targets := hmacsOf(k, keys)
 	for i, t := range targets {
 		if !slices.Contains(active, t) {
 			e := &lethe.InputError{Field: "subject", Index: -1, Err: ErrNotHeld,
@@ -307,31 +329,40 @@ func EnqueueSyncs(ctx context.Context, tx pgx.Tx, queue Queue, subjectHMACs []st
 	return nil
 }
 
-// List returns the active holds, optionally of one matter or one subject.
-func (s *Service) List(ctx context.Context, matter, key string) ([]Hold, error) {
-	var hm *string
-	if key != "" {
-		canon, err := s.Plan.CanonicalKey(ctx, s.Pool, key)
+// List returns the active holds, optionally of one matter, one kind (empty:
+// every kind), or one subject (of kind; empty: the default kind).
+func (s *Service) List(ctx context.Context, kind, matter, key string) ([]Hold, error) {
+	var hm, kn *string
+	if kind != "" || key != "" {
+		k, err := s.Plan.Kind(kind)
 		if err != nil {
 			return nil, err
 		}
-		h := s.Plan.HMAC(canon)
-		hm = &h
+		kn = &k.Name
+		if key != "" {
+			canon, err := k.CanonicalKey(ctx, s.Pool, key)
+			if err != nil {
+				return nil, err
+			}
+			h := k.HMAC(canon)
+			hm = &h
+		}
 	}
 	var m *string
 	if matter != "" {
 		m = &matter
 	}
 	return retention.Collect(ctx, s.Pool, "listing holds", `
-		SELECT id, matter, subject_key, subject_hmac, reason, placed_by, placed_at FROM lethe.hold
+		SELECT id, matter, kind, subject_key, subject_hmac, reason, placed_by, placed_at FROM lethe.hold
 		WHERE released_at IS NULL AND ($1::text IS NULL OR matter = $1) AND ($2::text IS NULL OR subject_hmac = $2)
-		ORDER BY matter, placed_at, id`, pgx.RowToStructByPos[Hold], m, hm)
+		  AND ($3::text IS NULL OR kind = $3)
+		ORDER BY matter, placed_at, id`, pgx.RowToStructByPos[Hold], m, hm, kn)
 }
 
-func (s *Service) hmacs(keys []string) []string {
+func hmacsOf(k *retention.Kind, keys []string) []string {
 	out := make([]string, len(keys))
-	for i, k := range keys {
-		out[i] = s.Plan.HMAC(k)
+	for i, key := range keys {
+		out[i] = k.HMAC(key)
 	}
 	return out
 }

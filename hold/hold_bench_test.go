@@ -25,10 +25,10 @@ func BenchmarkHoldPlace(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		matter := fmt.Sprintf("M-%d", i)
-		res, err := holds.Place(ctx, matter, keys, "litigation", "legal")
+		res, err := holds.Place(ctx, "", matter, keys, "litigation", "legal")
 		require.NoError(b, err)
 		require.Len(b, res.Placed, len(keys))
-		_, err = holds.Release(ctx, matter, nil, "legal")
+		_, err = holds.Release(ctx, "", matter, nil, "legal")
 		require.NoError(b, err)
 		q.Taken()
 	}

@@ -34,7 +34,7 @@ func TestHeldSubjectIsNeverDestroyed(t *testing.T) {
 
 	// Placing the hold locks the segment holding the subject's part,
 	// through the sync job. A subject named twice is held once.
-	res, err := p.Holds.Place(ctx, "Doe v. Carrier", []string{held, held}, "litigation", "legal")
+	res, err := p.Holds.Place(ctx, "", "Doe v. Carrier", []string{held, held}, "litigation", "legal")
 	require.NoError(t, err)
 	require.Len(t, res.Placed, 1)
 	require.Zero(t, res.Already)
@@ -69,7 +69,7 @@ func TestHeldSubjectIsNeverDestroyed(t *testing.T) {
 
 	// A then: delete policy skips a held subject.
 	spam := groups["spam"][0]
-	_, err = p.Holds.Place(ctx, "Spam probe", []string{spam}, "investigation", "legal")
+	_, err = p.Holds.Place(ctx, "", "Spam probe", []string{spam}, "investigation", "legal")
 	require.NoError(t, err)
 	_, err = p.DB.Pool.Exec(ctx, lethetest.CRMInsertSpam, spam)
 	require.NoError(t, err)
@@ -77,9 +77,9 @@ func TestHeldSubjectIsNeverDestroyed(t *testing.T) {
 	require.Contains(t, p.CRMSnapshot(t), spam)
 
 	// Overlapping holds: releasing one matter leaves the other.
-	_, err = p.Holds.Place(ctx, "Second matter", []string{held}, "another", "legal")
+	_, err = p.Holds.Place(ctx, "", "Second matter", []string{held}, "another", "legal")
 	require.NoError(t, err)
-	rel, err := p.Holds.Release(ctx, "Doe v. Carrier", nil, "legal")
+	rel, err := p.Holds.Release(ctx, "", "Doe v. Carrier", nil, "legal")
 	require.NoError(t, err)
 	require.Equal(t, 1, rel.Released)
 	require.Zero(t, rel.Freed)
@@ -90,17 +90,17 @@ func TestHeldSubjectIsNeverDestroyed(t *testing.T) {
 	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.LegalHold(t, segment, version))
 
 	// Bad releases change nothing.
-	_, err = p.Holds.Release(ctx, "No such matter", nil, "legal")
+	_, err = p.Holds.Release(ctx, "", "No such matter", nil, "legal")
 	require.ErrorIs(t, err, hold.ErrNoSuchMatter)
-	_, err = p.Holds.Release(ctx, "Second matter", []string{free}, "legal")
+	_, err = p.Holds.Release(ctx, "", "Second matter", []string{free}, "legal")
 	require.ErrorIs(t, err, hold.ErrNotHeld)
-	holds, err := p.Holds.List(ctx, "", "")
+	holds, err := p.Holds.List(ctx, "", "", "")
 	require.NoError(t, err)
 	require.Len(t, holds, 2)
 
 	// Releasing the last hold unlocks the segment and the request resumes
 	// by itself.
-	rel, err = p.Holds.Release(ctx, "Second matter", []string{held}, "legal")
+	rel, err = p.Holds.Release(ctx, "", "Second matter", []string{held}, "legal")
 	require.NoError(t, err)
 	require.Equal(t, 1, rel.Freed)
 	require.Equal(t, 1, rel.Resumed)
@@ -126,7 +126,7 @@ func TestHoldPlacedBeforeTheSubjectExistsLocksItsArchive(t *testing.T) {
 	ctx := context.Background()
 	p := lethetest.New(t, lethetest.CRMSchema, lethetest.CRMConfig)
 	key := `future O'Neil "x"`
-	_, err := p.Holds.Place(ctx, "Early matter", []string{key}, "preservation notice", "legal")
+	_, err := p.Holds.Place(ctx, "", "Early matter", []string{key}, "preservation notice", "legal")
 	require.NoError(t, err)
 	p.Work(t) // the sync finds nothing to lock yet
 	_, err = p.DB.Pool.Exec(ctx, `INSERT INTO crm.customers (code, status, closed_at, created_at) VALUES ($1, 'closed', now() - interval '800 days', now() - interval '3000 days')`, key)
@@ -134,7 +134,7 @@ func TestHoldPlacedBeforeTheSubjectExistsLocksItsArchive(t *testing.T) {
 	p.MustSweep(t) // archiving still moves a held subject
 	require.Equal(t, retention.CopyArchived, p.Locate(t, key).State)
 	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.SubjectLegalHold(t, key), "the segment is put under a legal hold")
-	holds, err := p.Holds.List(ctx, "", key)
+	holds, err := p.Holds.List(ctx, "", "", key)
 	require.NoError(t, err)
 	require.Len(t, holds, 1)
 	require.Equal(t, key, holds[0].Subject)
@@ -151,7 +151,7 @@ func TestReArchivingAHeldSubjectKeepsItsOlderKey(t *testing.T) {
 	p.MustSweep(t)
 	key := groups["due"][0]
 	first := p.Locate(t, key)
-	_, err := p.Holds.Place(ctx, "M-1", []string{key}, "litigation", "legal")
+	_, err := p.Holds.Place(ctx, "", "M-1", []string{key}, "litigation", "legal")
 	require.NoError(t, err)
 	p.Work(t)
 
@@ -173,7 +173,7 @@ func TestReArchivingAHeldSubjectKeepsItsOlderKey(t *testing.T) {
 	require.Equal(t, types.ObjectLockLegalHoldStatusOn, p.LegalHold(t, first.Segment, first.VersionID))
 
 	// Released, the older key goes and the segments are unlocked.
-	_, err = p.Holds.Release(ctx, "M-1", nil, "legal")
+	_, err = p.Holds.Release(ctx, "", "M-1", nil, "legal")
 	require.NoError(t, err)
 	p.Work(t)
 	require.NoError(t, p.DB.Pool.QueryRow(ctx, `SELECT state, wrapped_key IS NOT NULL FROM lethe.manifest WHERE id = $1`, first.ID).Scan(&state, &kept))
@@ -197,7 +197,7 @@ func TestHoldPlacedAfterTheClaimStillSavesTheSubject(t *testing.T) {
 	_, err = p.Sweeper.Sweep(ctx, run, p.Queue)
 	require.NoError(t, err)
 	spam := groups["spam"][1]
-	_, err = p.Holds.Place(ctx, "Late matter", []string{spam}, "late", "legal")
+	_, err = p.Holds.Place(ctx, "", "Late matter", []string{spam}, "late", "legal")
 	require.NoError(t, err)
 	p.Work(t)
 	hot := p.CRMSnapshot(t)
@@ -221,20 +221,20 @@ func TestAHoldUnderOneSpellingBlocksARequestUnderAnother(t *testing.T) {
 		placeAs := spellings[len(spellings)-1]
 		rows := p.SubjectRows(t)
 
-		placed, err := p.Holds.Place(ctx, "M-1", []string{placeAs}, "litigation", "legal")
+		placed, err := p.Holds.Place(ctx, "", "M-1", []string{placeAs}, "litigation", "legal")
 		require.NoError(t, err)
 		require.Len(t, placed.Placed, 1)
 		require.Equal(t, kc.Canonical, placed.Placed[0].Subject)
-		require.Equal(t, p.Plan.HMAC(kc.Canonical), placed.Placed[0].SubjectHMAC)
+		require.Equal(t, p.Kind.HMAC(kc.Canonical), placed.Placed[0].SubjectHMAC)
 
 		// Placing it again under every other spelling is one hold.
-		again, err := p.Holds.Place(ctx, "M-1", spellings, "litigation", "legal")
+		again, err := p.Holds.Place(ctx, "", "M-1", spellings, "litigation", "legal")
 		require.NoError(t, err)
 		require.Empty(t, again.Placed)
 		require.Equal(t, 1, again.Already)
 
 		for i, s := range spellings {
-			list, err := p.Holds.List(ctx, "", s)
+			list, err := p.Holds.List(ctx, "", "", s)
 			require.NoError(t, err)
 			require.Len(t, list, 1, "hold list under %q", s)
 			require.Equal(t, kc.Canonical, list[0].Subject)
@@ -248,14 +248,14 @@ func TestAHoldUnderOneSpellingBlocksARequestUnderAnother(t *testing.T) {
 		}
 		// Other subjects that look alike are not held.
 		for _, o := range kc.Others {
-			list, err := p.Holds.List(ctx, "", o)
+			list, err := p.Holds.List(ctx, "", "", o)
 			require.NoError(t, err)
 			require.Empty(t, list, "%q is another subject", o)
 		}
 
 		// Released under yet another spelling, the requests resume and
 		// erase the subject: what they erase is the stored row.
-		rel, err := p.Holds.Release(ctx, "M-1", []string{spellings[0]}, "legal")
+		rel, err := p.Holds.Release(ctx, "", "M-1", []string{spellings[0]}, "legal")
 		require.NoError(t, err)
 		require.Equal(t, 1, rel.Released)
 		require.Equal(t, len(spellings), rel.Resumed)
@@ -269,6 +269,6 @@ func TestAHoldUnderOneSpellingBlocksARequestUnderAnother(t *testing.T) {
 		require.Equal(t, map[string]int64{"k.subjects": 1, "k.notes": 1}, rc.RowsDeleted)
 		var suppressed string
 		require.NoError(t, p.DB.Pool.QueryRow(ctx, `SELECT subject_hmac FROM lethe.suppression`).Scan(&suppressed))
-		require.Equal(t, p.Plan.HMAC(kc.Canonical), suppressed)
+		require.Equal(t, p.Kind.HMAC(kc.Canonical), suppressed)
 	})
 }

@@ -33,12 +33,16 @@ func RepairKeys(ctx context.Context, tx pgx.Tx, plan *retention.Plan, queue Queu
 	if _, err := tx.Exec(ctx, `LOCK TABLE lethe.hold IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 		return nil, fmt.Errorf("error locking holds: %w", err)
 	}
-	stale, invalid, err := plan.StaleKeys(ctx, tx, `
-		SELECT id, matter, subject_key, subject_hmac FROM lethe.hold WHERE released_at IS NULL ORDER BY id`)
-	if err != nil {
-		return nil, err
+	var stale []retention.StaleKey
+	for _, k := range plan.Kinds {
+		ks, invalid, err := k.StaleKeys(ctx, tx, `
+			SELECT id, matter, subject_key, subject_hmac FROM lethe.hold WHERE released_at IS NULL AND kind = $1 ORDER BY id`, k.Name)
+		if err != nil {
+			return nil, err
+		}
+		stale = append(stale, ks...)
+		res.Invalid += invalid
 	}
-	res.Invalid = invalid
 	var entries []audit.Entry
 	var held, touched []string
 	for _, h := range stale {

@@ -68,11 +68,12 @@ func (w *ArchiveBatchWorker) Work(ctx context.Context, job *river.Job[ArchiveBat
 		return err
 	}
 	w.Metrics.ObserveBatch(res.Policy, res.Archived, res.Destroyed, res.Bytes, time.Since(start))
+	w.Metrics.Minimized(res.Policy, res.Minimized, res.MinimizedRows)
 	w.afterRun(ctx, res.RunID, res.RunClosed)
 	// The job's own line (jobLog) says it completed; this one adds what it
 	// moved.
 	w.Logger.Info("batch done", "batch_id", job.Args.BatchID, "run_id", res.RunID, "archived", res.Archived,
-		"destroyed", res.Destroyed, "skipped", res.Skipped, "rows", res.Rows, "bytes", res.Bytes,
+		"destroyed", res.Destroyed, "minimized", res.Minimized, "minimized_rows", res.MinimizedRows, "skipped", res.Skipped, "rows", res.Rows, "bytes", res.Bytes,
 		"duration_ms", time.Since(start).Milliseconds())
 	return nil
 }

@@ -26,6 +26,8 @@ type Metrics struct {
 	registry  *prometheus.Registry
 	archived  *prometheus.CounterVec
 	destroyed *prometheus.CounterVec
+	minimized *prometheus.CounterVec
+	minRows   *prometheus.CounterVec
 	bytes     *prometheus.CounterVec
 	expired   *prometheus.CounterVec
 	failures  *prometheus.CounterVec
@@ -57,6 +59,10 @@ func New(pool *pgxpool.Pool, jobs JobCounts, logger *slog.Logger) *Metrics {
 			Help: "Subjects this process archived and deleted from the hot tables."}, []string{"policy"}),
 		destroyed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lethe_subjects_destroyed_total",
 			Help: "Subjects this process destroyed without archiving (then: delete, or erased again after a request)."}, []string{"policy"}),
+		minimized: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lethe_subjects_minimized_total",
+			Help: "Subjects whose rows this process minimised (then: minimize)."}, []string{"policy"}),
+		minRows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lethe_rows_minimized_total",
+			Help: "Rows whose columns this process minimised (then: minimize)."}, []string{"policy"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lethe_archive_bytes_total",
 			Help: "Ciphertext bytes this process put in the archive."}, []string{"policy"}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lethe_archives_expired_total",
@@ -70,7 +76,7 @@ func New(pool *pgxpool.Pool, jobs JobCounts, logger *slog.Logger) *Metrics {
 		logger: logger,
 	}
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.archived, m.destroyed, m.bytes, m.expired, m.failures, m.finished, m.batches)
+		m.archived, m.destroyed, m.minimized, m.minRows, m.bytes, m.expired, m.failures, m.finished, m.batches)
 	if pool != nil {
 		m.registry.MustRegister(&dbCollector{pool: pool, jobs: jobs, logger: logger})
 	}
@@ -106,6 +112,16 @@ func (m *Metrics) ObserveBatch(policy string, archived, destroyed int, bytes int
 	m.destroyed.WithLabelValues(policy).Add(float64(destroyed))
 	m.bytes.WithLabelValues(policy).Add(float64(bytes))
 	m.batches.WithLabelValues(policy).Observe(took.Seconds())
+}
+
+// Minimized records the subjects and rows a batch of a then: minimize
+// policy minimised.
+func (m *Metrics) Minimized(policy string, subjects int, rows int64) {
+	if m == nil || policy == "" {
+		return
+	}
+	m.minimized.WithLabelValues(policy).Add(float64(subjects))
+	m.minRows.WithLabelValues(policy).Add(float64(rows))
 }
 
 // ArchivesExpired records archived copies of a policy destroyed by expiry.

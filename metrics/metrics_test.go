@@ -31,6 +31,7 @@ func TestCountersAndNil(t *testing.T) {
 	var none *metrics.Metrics
 	none.ObserveBatch("p", 1, 1, 1, time.Second) // nil records nothing, and does not panic
 	none.ArchivesExpired("p", 1)
+	none.Minimized("p", 1, 1)
 	none.JobFailed("k")
 	none.RequestDone("completed")
 	require.Nil(t, none.Registry())
@@ -43,6 +44,8 @@ func TestCountersAndNil(t *testing.T) {
 	m.ObserveBatch("former", 20, 0, 40_000, 100*time.Millisecond)
 	m.ObserveBatch("spam", 0, 30, 0, 50*time.Millisecond)
 	m.ArchivesExpired("former", 3)
+	m.Minimized("ssn", 40, 55)
+	m.Minimized("ssn", 2, 2)
 	m.JobFailed("lethe.archive_batch")
 	m.JobFailed("lethe.archive_batch")
 	m.RequestDone("completed")
@@ -52,6 +55,8 @@ func TestCountersAndNil(t *testing.T) {
 	require.Equal(t, 1_040_000.0, testenv.MetricValue(t, f, "lethe_archive_bytes_total", "policy", "former"))
 	require.Equal(t, 2.0, testenv.MetricValue(t, f, "lethe_batch_duration_seconds", "policy", "former"))
 	require.Equal(t, 3.0, testenv.MetricValue(t, f, "lethe_archives_expired_total", "policy", "former"))
+	require.Equal(t, 42.0, testenv.MetricValue(t, f, "lethe_subjects_minimized_total", "policy", "ssn"))
+	require.Equal(t, 57.0, testenv.MetricValue(t, f, "lethe_rows_minimized_total", "policy", "ssn"))
 	require.Equal(t, 2.0, testenv.MetricValue(t, f, "lethe_job_failures_total", "kind", "lethe.archive_batch"))
 	require.Equal(t, 1.0, testenv.MetricValue(t, f, "lethe_requests_finished_total", "state", "completed"))
 	_, ok := testenv.MetricSample(f, "lethe_database_up")

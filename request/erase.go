@@ -108,8 +108,12 @@ type open struct {
 
 // subject is one subject of a batch and its open requests, oldest first.
 type subject struct {
-	hmac  string
-	opens []open
+	hmac string
+	// kind is the subject's kind: kindName, as configured now; nil when
+	// the config no longer has it.
+	kind     *retention.Kind
+	kindName string
+	opens    []open
 }
 
 func (s *subject) ids() []int64 {
@@ -199,6 +203,20 @@ func (r *Eraser) erase(ctx context.Context, tx pgx.Tx, first string, hmacs []str
 		return nil, err
 	}
 	var entries []audit.Entry
+	// A request of a kind the config no longer has cannot be carried out.
+	var known []*subject
+	for _, s := range subjects {
+		if s.kind, err = r.Plan.Kind(s.kindName); err == nil {
+			known = append(known, s)
+			continue
+		}
+		e, err := r.failWith(ctx, tx, s, fmt.Sprintf("kind %q is no longer configured: configure it again and file the request again", s.kindName))
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, e...)
+	}
+	subjects = known
 	// Holds come first: a held subject is never destroyed.
 	matters, err := r.Holds.Matters(ctx, tx, hmacs)
 	if err != nil {
@@ -219,13 +237,19 @@ func (r *Eraser) erase(ctx context.Context, tx pgx.Tx, first string, hmacs []str
 	// Locking the subjects' root rows: a sweep that claimed one has
 	// committed its claim once the lock is granted, and none can claim it
 	// after.
-	keys := make([]string, len(free))
-	for i, s := range free {
-		keys[i] = s.opens[0].key
-	}
-	protected, err := r.Plan.LockForErasure(ctx, tx, keys)
-	if err != nil {
-		return nil, err
+	protected := map[string]bool{}
+	for k, group := range byKind(free) {
+		keys := make([]string, len(group))
+		for i, s := range group {
+			keys[i] = s.opens[0].key
+		}
+		p, err := k.LockForErasure(ctx, tx, keys)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range group {
+			protected[s.hmac] = p[s.opens[0].key]
+		}
 	}
 	claimed, err := retention.ClaimedAmong(ctx, tx, hmacsOf(free))
 	if err != nil {
@@ -234,7 +258,7 @@ func (r *Eraser) erase(ctx context.Context, tx pgx.Tx, first string, hmacs []str
 	var erasing []*subject
 	for _, s := range free {
 		switch {
-		case protected[s.opens[0].key] && !s.forced():
+		case protected[s.hmac] && !s.forced():
 			e, err := r.reject(ctx, tx, s)
 			if err != nil {
 				return nil, err
@@ -276,17 +300,17 @@ func hmacsOf(subjects []*subject) []string {
 // the subjects that have any, in the order given.
 func openRequests(ctx context.Context, tx pgx.Tx, hmacs []string) ([]*subject, error) {
 	rows, err := tx.Query(ctx, `
-		SELECT subject_hmac, id, ticket, requested_by, subject_key, force, received_at FROM lethe.request
+		SELECT subject_hmac, kind, id, ticket, requested_by, subject_key, force, received_at FROM lethe.request
 		WHERE subject_hmac = ANY ($1) AND state IN ($2, $3) ORDER BY id FOR UPDATE`, hmacs, StateReceived, StateProcessing)
 	if err != nil {
 		return nil, fmt.Errorf("error reading requests: %w", err)
 	}
 	by := map[string]*subject{}
-	var h string
+	var h, kind string
 	var o open
-	if _, err := pgx.ForEachRow(rows, []any{&h, &o.id, &o.ticket, &o.by, &o.key, &o.force, &o.received}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&h, &kind, &o.id, &o.ticket, &o.by, &o.key, &o.force, &o.received}, func() error {
 		if by[h] == nil {
-			by[h] = &subject{hmac: h}
+			by[h] = &subject{hmac: h, kindName: kind}
 		}
 		by[h].opens = append(by[h].opens, o)
 		return nil
@@ -335,22 +359,90 @@ func (r *Eraser) reject(ctx context.Context, tx pgx.Tx, s *subject) ([]audit.Ent
 	return entries, nil
 }
 
+// failReferenced ends, in tx, the subject's open requests as failed: a
+// foreign key from outside the graph still references its rows.
+func (r *Eraser) failReferenced(ctx context.Context, tx pgx.Tx, s *subject, b retention.Blocked) ([]audit.Entry, error) {
+	r.Logger.Warn("deletion request failed: a foreign key still references the subject", "request_ids", s.ids(), "constraint", b.Constraint, "table", b.Table)
+	return r.failWith(ctx, tx, s, fmt.Sprintf("foreign key %s on table %s still references the subject's rows: remove those rows (or make the key ON DELETE CASCADE or SET NULL) and file the request again",
+		b.Constraint, b.Table))
+}
+
+// failWith ends, in tx, the subject's open requests as failed, for a
+// reason retrying cannot help.
+func (r *Eraser) failWith(ctx context.Context, tx pgx.Tx, s *subject, reason string) ([]audit.Entry, error) {
+	if _, err := tx.Exec(ctx, `
+		UPDATE lethe.request SET state = $2, reason = $3, subject_key = NULL, updated_at = now() WHERE id = ANY ($1)`,
+		s.ids(), StateFailed, reason); err != nil {
+		return nil, fmt.Errorf("error failing request: %w", err)
+	}
+	entries := make([]audit.Entry, len(s.opens))
+	for i, o := range s.opens {
+		entries[i] = audit.Entry{Kind: audit.KindRequestFailed, Actor: "lethe", SubjectHMAC: s.hmac,
+			Detail: map[string]any{"request_id": o.id, "error": reason}}
+	}
+	return entries, nil
+}
+
+// byKind groups subjects by their kind.
+func byKind(subjects []*subject) map[*retention.Kind][]*subject {
+	out := map[*retention.Kind][]*subject{}
+	for _, s := range subjects {
+		out[s.kind] = append(out[s.kind], s)
+	}
+	return out
+}
+
 // destroy erases, in tx, the subjects: their rows, their keys, their place
 // on the suppression list, and their requests' receipts.
 func (r *Eraser) destroy(ctx context.Context, tx pgx.Tx, subjects []*subject) ([]audit.Entry, error) {
 	if len(subjects) == 0 {
 		return nil, nil
 	}
-	keys := make([]string, len(subjects))
+	// Deleted rows and stopping foreign keys, by subject HMAC.
+	del := map[string][]retention.Deleted{}
+	stopped := map[string]retention.Blocked{}
+	for k, group := range byKind(subjects) {
+		keys := make([]string, len(group))
+		for i, s := range group {
+			keys[i] = s.opens[0].key
+		}
+		d, _, st, err := k.DeleteSubjects(ctx, tx, keys, nil)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range group {
+			del[s.hmac] = d[s.opens[0].key]
+			if b, ok := st[s.opens[0].key]; ok {
+				stopped[s.hmac] = b
+			}
+		}
+	}
+	// A subject a foreign key from outside the graph still references is
+	// left in place, and its requests fail now with the constraint's name:
+	// retrying cannot help until someone removes those rows.
+	var entries []audit.Entry
+	var erasing []*subject
+	for _, s := range subjects {
+		b, ok := stopped[s.hmac]
+		if !ok {
+			erasing = append(erasing, s)
+			continue
+		}
+		e, err := r.failReferenced(ctx, tx, s, b)
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, e...)
+	}
+	subjects = erasing
+	if len(subjects) == 0 {
+		return entries, nil
+	}
 	by := make(map[string]string, len(subjects))
 	firsts := make([]int64, len(subjects))
 	for i, s := range subjects {
-		keys[i], firsts[i] = s.opens[0].key, s.opens[0].id
+		firsts[i] = s.opens[0].id
 		by[s.hmac] = fmt.Sprintf("request %d", s.opens[0].id)
-	}
-	del, _, err := r.Plan.DeleteGraph(ctx, tx, keys, nil)
-	if err != nil {
-		return nil, err
 	}
 	erased, err := retention.EraseCopies(ctx, tx, by)
 	if err != nil {
@@ -364,9 +456,8 @@ func (r *Eraser) destroy(ctx context.Context, tx pgx.Tx, subjects []*subject) ([
 	now := r.Now().UTC().Truncate(time.Microsecond)
 	var ids []int64
 	var receipts, sigs [][]byte
-	var entries []audit.Entry
 	for _, s := range subjects {
-		rc, err := r.receipts(s, del[s.opens[0].key], erased[s.hmac], now)
+		rc, err := r.receipts(s, del[s.hmac], erased[s.hmac], now)
 		if err != nil {
 			return nil, err
 		}
@@ -395,7 +486,7 @@ func (r *Eraser) destroy(ctx context.Context, tx pgx.Tx, subjects []*subject) ([
 
 // receipts writes the receipt of each of the subject's open requests.
 func (r *Eraser) receipts(s *subject, del []retention.Deleted, erased *retention.Erased, now time.Time) ([]Receipt, error) {
-	rowsDeleted := r.Plan.RowsByTable(del)
+	rowsDeleted := s.kind.RowsByTable(del)
 	total := (&Receipt{RowsDeleted: rowsDeleted}).rows()
 	refs := make([]PartRef, len(erased.Parts))
 	for i, p := range erased.Parts {

@@ -42,13 +42,17 @@ func RepairKeys(ctx context.Context, tx pgx.Tx, plan *retention.Plan, queue Queu
 	if _, err := tx.Exec(ctx, `LOCK TABLE lethe.request, lethe.suppression IN SHARE ROW EXCLUSIVE MODE`); err != nil {
 		return nil, fmt.Errorf("error locking requests: %w", err)
 	}
-	stale, invalid, err := plan.StaleKeys(ctx, tx, `
-		SELECT id, state, subject_key, subject_hmac FROM lethe.request
-		WHERE state IN ($1, $2, $3) ORDER BY id`, StateReceived, StateProcessing, StateBlockedByHold)
-	if err != nil {
-		return nil, err
+	var stale []retention.StaleKey
+	for _, k := range plan.Kinds {
+		ks, invalid, err := k.StaleKeys(ctx, tx, `
+			SELECT id, state, subject_key, subject_hmac FROM lethe.request
+			WHERE state IN ($1, $2, $3) AND kind = $4 ORDER BY id`, StateReceived, StateProcessing, StateBlockedByHold, k.Name)
+		if err != nil {
+			return nil, err
+		}
+		stale = append(stale, ks...)
+		res.Invalid += invalid
 	}
-	res.Invalid = invalid
 	var entries []audit.Entry
 	for _, r := range stale {
 		if err := retention.LockSubjects(ctx, tx, []string{r.HMAC, r.CanonicalHMAC}); err != nil {

@@ -184,11 +184,14 @@ func (r *Replayer) lacks(ctx context.Context, db retention.Querier, rp *Replay) 
 		rp.Erased, rp.Expired).Scan(&rp.Keys, &rp.ExpiredKeys, &rp.Unsuppressed); err != nil {
 		return fmt.Errorf("error reading the manifest: %w", err)
 	}
-	keys, err := r.Plan.KeysByHMAC(ctx, db, rp.Erased)
-	if err != nil {
-		return err
+	rp.HotSubjects = 0
+	for _, k := range r.Plan.Kinds {
+		keys, err := k.KeysByHMAC(ctx, db, rp.Erased)
+		if err != nil {
+			return err
+		}
+		rp.HotSubjects += len(keys)
 	}
-	rp.HotSubjects = len(keys)
 	return nil
 }
 
@@ -224,15 +227,22 @@ func (r *Replayer) Apply(ctx context.Context, rp *Replay, by string) error {
 		if err := r.lacks(ctx, tx, rp); err != nil {
 			return err
 		}
-		keys, err := r.Plan.KeysByHMAC(ctx, tx, rp.Erased)
-		if err != nil {
-			return err
-		}
-		if _, err := r.Plan.LockRoots(ctx, tx, keys); err != nil {
-			return err
-		}
-		if _, rp.Rows, err = r.Plan.DeleteGraph(ctx, tx, keys, nil); err != nil {
-			return err
+		// HMACs carry the subject table: each erased subject is of one
+		// kind only.
+		rp.Rows = 0
+		for _, k := range r.Plan.Kinds {
+			keys, err := k.KeysByHMAC(ctx, tx, rp.Erased)
+			if err != nil {
+				return err
+			}
+			if _, err := k.LockRoots(ctx, tx, keys); err != nil {
+				return err
+			}
+			_, n, err := k.DeleteGraph(ctx, tx, keys, nil)
+			if err != nil {
+				return err
+			}
+			rp.Rows += n
 		}
 		if _, err := tx.Exec(ctx, `
 			UPDATE lethe.manifest SET state = 'erased', wrapped_key = NULL,

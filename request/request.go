@@ -21,6 +21,7 @@ import (
 
 	"github.com/lethehq/lethe"
 	"github.com/lethehq/lethe/audit"
+	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/retention"
 )
 
@@ -39,10 +40,6 @@ const (
 // RequestStates are every state, in the order a request moves through them.
 var RequestStates = []string{StateReceived, StateProcessing, StateBlockedByHold, StateCompleted, StateRejected, StateFailed}
 
-// Deadline is how long after receipt a request must be completed (CCPA: 45
-// days).
-const Deadline = 45 * 24 * time.Hour
-
 // Request is a deletion request as reported by show and list.
 type Request struct {
 	ID     int64  `json:"id"`
@@ -50,17 +47,32 @@ type Request struct {
 	// Subject is the subject's key while the request is open. lethe erases
 	// it from its own records when the request ends; then it is null and
 	// only SubjectHMAC remains.
-	Subject     *string          `json:"subject"`
-	SubjectHMAC string           `json:"subject_hmac"`
-	State       string           `json:"state"`
-	Reason      *string          `json:"reason"`
-	RequestedBy string           `json:"requested_by"`
-	Force       bool             `json:"force"`
-	ReceivedAt  time.Time        `json:"received_at"`
-	Deadline    time.Time        `json:"deadline"`
-	DaysLeft    int              `json:"days_left"`
-	CompletedAt *time.Time       `json:"completed_at"`
-	Receipt     *json.RawMessage `json:"receipt"`
+	Subject *string `json:"subject"`
+	// Kind is the kind of subject the request is about.
+	Kind        string    `json:"kind"`
+	SubjectHMAC string    `json:"subject_hmac"`
+	State       string    `json:"state"`
+	Reason      *string   `json:"reason"`
+	RequestedBy string    `json:"requested_by"`
+	Force       bool      `json:"force"`
+	ReceivedAt  time.Time `json:"received_at"`
+	// Regime is the legal regime the request was received under (see
+	// requests.regimes); it set Deadline and AcknowledgeBy.
+	Regime string `json:"regime"`
+	// Deadline is when the request must be completed: the regime's
+	// deadline after ReceivedAt, or later once extended.
+	Deadline time.Time `json:"deadline"`
+	DaysLeft int       `json:"days_left"`
+	// AcknowledgeBy is when the requester must have been told that the
+	// request arrived; null when the regime asks for no acknowledgement.
+	AcknowledgeBy *time.Time `json:"acknowledge_by"`
+	// ExtendedAt, ExtendedBy and ExtensionReason say when, by whom and why
+	// the deadline was extended; null until it is.
+	ExtendedAt      *time.Time       `json:"extended_at"`
+	ExtendedBy      *string          `json:"extended_by"`
+	ExtensionReason *string          `json:"extension_reason"`
+	CompletedAt     *time.Time       `json:"completed_at"`
+	Receipt         *json.RawMessage `json:"receipt"`
 	// ReceiptBytes are the exact bytes of the receipt as lethe wrote and
 	// signed them: Receipt is the same JSON, but the database keeps it in a
 	// form (jsonb) that does not keep bytes. Null for a request without a
@@ -117,8 +129,13 @@ type PartRef struct {
 var ErrRetryLater = errors.New("subject is busy; retry later")
 
 // ErrTicketReused is returned by Submit when the ticket already names
-// another subject; it comes wrapped in a *lethe.InputError.
+// another subject, or the same subject under another regime; it comes
+// wrapped in a *lethe.InputError.
 var ErrTicketReused = errors.New("ticket already names another subject")
+
+// ErrExtended is returned by Extend for a request whose deadline was
+// extended already; it comes wrapped in a *lethe.InputError.
+var ErrExtended = errors.New("request was extended already")
 
 // ErrNoRequest is returned when no request has the id or ticket.
 var ErrNoRequest = errors.New("no such request")
@@ -139,6 +156,12 @@ type IntakeConfig struct {
 	Queue Queue
 	// Logger gets the intake's log lines. Required.
 	Logger *slog.Logger
+	// Regimes are the regimes a request may name, parsed, built-ins
+	// included: config.Requests.Regimes after Load. Required.
+	Regimes map[string]config.Regime
+	// DefaultRegime is the regime of a request that names none; it must be
+	// in Regimes.
+	DefaultRegime string
 }
 
 // Intake records deletion requests and reads them back. It is all that the
@@ -149,39 +172,106 @@ type Intake struct {
 
 // NewIntake returns an Intake, or an error naming what is missing.
 func NewIntake(cfg IntakeConfig) (*Intake, error) {
-	if cfg.Pool == nil || cfg.Plan == nil || cfg.Queue == nil || cfg.Logger == nil {
-		return nil, errors.New("error creating the request intake: Pool, Plan, Queue and Logger are required")
+	if cfg.Pool == nil || cfg.Plan == nil || cfg.Queue == nil || cfg.Logger == nil || cfg.Regimes == nil {
+		return nil, errors.New("error creating the request intake: Pool, Plan, Queue, Logger and Regimes are required")
+	}
+	if _, ok := cfg.Regimes[cfg.DefaultRegime]; !ok {
+		return nil, fmt.Errorf("error creating the request intake: the default regime %q is not among Regimes", cfg.DefaultRegime)
 	}
 	return &Intake{IntakeConfig: cfg}, nil
 }
 
+// Submission is a deletion request as the privacy team files it.
+type Submission struct {
+	// Key is the subject's key, as text. Required.
+	Key string
+	// Ticket is the privacy team's ticket; a request is idempotent per
+	// ticket. Required.
+	Ticket string
+	// By is who asks, recorded in the audit log. Required.
+	By string
+	// Force deletes the subject even if requests.protect matches it.
+	Force bool
+	// Regime names the legal regime the request falls under; empty means
+	// the configured default (requests.default_regime).
+	Regime string
+	// Kind names the kind of subject Key is a key of; empty means the
+	// default kind (the only one, or the one called default).
+	Kind string
+}
+
+// regime returns the regime called name, or the default one for "", or
+// an input error on the field "regime".
+func (r *Intake) regime(name string) (string, config.Regime, error) {
+	if name == "" {
+		name = r.DefaultRegime
+	}
+	g, ok := r.Regimes[name]
+	if !ok {
+		// The name is not repeated: like every input, it may be personal
+		// data typed into the wrong field.
+		return "", config.Regime{}, lethe.Input("regime", "is not a configured regime: use one of %s, or define it under requests.regimes",
+			strings.Join(config.RegimeNames(r.Regimes), ", "))
+	}
+	return name, g, nil
+}
+
 // Submit records a deletion request and queues its job in one transaction.
-// It is idempotent per ticket: the same ticket for the same subject returns
-// the existing request with created false.
-func (r *Intake) Submit(ctx context.Context, key, ticket, by string, force bool) (req *Request, created bool, err error) {
-	if err := lethe.NonBlank("ticket", ticket, "by", by); err != nil {
+// Its deadline and acknowledge-by date are the regime's periods after the
+// moment it was received, in UTC. It is idempotent per ticket: the same
+// ticket for the same subject and regime returns the existing request with
+// created false.
+func (r *Intake) Submit(ctx context.Context, s Submission) (req *Request, created bool, err error) {
+	if err := lethe.NonBlank("ticket", s.Ticket, "by", s.By); err != nil {
 		return nil, false, err
 	}
-	key, err = r.Plan.CanonicalKey(ctx, r.Pool, key)
+	regime, g, err := r.regime(s.Regime)
 	if err != nil {
 		return nil, false, err
 	}
-	hmac := r.Plan.HMAC(key)
+	kind, err := r.Plan.Kind(s.Kind)
+	if err != nil {
+		return nil, false, err
+	}
+	key, err := kind.CanonicalKey(ctx, r.Pool, s.Key)
+	if err != nil {
+		return nil, false, err
+	}
+	hmac := kind.HMAC(key)
+	ticket, by, force := s.Ticket, s.By, s.Force
 	err = pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+		// now() is the transaction's start: received_at is what the
+		// deadlines run from, so they are computed from the same instant.
+		var received time.Time
+		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&received); err != nil {
+			return fmt.Errorf("error recording request: %w", err)
+		}
+		received = received.UTC()
+		deadline := g.DeadlinePeriod.AddTo(received)
+		var ackBy *time.Time
+		if !g.AcknowledgePeriod.IsZero() {
+			a := g.AcknowledgePeriod.AddTo(received)
+			ackBy = &a
+		}
 		var id int64
-		var existing string
+		var existing, existingRegime string
 		err := tx.QueryRow(ctx, `
-			INSERT INTO lethe.request (ticket, subject_hmac, subject_key, requested_by, force, deadline)
-			VALUES ($1, $2, $3, $4, $5, now() + $6::interval)
+			INSERT INTO lethe.request (ticket, subject_hmac, subject_key, requested_by, force, received_at, regime, deadline, acknowledge_by, kind)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 			ON CONFLICT (ticket) DO NOTHING RETURNING id`,
-			ticket, hmac, key, by, force, fmt.Sprintf("%d seconds", int(Deadline.Seconds()))).Scan(&id)
+			ticket, hmac, key, by, force, received, regime, deadline, ackBy, kind.Name).Scan(&id)
 		if errors.Is(err, pgx.ErrNoRows) {
-			if err := tx.QueryRow(ctx, `SELECT id, subject_hmac FROM lethe.request WHERE ticket = $1`, ticket).Scan(&id, &existing); err != nil {
+			if err := tx.QueryRow(ctx, `SELECT id, subject_hmac, regime FROM lethe.request WHERE ticket = $1`, ticket).Scan(&id, &existing, &existingRegime); err != nil {
 				return fmt.Errorf("error reading request: %w", err)
 			}
 			if existing != hmac {
 				return &lethe.InputError{Field: "ticket", Index: -1, Err: ErrTicketReused,
 					Problem: fmt.Sprintf("%q was used for request %d, for another subject; use a new ticket", ticket, id)}
+			}
+			if existingRegime != regime {
+				return &lethe.InputError{Field: "regime", Index: -1, Err: ErrTicketReused,
+					Problem: fmt.Sprintf("ticket %q is request %d under regime %s: a request keeps its regime; ask for %s, or use a new ticket",
+						ticket, id, existingRegime, existingRegime)}
 			}
 			created = false
 			req, err = getRequest(ctx, tx, `id = $1`, id)
@@ -195,7 +285,8 @@ func (r *Intake) Submit(ctx context.Context, key, ticket, by string, force bool)
 			return err
 		}
 		if err := audit.Append(ctx, tx, audit.Entry{Kind: audit.KindRequestReceived, Actor: by, SubjectHMAC: hmac,
-			Detail: map[string]any{"request_id": id, "ticket": ticket, "force": force}}); err != nil {
+			Detail: map[string]any{"request_id": id, "ticket": ticket, "force": force, "regime": regime, "kind": kind.Name,
+				"deadline": deadline, "acknowledge_by": ackBy}}); err != nil {
 			return err
 		}
 		req, err = getRequest(ctx, tx, `id = $1`, id)
@@ -207,13 +298,15 @@ func (r *Intake) Submit(ctx context.Context, key, ticket, by string, force bool)
 	return req, created, nil
 }
 
-const requestColumns = `id, ticket, subject_key, subject_hmac, state, reason, requested_by, force, received_at, deadline, completed_at, receipt, receipt_bytes, signature`
+const requestColumns = `id, ticket, subject_key, kind, subject_hmac, state, reason, requested_by, force, received_at, regime, deadline,
+	acknowledge_by, extended_at, extended_by, extension_reason, completed_at, receipt, receipt_bytes, signature`
 
 func scanRequest(row pgx.Row) (*Request, error) {
 	var q Request
 	var receipt []byte
-	if err := row.Scan(&q.ID, &q.Ticket, &q.Subject, &q.SubjectHMAC, &q.State, &q.Reason, &q.RequestedBy, &q.Force,
-		&q.ReceivedAt, &q.Deadline, &q.CompletedAt, &receipt, &q.ReceiptBytes, &q.Signature); err != nil {
+	if err := row.Scan(&q.ID, &q.Ticket, &q.Subject, &q.Kind, &q.SubjectHMAC, &q.State, &q.Reason, &q.RequestedBy, &q.Force,
+		&q.ReceivedAt, &q.Regime, &q.Deadline, &q.AcknowledgeBy, &q.ExtendedAt, &q.ExtendedBy, &q.ExtensionReason,
+		&q.CompletedAt, &receipt, &q.ReceiptBytes, &q.Signature); err != nil {
 		return nil, err
 	}
 	if receipt != nil {

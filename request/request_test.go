@@ -93,17 +93,17 @@ func TestRequestStateMachine(t *testing.T) {
 
 	// Idempotent per ticket: the same ticket returns the same request and
 	// queues nothing; a ticket cannot be reused for another subject.
-	again, created, err := p.Intake.Submit(ctx, active, "T-3", "privacy-team", true)
+	again, created, err := p.Intake.Submit(ctx, request.Submission{Key: active, Ticket: "T-3", By: "privacy-team", Force: true})
 	require.NoError(t, err)
 	require.False(t, created)
 	require.Equal(t, r3.ID, again.ID)
 	require.Empty(t, p.Queue.Taken().Requests)
-	_, _, err = p.Intake.Submit(ctx, "someone else", "T-3", "privacy-team", false)
+	_, _, err = p.Intake.Submit(ctx, request.Submission{Key: "someone else", Ticket: "T-3", By: "privacy-team"})
 	require.ErrorIs(t, err, request.ErrTicketReused)
 
 	// Bad input changes nothing.
 	for _, bad := range []struct{ key, ticket, by string }{{"  \t", "T-9", "x"}, {"k", "", "x"}, {"k", "T-9", " "}} {
-		_, _, err := p.Intake.Submit(ctx, bad.key, bad.ticket, bad.by, false)
+		_, _, err := p.Intake.Submit(ctx, request.Submission{Key: bad.key, Ticket: bad.ticket, By: bad.by})
 		require.ErrorIs(t, err, lethe.ErrBadInput)
 	}
 	list, err := p.Intake.List(ctx, "", 100)
@@ -157,11 +157,11 @@ func TestErasedSubjectThatReappearsIsErasedAgain(t *testing.T) {
 	res := p.MustSweep(t)
 	require.Equal(t, 1, res.Claimed[retention.PolicySuppressed])
 	require.NotContains(t, p.CRMSnapshot(t), gone)
-	require.NotContains(t, p.Manifest(t), p.Plan.HMAC(gone), "an erased subject is never archived")
+	require.NotContains(t, p.Manifest(t), p.Kind.HMAC(gone), "an erased subject is never archived")
 	require.Equal(t, 1, p.AuditKinds(t)[audit.KindSuppressed])
 
 	// Under a hold it is left alone.
-	_, err = p.Holds.Place(ctx, "Matter", []string{gone}, "hold", "legal")
+	_, err = p.Holds.Place(ctx, "", "Matter", []string{gone}, "hold", "legal")
 	require.NoError(t, err)
 	_, err = p.DB.Pool.Exec(ctx, `INSERT INTO crm.customers (code, status, created_at) VALUES ($1, 'active', now())`, gone)
 	require.NoError(t, err)
@@ -204,7 +204,7 @@ func TestRequestsRacingASweepLeaveNothingBehind(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
-			req, _, err := p.Intake.Submit(ctx, key, fmt.Sprintf("race-%d", i), "privacy-team", false)
+			req, _, err := p.Intake.Submit(ctx, request.Submission{Key: key, Ticket: fmt.Sprintf("race-%d", i), By: "privacy-team"})
 			if err != nil {
 				errs <- err
 				return
@@ -228,7 +228,7 @@ func TestRequestsRacingASweepLeaveNothingBehind(t *testing.T) {
 	man := p.Manifest(t)
 	hot := p.CRMSnapshot(t)
 	for _, key := range targets {
-		h := p.Plan.HMAC(key)
+		h := p.Kind.HMAC(key)
 		if state, ok := man[h]; ok {
 			require.Equal(t, retention.CopyErased, state, "the archived copy of %q outlived its completed request", key)
 		}
@@ -237,7 +237,7 @@ func TestRequestsRacingASweepLeaveNothingBehind(t *testing.T) {
 		require.NotContains(t, hot, key)
 	}
 	for _, key := range groups["due"][12:] {
-		require.Equal(t, retention.CopyArchived, man[p.Plan.HMAC(key)])
+		require.Equal(t, retention.CopyArchived, man[p.Kind.HMAC(key)])
 		p.Restore(t, key)
 	}
 	p.RequireNothingUnnamedReadable(t)
@@ -260,7 +260,7 @@ func TestOneJobErasesTheWaitingRequestsTogether(t *testing.T) {
 	groups := p.SeedCRM(t, 6)
 	p.MustSweep(t)
 	held, active := groups["recent"][0], groups["active"][0]
-	_, err := p.Holds.Place(ctx, "M-1", []string{held}, "litigation", "legal")
+	_, err := p.Holds.Place(ctx, "", "M-1", []string{held}, "litigation", "legal")
 	require.NoError(t, err)
 	p.Queue.Taken()
 	var reqs []*request.Request
@@ -283,7 +283,7 @@ func TestOneJobErasesTheWaitingRequestsTogether(t *testing.T) {
 		require.Equal(t, request.StateCompleted, got.State, "request for %q", *r.Subject)
 		rc := lethetest.ReceiptOf(t, got)
 		require.Equal(t, r.ID, rc.RequestID)
-		require.Equal(t, p.Plan.HMAC(*r.Subject), rc.SubjectHMAC)
+		require.Equal(t, p.Kind.HMAC(*r.Subject), rc.SubjectHMAC)
 		require.True(t, rc.Found)
 	}
 	require.Equal(t, request.StateRejected, p.Get(t, rActive.ID).State)
@@ -377,7 +377,7 @@ func TestRequestCrashBeforeCommitChangesNothing(t *testing.T) {
 func TestARequestUnderAnotherSpellingErasesTheArchivedCopy(t *testing.T) {
 	lethetest.EachKeyCase(t, func(t *testing.T, kc lethetest.KeyCase, p *lethetest.Env) {
 		p.MustSweep(t)
-		hmac := p.Plan.HMAC(kc.Canonical)
+		hmac := p.Kind.HMAC(kc.Canonical)
 		require.Contains(t, p.Manifest(t), hmac, "archived under the canonical key")
 		bundle := p.Restore(t, kc.Canonical)
 		require.Len(t, bundle["k.notes"], 1)
@@ -397,7 +397,7 @@ func TestRepairKeysMakesStoredKeysCanonical(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	p := lethetest.NewKeys(t, "bigint", "111")
-	h := p.Plan.Hasher()
+	h := p.Kind.Hasher()
 	// As the earlier version stored them: the key as typed, hashed as typed.
 	for _, q := range []struct {
 		sql  string
@@ -437,10 +437,10 @@ func TestRepairKeysMakesStoredKeysCanonical(t *testing.T) {
 	require.Equal(t, 2, rr.Unverifiable)
 	require.Len(t, rr.FoundNothing, 1)
 
-	list, err := p.Holds.List(ctx, "", "111")
+	list, err := p.Holds.List(ctx, "", "", "111")
 	require.NoError(t, err)
 	require.Len(t, list, 1)
-	list, err = p.Holds.List(ctx, "M-2", "83")
+	list, err = p.Holds.List(ctx, "", "M-2", "83")
 	require.NoError(t, err)
 	require.Len(t, list, 1)
 	require.Equal(t, "83", list[0].Subject)

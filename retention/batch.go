@@ -29,6 +29,9 @@ const (
 	ActionArchive = "archive" // move to the archive, then delete
 	ActionDelete  = "delete"  // a then: delete policy: delete without a copy
 	ActionErase   = "erase"   // a subject erased on request, found again: delete without a copy
+	// ActionMinimize is a then: minimize policy: change columns in place,
+	// archiving their values first if the policy says so.
+	ActionMinimize = "minimize"
 )
 
 // ErrBatchBusy is returned by RunBatch when another worker holds the batch.
@@ -61,12 +64,20 @@ type BatchResult struct {
 	// Pending subjects are left for the next attempt (a failed put, or rows
 	// that changed while the batch ran).
 	Pending int
+	// Blocked subjects were left in place because a foreign key from
+	// outside the graph still references their rows (lethe status names
+	// it).
+	Blocked int
 	Rows    int64
 	Bytes   int64
 	// RunID is the run the batch belongs to.
 	RunID int64
 	// Policy is the batch's policy.
 	Policy string
+	// Minimized subjects had columns minimised; MinimizedRows counts the
+	// rows changed.
+	Minimized     int
+	MinimizedRows int64
 	// RunClosed is set when this batch was the last of its run, and closed
 	// it.
 	RunClosed bool
@@ -112,8 +123,8 @@ func (m *Mover) RunBatch(ctx context.Context, batchID int64) (*BatchResult, erro
 
 	b := &batchRun{Mover: m, db: conn}
 	res := &BatchResult{}
-	var policyName, action string
-	err = conn.QueryRow(ctx, `SELECT run_id, policy, action FROM lethe.batch WHERE id = $1`, batchID).Scan(&res.RunID, &policyName, &action)
+	var policyName, action, kindName string
+	err = conn.QueryRow(ctx, `SELECT run_id, policy, action, kind FROM lethe.batch WHERE id = $1`, batchID).Scan(&res.RunID, &policyName, &action, &kindName)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return res, nil // nothing to do: the batch was never committed
 	}
@@ -131,22 +142,29 @@ func (m *Mover) RunBatch(ctx context.Context, batchID int64) (*BatchResult, erro
 
 	claimed := items
 	pp := m.Plan.Policy(policyName)
+	kind, kindErr := m.Plan.Kind(kindName)
 	switch {
 	case len(claimed) == 0:
-	case action == ActionErase:
-		if err := b.destroy(ctx, batchID, nil, claimed, res); err != nil {
+	case action == ActionErase && kindErr == nil:
+		if err := b.destroy(ctx, batchID, kind, nil, claimed, res); err != nil {
 			return res, err
 		}
-	case pp == nil:
-		// The policy left the config since the claim: release the
-		// subjects, removing anything put for them.
-		m.Logger.Warn("batch names a policy that is no longer configured; releasing its subjects", "batch_id", batchID, "policy", policyName)
+	case action == ActionErase, pp == nil, pp.Kind.Name != kindName, pp.Minimizes() != (action == ActionMinimize):
+		// The policy or kind left the config since the claim, or changed
+		// what it does: release the subjects. The next sweep claims them
+		// again as the config says now.
+		m.Logger.Warn("batch names a policy or kind of subject that is no longer configured as it was; releasing its subjects",
+			"batch_id", batchID, "policy", policyName, "kind", kindName)
 		if err := b.release(ctx, batchID, claimed); err != nil {
 			return res, err
 		}
 		res.Skipped += len(claimed)
+	case action == ActionMinimize:
+		if err := b.minimize(ctx, batchID, pp, claimed, res); err != nil {
+			return res, err
+		}
 	case action == ActionDelete || !pp.Archive():
-		if err := b.destroy(ctx, batchID, pp, claimed, res); err != nil {
+		if err := b.destroy(ctx, batchID, pp.Kind, pp, claimed, res); err != nil {
 			return res, err
 		}
 	default:

@@ -3,13 +3,17 @@ package retention
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lethehq/lethe/audit"
 )
 
-func (m *batchRun) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, items []item, res *BatchResult) error {
+// destroy deletes a batch's subjects of kind k without a copy: for then:
+// delete policy pp, or, with pp nil, subjects erased on request earlier
+// and found again.
+func (m *batchRun) destroy(ctx context.Context, batchID int64, k *Kind, pp *PolicyPlan, items []item, res *BatchResult) error {
 	ctx, cancel := context.WithTimeout(ctx, m.QueryTimeout)
 	defer cancel()
 	hmacOf := make(map[string]string, len(items))
@@ -36,21 +40,34 @@ func (m *batchRun) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, i
 		}
 		var dueKeys []string
 		if pp != nil {
-			dueKeys, err = m.Plan.LockDue(ctx, tx, pp, keys, now)
+			dueKeys, err = k.LockDue(ctx, tx, pp, keys, now)
 		} else {
-			dueKeys, err = m.Plan.LockRoots(ctx, tx, keys)
+			dueKeys, err = k.LockRoots(ctx, tx, keys)
 		}
 		if err != nil {
 			return err
 		}
-		del, total, err := m.Plan.DeleteGraph(ctx, tx, dueKeys, func() error { return m.faults.At(FaultDuringDelete) })
+		del, total, stopped, err := k.DeleteSubjects(ctx, tx, dueKeys, func() error { return m.faults.At(FaultDuringDelete) })
 		if err != nil {
+			return err
+		}
+		// A subject a foreign key kept in place stays, reported.
+		dueKeys = slices.DeleteFunc(dueKeys, func(key string) bool { _, ok := stopped[key]; return ok })
+		gone := make([]string, len(dueKeys))
+		for i, key := range dueKeys {
+			gone[i] = hmacOf[key]
+		}
+		policy := PolicySuppressed
+		if pp != nil {
+			policy = pp.Name
+		}
+		if err := recordBlocked(ctx, tx, policy, hmacOf, stopped, gone); err != nil {
 			return err
 		}
 		entries := make([]audit.Entry, 0, len(dueKeys))
-		for _, k := range dueKeys {
-			e := audit.Entry{Kind: audit.KindDestroy, Actor: "lethe", SubjectHMAC: hmacOf[k],
-				Detail: map[string]any{"batch_id": batchID, "rows": m.Plan.RowsByTable(del[k])}}
+		for _, key := range dueKeys {
+			e := audit.Entry{Kind: audit.KindDestroy, Actor: "lethe", SubjectHMAC: hmacOf[key],
+				Detail: map[string]any{"batch_id": batchID, "rows": k.RowsByTable(del[key])}}
 			if pp != nil {
 				e.Detail.(map[string]any)["policy"] = pp.Name
 			} else {
@@ -62,9 +79,9 @@ func (m *batchRun) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, i
 		if _, err := tx.Exec(ctx, `DELETE FROM lethe.work_item WHERE subject_hmac = ANY ($1)`, hmacs); err != nil {
 			return fmt.Errorf("error dropping work items: %w", err)
 		}
-		skipped := len(keys) - len(dueKeys)
-		if _, err := tx.Exec(ctx, `UPDATE lethe.batch SET destroyed = destroyed + $2, skipped = skipped + $3, held = held + $4, rows_moved = rows_moved + $5 WHERE id = $1`,
-			batchID, len(dueKeys), skipped, len(held), total); err != nil {
+		skipped := len(keys) - len(dueKeys) - len(stopped)
+		if _, err := tx.Exec(ctx, `UPDATE lethe.batch SET destroyed = destroyed + $2, skipped = skipped + $3, held = held + $4, rows_moved = rows_moved + $5,
+			blocked = blocked + $6 WHERE id = $1`, batchID, len(dueKeys), skipped, len(held), total, len(stopped)); err != nil {
 			return fmt.Errorf("error counting batch: %w", err)
 		}
 		if err := audit.Append(ctx, tx, entries...); err != nil {
@@ -74,6 +91,7 @@ func (m *batchRun) destroy(ctx context.Context, batchID int64, pp *PolicyPlan, i
 			return err
 		}
 		res.Destroyed += len(dueKeys)
+		res.Blocked += len(stopped)
 		res.Skipped += skipped
 		res.Held += len(held)
 		res.Rows += total

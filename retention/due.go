@@ -22,8 +22,14 @@ type DueCount struct {
 	// of a policy that is too broad.
 	Protected int64 `json:"protected"`
 	// Held are due subjects a legal hold covers: archiving moves them (and
-	// locks their object); a then: delete policy skips them.
+	// locks their object); then: delete and then: minimize policies skip
+	// them.
 	Held int64 `json:"held"`
+	// Kind is the kind of subject the policy governs.
+	Kind string `json:"kind"`
+	// Rows are, for then: minimize, the due subjects' rows with values to
+	// minimise.
+	Rows int64 `json:"rows,omitempty"`
 }
 
 // CountDue counts, per policy, the subjects due at now. It changes nothing.
@@ -39,9 +45,15 @@ func CountDue(ctx context.Context, pool *pgxpool.Pool, plan *Plan, now time.Time
 	defer tx.Rollback(ctx) //nolint:errcheck // read-only
 	out := make([]DueCount, 0, len(plan.Policies))
 	for _, pp := range plan.Policies {
-		c := DueCount{Policy: pp.Name, Then: pp.Then, Retain: pp.RetainDays.String(), Cutoff: pp.Cutoff(now)}
-		args := append([]any{c.Cutoff}, plan.hmacp.args()...)
-		if err := tx.QueryRow(ctx, plan.sql.dueCount[pp.Name], args...).Scan(&c.Due, &c.Protected, &c.Held); err != nil {
+		c := DueCount{Policy: pp.Name, Kind: pp.Kind.Name, Then: pp.Then, Retain: pp.RetainDays.String(), Cutoff: pp.Cutoff(now)}
+		args := append([]any{c.Cutoff}, pp.Kind.hmacp.args()...)
+		var err error
+		if pp.Minimizes() {
+			err = tx.QueryRow(ctx, pp.Kind.sql.minimize[pp.Name].count, args...).Scan(&c.Due, &c.Rows, &c.Held)
+		} else {
+			err = tx.QueryRow(ctx, pp.Kind.sql.dueCount[pp.Name], args...).Scan(&c.Due, &c.Protected, &c.Held)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("error counting due subjects of policy %s: %w", pp.Name, err)
 		}
 		out = append(out, c)

@@ -8,5 +8,5 @@ func SetFault(m *Mover, f func(point string) error) { m.faults = FaultsAt(f) }
 // of the text expression keyExpr for subjects of table under secret, with
 // its parameters numbered from $first.
 func HMACSQL(secret, table, keyExpr string, first int) (string, []any) {
-	return hmacSQL(keyExpr, first), newHMACParams(secret, table).args()
+	return hmacSQL(keyExpr, first), newHMACParams(secret, table+"/").args()
 }

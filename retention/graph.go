@@ -26,8 +26,8 @@ type GraphRows struct {
 // whole graph of every subject among keys that policy pp still finds due at
 // now: one statement per table for all of them. Subjects no longer due are
 // left out.
-func (p *Plan) ReadGraph(ctx context.Context, tx pgx.Tx, pp *PolicyPlan, keys []string, now time.Time) ([]*GraphRows, error) {
-	rows, err := tx.Query(ctx, p.sql.readRoot[pp.Name], keys, pp.Cutoff(now))
+func (k *Kind) ReadGraph(ctx context.Context, tx pgx.Tx, pp *PolicyPlan, keys []string, now time.Time) ([]*GraphRows, error) {
+	rows, err := tx.Query(ctx, k.sql.readRoot[pp.Name], keys, pp.Cutoff(now))
 	if err != nil {
 		return nil, fmt.Errorf("error reading subjects: %w", err)
 	}
@@ -40,10 +40,10 @@ func (p *Plan) ReadGraph(ctx context.Context, tx pgx.Tx, pp *PolicyPlan, keys []
 			rows.Close()
 			return nil, fmt.Errorf("error reading subjects: %w", err)
 		}
-		g := &GraphRows{Key: key, Digests: make([]string, len(p.Nodes)), Bundle: &archive.Bundle{
-			Subject: key, Policy: pp.Name, ArchivedAt: now, Tables: make([]archive.TableRows, len(p.Nodes)),
+		g := &GraphRows{Key: key, Digests: make([]string, len(k.Nodes)), Bundle: &archive.Bundle{
+			Subject: key, Policy: pp.Name, ArchivedAt: now, Tables: make([]archive.TableRows, len(k.Nodes)),
 		}}
-		for i, n := range p.Nodes {
+		for i, n := range k.Nodes {
 			g.Bundle.Tables[i].Table = n.Name
 		}
 		g.Bundle.Tables[0].Rows, g.Digests[0] = agg, digest
@@ -54,7 +54,7 @@ func (p *Plan) ReadGraph(ctx context.Context, tx pgx.Tx, pp *PolicyPlan, keys []
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("error reading subjects: %w", err)
 	}
-	if len(out) == 0 || len(p.Nodes) == 1 {
+	if len(out) == 0 || len(k.Nodes) == 1 {
 		return out, nil
 	}
 	dueKeys := make([]string, len(out))
@@ -62,14 +62,14 @@ func (p *Plan) ReadGraph(ctx context.Context, tx pgx.Tx, pp *PolicyPlan, keys []
 		dueKeys[i] = g.Key
 	}
 	var b pgx.Batch
-	for _, q := range p.sql.read[1:] {
+	for _, q := range k.sql.read[1:] {
 		b.Queue(q, dueKeys)
 	}
 	br := tx.SendBatch(ctx, &b)
 	defer br.Close()
-	for i := 1; i < len(p.Nodes); i++ {
+	for i := 1; i < len(k.Nodes); i++ {
 		if err := readNode(br, i, bySubject); err != nil {
-			return nil, fmt.Errorf("error reading %s: %w", p.Nodes[i].Name, err)
+			return nil, fmt.Errorf("error reading %s: %w", k.Nodes[i].Name, err)
 		}
 	}
 	if err := br.Close(); err != nil {
@@ -99,17 +99,17 @@ func readNode(br pgx.BatchResults, i int, bySubject map[string]*GraphRows) error
 
 // LockRoots locks, in tx, the root rows of the subjects with keys, and
 // returns the keys of those that exist.
-func (p *Plan) LockRoots(ctx context.Context, tx pgx.Tx, keys []string) ([]string, error) {
-	return p.lockKeys(ctx, tx, p.sql.lockRoots, keys)
+func (k *Kind) LockRoots(ctx context.Context, tx pgx.Tx, keys []string) ([]string, error) {
+	return k.lockKeys(ctx, tx, k.sql.lockRoots, keys)
 }
 
 // LockDue locks, in tx, the root rows of the subjects with keys that policy
 // pp still finds due at now, and returns their keys.
-func (p *Plan) LockDue(ctx context.Context, tx pgx.Tx, pp *PolicyPlan, keys []string, now time.Time) ([]string, error) {
-	return p.lockKeys(ctx, tx, p.sql.lockDue[pp.Name], keys, pp.Cutoff(now))
+func (k *Kind) LockDue(ctx context.Context, tx pgx.Tx, pp *PolicyPlan, keys []string, now time.Time) ([]string, error) {
+	return k.lockKeys(ctx, tx, k.sql.lockDue[pp.Name], keys, pp.Cutoff(now))
 }
 
-func (p *Plan) lockKeys(ctx context.Context, tx pgx.Tx, q string, keys []string, args ...any) ([]string, error) {
+func (k *Kind) lockKeys(ctx context.Context, tx pgx.Tx, q string, keys []string, args ...any) ([]string, error) {
 	return Collect(ctx, tx, "locking subjects", q, pgx.RowTo[string], append([]any{keys}, args...)...)
 }
 
@@ -117,8 +117,8 @@ func (p *Plan) lockKeys(ctx context.Context, tx pgx.Tx, q string, keys []string,
 // and returns, for each that exists, whether requests.protect matches it.
 // Once the locks are granted, a sweep that claimed one of them has
 // committed its claim, and no sweep can claim them until tx ends.
-func (p *Plan) LockForErasure(ctx context.Context, tx pgx.Tx, keys []string) (map[string]bool, error) {
-	rows, err := tx.Query(ctx, p.sql.lockProtect, keys)
+func (k *Kind) LockForErasure(ctx context.Context, tx pgx.Tx, keys []string) (map[string]bool, error) {
+	rows, err := tx.Query(ctx, k.sql.lockProtect, keys)
 	if err != nil {
 		return nil, fmt.Errorf("error locking subjects: %w", err)
 	}
@@ -134,11 +134,11 @@ func (p *Plan) LockForErasure(ctx context.Context, tx pgx.Tx, keys []string) (ma
 // KeysByHMAC returns the keys of the subjects in the hot tables whose HMACs
 // are hmacs. PostgreSQL computes every root row's HMAC: one pass over the
 // subject table, for work as rare as a ledger replay.
-func (p *Plan) KeysByHMAC(ctx context.Context, db Querier, hmacs []string) ([]string, error) {
+func (k *Kind) KeysByHMAC(ctx context.Context, db Querier, hmacs []string) ([]string, error) {
 	if len(hmacs) == 0 {
 		return nil, nil
 	}
-	return Collect(ctx, db, "finding subjects by HMAC", p.sql.byHMAC, pgx.RowTo[string], append(p.hmacp.args(), hmacs)...)
+	return Collect(ctx, db, "finding subjects by HMAC", k.sql.byHMAC, pgx.RowTo[string], append(k.hmacp.args(), hmacs)...)
 }
 
 // Deleted is what one delete statement removed of one subject.
@@ -150,26 +150,27 @@ type Deleted struct {
 	Digest string
 }
 
-// DeleteGraph deletes the subjects' rows from every table, children before
-// parents, with one statement per table, and returns per subject what was
-// deleted from each table (indexed as Plan.Nodes) and the total of rows.
-// afterFirst, if set, runs after the first delete (a fault point).
-func (p *Plan) DeleteGraph(ctx context.Context, tx pgx.Tx, keys []string, afterFirst func() error) (map[string][]Deleted, int64, error) {
+// DeleteGraph deletes the subjects' rows from every table, in an order that
+// satisfies the joins and every foreign key among the graph's tables
+// (orderDeletes), with one statement per table, and returns per subject
+// what was deleted from each table (indexed as Plan.Nodes) and the total of
+// rows. afterFirst, if set, runs after the first delete (a fault point).
+func (k *Kind) DeleteGraph(ctx context.Context, tx pgx.Tx, keys []string, afterFirst func() error) (map[string][]Deleted, int64, error) {
 	out := make(map[string][]Deleted, len(keys))
-	for _, k := range keys {
-		out[k] = make([]Deleted, len(p.Nodes))
+	for _, key := range keys {
+		out[key] = make([]Deleted, len(k.Nodes))
 	}
 	if len(keys) == 0 {
 		return out, 0, nil
 	}
 	var total int64
-	for i := len(p.Nodes) - 1; i >= 0; i-- {
-		n, err := p.deleteNode(ctx, tx, i, keys, out)
+	for j, i := range k.deleteOrder {
+		n, err := k.deleteNode(ctx, tx, i, keys, out)
 		if err != nil {
-			return nil, 0, fmt.Errorf("error deleting from %s: %w", p.Nodes[i].Name, err)
+			return nil, 0, fmt.Errorf("error deleting from %s: %w", k.Nodes[i].Name, err)
 		}
 		total += n
-		if i == len(p.Nodes)-1 && afterFirst != nil {
+		if j == 0 && afterFirst != nil {
 			if err := afterFirst(); err != nil {
 				return nil, 0, err
 			}
@@ -178,8 +179,8 @@ func (p *Plan) DeleteGraph(ctx context.Context, tx pgx.Tx, keys []string, afterF
 	return out, total, nil
 }
 
-func (p *Plan) deleteNode(ctx context.Context, tx pgx.Tx, i int, keys []string, out map[string][]Deleted) (int64, error) {
-	rows, err := tx.Query(ctx, p.sql.delete[i], keys)
+func (k *Kind) deleteNode(ctx context.Context, tx pgx.Tx, i int, keys []string, out map[string][]Deleted) (int64, error) {
+	rows, err := tx.Query(ctx, k.sql.delete[i], keys)
 	if err != nil {
 		return 0, err
 	}
@@ -201,9 +202,9 @@ func (p *Plan) deleteNode(ctx context.Context, tx pgx.Tx, i int, keys []string, 
 
 // RowsByTable turns DeleteGraph's result for one subject into counts by
 // table name, for audit entries and receipts; nil gives every table 0.
-func (p *Plan) RowsByTable(ds []Deleted) map[string]int64 {
-	out := make(map[string]int64, len(p.Nodes))
-	for i, n := range p.Nodes {
+func (k *Kind) RowsByTable(ds []Deleted) map[string]int64 {
+	out := make(map[string]int64, len(k.Nodes))
+	for i, n := range k.Nodes {
 		if i < len(ds) {
 			out[n.Name] = ds[i].Count
 		} else {

@@ -20,11 +20,25 @@ type Advice struct {
 	Create string `json:"create"`
 }
 
+// IndexAdvice checks every kind's indexes (Kind.IndexAdvice). It changes
+// nothing.
+func (p *Plan) IndexAdvice(ctx context.Context, pool *pgxpool.Pool) ([]Advice, error) {
+	var out []Advice
+	for _, k := range p.Kinds {
+		a, err := k.IndexAdvice(ctx, pool)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a...)
+	}
+	return out, nil
+}
+
 // IndexAdvice checks that candidate selection and the graph's joins can use
 // an index: each policy's claim query must not scan the subject table
 // sequentially even when told to avoid it, and each related table needs an
 // index led by its join column. It changes nothing.
-func (p *Plan) IndexAdvice(ctx context.Context, pool *pgxpool.Pool) ([]Advice, error) {
+func (k *Kind) IndexAdvice(ctx context.Context, pool *pgxpool.Pool) ([]Advice, error) {
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, fmt.Errorf("error checking indexes: %w", err)
@@ -36,24 +50,24 @@ func (p *Plan) IndexAdvice(ctx context.Context, pool *pgxpool.Pool) ([]Advice, e
 		return nil, fmt.Errorf("error checking indexes: %w", err)
 	}
 	var out []Advice
-	root := p.Root.Ident.Sanitize()
-	for _, pp := range p.Policies {
+	root := k.Root.Ident.Sanitize()
+	for _, pp := range k.Policies {
 		var plan []byte
-		err := tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+p.sql.claimFirst[pp.Name], "2000-01-01T00:00:00Z", 100).Scan(&plan)
+		err := tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+k.sql.claimFirst[pp.Name], "2000-01-01T00:00:00Z", 100).Scan(&plan)
 		if err != nil {
 			return nil, fmt.Errorf("error checking the index of policy %s: %w", pp.Name, err)
 		}
-		if scansSequentially(plan, p.Root.Ident[len(p.Root.Ident)-1]) {
-			create := fmt.Sprintf("CREATE INDEX CONCURRENTLY ON %s (%s)", root, quote(pp.Clock))
+		if scansSequentially(plan, k.Root.Ident[len(k.Root.Ident)-1]) {
+			create := fmt.Sprintf("%s %s (%s)", createIndex(k.Root), root, quote(pp.Clock))
 			if strings.TrimSpace(pp.Where) != "" {
 				create += " WHERE " + pp.Where
 			}
 			out = append(out, Advice{Key: pp.ConfigKey + ".clock",
-				Problem: fmt.Sprintf("no index serves policy %s: every sweep reads all of %s to find due subjects", pp.Name, p.Root.Name),
+				Problem: fmt.Sprintf("no index serves policy %s: every sweep reads all of %s to find due subjects", pp.Name, k.Root.Name),
 				Create:  create})
 		}
 	}
-	for _, n := range p.Nodes[1:] {
+	for _, n := range k.Nodes[1:] {
 		var ok bool
 		err := tx.QueryRow(ctx, `
 			SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
@@ -65,10 +79,21 @@ func (p *Plan) IndexAdvice(ctx context.Context, pool *pgxpool.Pool) ([]Advice, e
 		if !ok {
 			out = append(out, Advice{Key: n.ConfigKey + ".join",
 				Problem: fmt.Sprintf("no index is led by %s.%s: every batch reads all of %s to find its subjects' rows", n.Name, n.ChildCol, n.Name),
-				Create:  fmt.Sprintf("CREATE INDEX CONCURRENTLY ON %s (%s)", n.Ident.Sanitize(), quote(n.ChildCol))})
+				Create:  fmt.Sprintf("%s %s (%s)", createIndex(n), n.Ident.Sanitize(), quote(n.ChildCol))})
 		}
 	}
 	return out, nil
+}
+
+// createIndex is how to start a CREATE INDEX on n: CONCURRENTLY, so that
+// the table stays writable, except on a partitioned table, where
+// PostgreSQL refuses it (the statement builds the index on every partition,
+// locking each in turn).
+func createIndex(n *Node) string {
+	if n.Partitioned {
+		return "CREATE INDEX ON"
+	}
+	return "CREATE INDEX CONCURRENTLY ON"
 }
 
 // scansSequentially reports whether an EXPLAIN (FORMAT JSON) plan reads

@@ -37,8 +37,8 @@ const keyTypeNames = "smallint, integer, bigint, numeric, uuid, text, varchar or
 // keyText is the SQL expression of the canonical text of a key-typed
 // expression. numeric keeps its scale when printed (1.50 and 1.5 are one
 // value), so its trailing zeros are trimmed first.
-func (p *Plan) keyText(expr string) string {
-	if p.keyBase == "numeric" {
+func (k *Kind) keyText(expr string) string {
+	if k.keyBase == "numeric" {
 		return "trim_scale(" + expr + ")::text"
 	}
 	return expr + "::text"
@@ -51,8 +51,8 @@ const canonicalBatch = 5000
 // when it is not a key of the subject table: blank, not text,
 // or refused by the cast to the key column's type. The error never repeats
 // the key, which may be personal data typed by mistake.
-func (p *Plan) CanonicalKey(ctx context.Context, db Querier, key string) (string, error) {
-	keys, err := p.CanonicalKeys(ctx, db, []string{key})
+func (k *Kind) CanonicalKey(ctx context.Context, db Querier, key string) (string, error) {
+	keys, err := k.CanonicalKeys(ctx, db, []string{key})
 	if err != nil {
 		return "", err
 	}
@@ -63,24 +63,24 @@ func (p *Plan) CanonicalKey(ctx context.Context, db Querier, key string) (string
 // query per few thousand keys. Two spellings of one subject come back equal;
 // the caller removes repeats. The first key that is not a key of the subject
 // table fails the whole call, naming its position.
-func (p *Plan) CanonicalKeys(ctx context.Context, db Querier, keys []string) ([]string, error) {
-	for i, k := range keys {
-		if err := checkKeyText(k, i, len(keys)); err != nil {
+func (k *Kind) CanonicalKeys(ctx context.Context, db Querier, keys []string) ([]string, error) {
+	for i, key := range keys {
+		if err := checkKeyText(key, i, len(keys)); err != nil {
 			return nil, err
 		}
 	}
-	q := fmt.Sprintf("SELECT %s FROM unnest($1::text[]) WITH ORDINALITY AS u (k, i) ORDER BY i", p.keyText("k::"+p.KeyType))
+	q := fmt.Sprintf("SELECT %s FROM unnest($1::text[]) WITH ORDINALITY AS u (k, i) ORDER BY i", k.keyText("k::"+k.KeyType))
 	out := make([]string, 0, len(keys))
 	for start := 0; start < len(keys); start += canonicalBatch {
 		page := keys[start:min(start+canonicalBatch, len(keys))]
-		got, err := p.castKeys(ctx, db, q, page)
+		got, err := k.castKeys(ctx, db, q, page)
 		if isCastError(err) {
 			// Find the first key the cast refuses, halving the page each
 			// time: a handful of queries, and only on this path.
 			lo, hi := 0, len(page)
 			for hi-lo > 1 {
 				mid := (lo + hi) / 2
-				if _, err := p.castKeys(ctx, db, q, page[lo:mid]); isCastError(err) {
+				if _, err := k.castKeys(ctx, db, q, page[lo:mid]); isCastError(err) {
 					hi = mid
 				} else if err != nil {
 					return nil, err
@@ -88,7 +88,7 @@ func (p *Plan) CanonicalKeys(ctx context.Context, db Querier, keys []string) ([]
 					lo = mid
 				}
 			}
-			return nil, keyError(start+lo, len(keys), "not a valid %s, the type of %s.%s", p.KeyType, p.Root.Name, p.keyCol)
+			return nil, keyError(start+lo, len(keys), "not a valid %s, the type of %s.%s", k.KeyType, k.Root.Name, k.keyCol)
 		}
 		if err != nil {
 			return nil, err
@@ -98,7 +98,7 @@ func (p *Plan) CanonicalKeys(ctx context.Context, db Querier, keys []string) ([]
 	return out, nil
 }
 
-func (p *Plan) castKeys(ctx context.Context, db Querier, q string, keys []string) ([]string, error) {
+func (k *Kind) castKeys(ctx context.Context, db Querier, q string, keys []string) ([]string, error) {
 	rows, err := db.Query(ctx, q, keys)
 	if err != nil {
 		return nil, err
@@ -161,22 +161,22 @@ func Unique(keys []string) []string {
 // a key the cast refuses now (the key column's type changed) comes back as
 // "" instead of failing the call. Each attempt runs in a savepoint, so a
 // refusal does not end tx.
-func (p *Plan) CanonicalKeysLenient(ctx context.Context, tx pgx.Tx, keys []string) ([]string, error) {
+func (k *Kind) CanonicalKeysLenient(ctx context.Context, tx pgx.Tx, keys []string) ([]string, error) {
 	canonical := func(keys []string) ([]string, error) {
 		sp, err := tx.Begin(ctx)
 		if err != nil {
 			return nil, err
 		}
 		defer sp.Rollback(ctx) //nolint:errcheck // read only
-		return p.CanonicalKeys(ctx, sp, keys)
+		return k.CanonicalKeys(ctx, sp, keys)
 	}
 	out, err := canonical(keys)
 	if err == nil || !errors.Is(err, lethe.ErrBadInput) {
 		return out, err
 	}
 	out = make([]string, len(keys))
-	for i, k := range keys {
-		c, err := canonical([]string{k})
+	for i, key := range keys {
+		c, err := canonical([]string{key})
 		switch {
 		case err == nil:
 			out[i] = c[0]
@@ -202,34 +202,34 @@ type StaleKey struct {
 // keys that versions of lethe stored as they were typed, and returns those
 // whose key or HMAC differs from what lethe would store now, and how many
 // keys the key column's type refuses now.
-func (p *Plan) StaleKeys(ctx context.Context, tx pgx.Tx, query string, args ...any) (stale []StaleKey, invalid int, err error) {
+func (k *Kind) StaleKeys(ctx context.Context, tx pgx.Tx, query string, args ...any) (stale []StaleKey, invalid int, err error) {
 	rows, err := tx.Query(ctx, query, args...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("error reading stored keys: %w", err)
 	}
 	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (StaleKey, error) {
-		var k StaleKey
-		return k, r.Scan(&k.ID, &k.Group, &k.Key, &k.HMAC)
+		var sk StaleKey
+		return sk, r.Scan(&sk.ID, &sk.Group, &sk.Key, &sk.HMAC)
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("error reading stored keys: %w", err)
 	}
 	keys := make([]string, len(all))
-	for i, k := range all {
-		keys[i] = k.Key
+	for i, sk := range all {
+		keys[i] = sk.Key
 	}
-	canon, err := p.CanonicalKeysLenient(ctx, tx, keys)
+	canon, err := k.CanonicalKeysLenient(ctx, tx, keys)
 	if err != nil {
 		return nil, 0, err
 	}
-	for i, k := range all {
+	for i, sk := range all {
 		if canon[i] == "" {
 			invalid++
 			continue
 		}
-		k.Canonical, k.CanonicalHMAC = canon[i], p.HMAC(canon[i])
-		if k.Canonical != k.Key || k.CanonicalHMAC != k.HMAC {
-			stale = append(stale, k)
+		sk.Canonical, sk.CanonicalHMAC = canon[i], k.HMAC(canon[i])
+		if sk.Canonical != sk.Key || sk.CanonicalHMAC != sk.HMAC {
+			stale = append(stale, sk)
 		}
 	}
 	return stale, invalid, nil

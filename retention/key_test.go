@@ -20,18 +20,18 @@ func TestEverySpellingOfAKeyIsOneSubject(t *testing.T) {
 		ctx := context.Background()
 		all := append([]string{kc.Stored, kc.Canonical}, kc.Spellings...)
 
-		got, err := p.Plan.CanonicalKeys(ctx, p.DB.Pool, all)
+		got, err := p.Kind.CanonicalKeys(ctx, p.DB.Pool, all)
 		require.NoError(t, err)
 		for i, k := range got {
 			require.Equal(t, kc.Canonical, k, "spelling %q", all[i])
 		}
-		others, err := p.Plan.CanonicalKeys(ctx, p.DB.Pool, kc.Others)
+		others, err := p.Kind.CanonicalKeys(ctx, p.DB.Pool, kc.Others)
 		require.NoError(t, err)
 		for i, k := range others {
 			require.NotEqual(t, kc.Canonical, k, "%q is another subject", kc.Others[i])
 		}
 		for _, bad := range append([]string{"", "   ", "\t\n", "a\x00b", "\xff\xfe"}, kc.Invalid...) {
-			_, err := p.Plan.CanonicalKey(ctx, p.DB.Pool, bad)
+			_, err := p.Kind.CanonicalKey(ctx, p.DB.Pool, bad)
 			require.ErrorIs(t, err, lethe.ErrBadInput, "%q is not a %s key", bad, kc.Type)
 			if strings.TrimSpace(bad) != "" {
 				require.NotContains(t, err.Error(), bad, "the error must not repeat what was typed")
@@ -39,11 +39,11 @@ func TestEverySpellingOfAKeyIsOneSubject(t *testing.T) {
 		}
 		// With many keys, the error names the one at fault.
 		many := append(append([]string{}, all...), "x\x00")
-		_, err = p.Plan.CanonicalKeys(ctx, p.DB.Pool, many)
+		_, err = p.Kind.CanonicalKeys(ctx, p.DB.Pool, many)
 		require.ErrorContains(t, err, fmt.Sprintf("number %d of %d", len(many), len(many)))
 		if len(kc.Invalid) > 0 {
 			many = append(append([]string{}, all...), kc.Invalid[0], kc.Stored)
-			_, err = p.Plan.CanonicalKeys(ctx, p.DB.Pool, many)
+			_, err = p.Kind.CanonicalKeys(ctx, p.DB.Pool, many)
 			require.ErrorContains(t, err, fmt.Sprintf("number %d of %d", len(all)+1, len(many)))
 		}
 	})

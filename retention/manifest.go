@@ -25,12 +25,21 @@ const (
 	CopyExpired    = "expired"
 )
 
+// Manifest parts: a subject's archived copy, or the original values of
+// columns a then: minimize policy changed.
+const (
+	PartSubject   = "subject"
+	PartMinimized = "minimized"
+)
+
 // Entry is one manifest entry: where an archived copy of a subject lies, and
 // its wrapped key. Its JSON form is what lethe archive locate prints.
 type Entry struct {
-	ID          int64      `json:"-"`
-	SubjectHMAC string     `json:"subject_hmac"`
-	State       string     `json:"state"`
+	ID          int64  `json:"-"`
+	SubjectHMAC string `json:"subject_hmac"`
+	State       string `json:"state"`
+	// Part is PartSubject or PartMinimized.
+	Part        string     `json:"part"`
 	Policy      string     `json:"policy"`
 	ArchivedAt  time.Time  `json:"archived_at"`
 	RetainUntil *time.Time `json:"retain_until"`
@@ -53,7 +62,7 @@ func (e *Entry) Location() archive.Location {
 		SHA256: e.SHA256, WrappedKey: e.WrappedKey}
 }
 
-const entryColumns = `m.id, m.subject_hmac, m.state, m.policy, m.archived_at, m.retain_until, s.name, s.version_id,
+const entryColumns = `m.id, m.subject_hmac, m.state, m.part, m.policy, m.archived_at, m.retain_until, s.name, s.version_id,
 	m.part_offset, m.part_length, m.part_sha256, m.wrapped_key, m.destroyed_at, m.destroyed_by`
 
 // entries reads the manifest entries that where selects, in order of id.
@@ -61,7 +70,7 @@ func entries(ctx context.Context, db Querier, where string, args ...any) ([]Entr
 	return Collect(ctx, db, "reading the manifest", `SELECT `+entryColumns+` FROM lethe.manifest m JOIN lethe.segment s ON s.id = m.segment_id
 		WHERE `+where, func(r pgx.CollectableRow) (Entry, error) {
 		var e Entry
-		return e, r.Scan(&e.ID, &e.SubjectHMAC, &e.State, &e.Policy, &e.ArchivedAt, &e.RetainUntil, &e.Segment, &e.VersionID,
+		return e, r.Scan(&e.ID, &e.SubjectHMAC, &e.State, &e.Part, &e.Policy, &e.ArchivedAt, &e.RetainUntil, &e.Segment, &e.VersionID,
 			&e.Offset, &e.Length, &e.SHA256, &e.WrappedKey, &e.DestroyedAt, &e.DestroyedBy)
 	}, args...)
 }
@@ -70,9 +79,10 @@ func entries(ctx context.Context, db Querier, where string, args ...any) ([]Entr
 var ErrNotArchived = errors.New("the subject was never archived")
 
 // Locate returns the subject's newest manifest entry: its live copy, or
-// what happened to the last one.
+// what happened to the last one. An archived copy of the subject comes
+// before parts of its minimised values, which LocateAll lists too.
 func Locate(ctx context.Context, db Querier, subjectHMAC string) (*Entry, error) {
-	found, err := entries(ctx, db, `m.subject_hmac = $1 ORDER BY m.id DESC LIMIT 1`, subjectHMAC)
+	found, err := entries(ctx, db, `m.subject_hmac = $1 ORDER BY m.part = 'subject' DESC, m.id DESC LIMIT 1`, subjectHMAC)
 	if err != nil {
 		return nil, err
 	}
@@ -80,6 +90,11 @@ func Locate(ctx context.Context, db Querier, subjectHMAC string) (*Entry, error)
 		return nil, ErrNotArchived
 	}
 	return &found[0], nil
+}
+
+// LocateAll returns every manifest entry of the subject, oldest first.
+func LocateAll(ctx context.Context, db Querier, subjectHMAC string) ([]Entry, error) {
+	return entries(ctx, db, `m.subject_hmac = $1 ORDER BY m.id`, subjectHMAC)
 }
 
 // Entries returns manifest entries in order of id after after, at most

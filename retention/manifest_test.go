@@ -54,7 +54,7 @@ func TestReArchivingDestroysTheOlderKey(t *testing.T) {
 	require.Nil(t, older.WrappedKey, "the older copy's key is destroyed")
 	require.Equal(t, "superseded", *older.DestroyedBy)
 	require.Equal(t, 1, e.AuditKinds(t)[audit.KindKeyDestroyed])
-	require.Equal(t, 1, e.Count(t, `SELECT count(*) FROM lethe.manifest WHERE subject_hmac = $1 AND wrapped_key IS NOT NULL`, e.Plan.HMAC(key)))
+	require.Equal(t, 1, e.Count(t, `SELECT count(*) FROM lethe.manifest WHERE subject_hmac = $1 AND wrapped_key IS NOT NULL`, e.Kind.HMAC(key)))
 	e.RequireNothingUnnamedReadable(t)
 	e.RequireAuditIntact(t)
 }
@@ -86,13 +86,13 @@ func TestVerifyDrill(t *testing.T) {
 
 	// A part that is not what the manifest says fails, and only it.
 	bad := groups["due"][2]
-	_, err = e.DB.Pool.Exec(ctx, `UPDATE lethe.manifest SET part_offset = part_offset + 1 WHERE subject_hmac = $1`, e.Plan.HMAC(bad))
+	_, err = e.DB.Pool.Exec(ctx, `UPDATE lethe.manifest SET part_offset = part_offset + 1 WHERE subject_hmac = $1`, e.Kind.HMAC(bad))
 	require.NoError(t, err)
 	res, err = e.Plan.Verify(ctx, e.DB.Pool, reader, masters, 0, nil)
 	require.NoError(t, err)
 	require.Equal(t, 5, res.OK)
 	require.Len(t, res.Failed, 1)
-	require.Equal(t, e.Plan.HMAC(bad), res.Failed[0].SubjectHMAC)
+	require.Equal(t, e.Kind.HMAC(bad), res.Failed[0].SubjectHMAC)
 	require.Contains(t, res.Failed[0].Error, "SHA-256")
 
 	// Erased copies are not read.
@@ -158,9 +158,9 @@ func TestRewrapRotatesMasterKeys(t *testing.T) {
 	reader := archive.NewRestorer(srv.Client(srv.Reader), e.Bucket.Name)
 	for _, k := range groups["due"] {
 		loc := e.Locate(t, k).Location()
-		_, err := reader.Restore(ctx, loc, k, e.Plan.Tables(), []age.Identity{next})
+		_, err := reader.Restore(ctx, loc, k, e.Kind.Tables(), []age.Identity{next})
 		require.NoError(t, err)
-		_, err = reader.Restore(ctx, loc, k, e.Plan.Tables(), []age.Identity{e.Identity})
+		_, err = reader.Restore(ctx, loc, k, e.Kind.Tables(), []age.Identity{e.Identity})
 		require.ErrorIs(t, err, archive.ErrWrongIdentity)
 	}
 	require.Equal(t, bucket, e.Versions(t))

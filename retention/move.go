@@ -129,7 +129,7 @@ func (m *batchRun) read(ctx context.Context, pp *PolicyPlan, items []item, now t
 		byKey[it.key] = it
 		keys[i] = it.key
 	}
-	graphs, err := m.Plan.ReadGraph(ctx, tx, pp, keys, now)
+	graphs, err := pp.Kind.ReadGraph(ctx, tx, pp, keys, now)
 	if err != nil {
 		return nil, err
 	}
@@ -162,16 +162,20 @@ func (m *batchRun) read(ctx context.Context, pp *PolicyPlan, items []item, now t
 func (m *batchRun) commitArchive(ctx context.Context, batchID int64, pp *PolicyPlan, segID int64, stored *archive.Stored,
 	subjects []*due, now, retainUntil time.Time, res *BatchResult) error {
 	for attempt := 0; len(subjects) > 0; attempt++ {
-		changed, rows, err := m.commitOnce(ctx, batchID, pp, segID, stored, subjects, now, retainUntil)
+		changed, rows, blocked, err := m.commitOnce(ctx, batchID, pp, segID, stored, subjects, now, retainUntil)
 		if err != nil {
 			return err
 		}
 		if len(changed) == 0 {
-			res.Archived += len(subjects)
-			res.Rows += rows
 			for _, s := range subjects {
+				if blocked[s.key] {
+					continue
+				}
+				res.Archived++
 				res.Bytes += s.part.Length
 			}
+			res.Rows += rows
+			res.Blocked += len(blocked)
 			return nil
 		}
 		m.Logger.Warn("rows changed while they were archived; those subjects will be read again", "batch_id", batchID, "subjects", len(changed))
@@ -188,12 +192,12 @@ func (m *batchRun) commitArchive(ctx context.Context, batchID int64, pp *PolicyP
 // commitOnce runs the commit transaction. If any subject's deleted rows
 // differ from its archived rows, it rolls back and returns those subjects.
 func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan, segID int64, stored *archive.Stored,
-	subjects []*due, now, retainUntil time.Time) (changed map[string]bool, rows int64, err error) {
+	subjects []*due, now, retainUntil time.Time) (changed map[string]bool, rows int64, blocked map[string]bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, m.QueryTimeout)
 	defer cancel()
 	tx, err := m.db.Begin(ctx)
 	if err != nil {
-		return nil, 0, fmt.Errorf("error committing archive: %w", err)
+		return nil, 0, nil, fmt.Errorf("error committing archive: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
 
@@ -204,14 +208,36 @@ func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan
 	}
 	// The subjects' locks order this against holds placed meanwhile.
 	if err := LockSubjects(ctx, tx, hmacs); err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
-	if _, err := m.Plan.LockRoots(ctx, tx, keys); err != nil {
-		return nil, 0, err
+	if _, err := pp.Kind.LockRoots(ctx, tx, keys); err != nil {
+		return nil, 0, nil, err
 	}
-	del, rows, err := m.Plan.DeleteGraph(ctx, tx, keys, func() error { return m.faults.At(FaultDuringDelete) })
+	del, rows, stopped, err := pp.Kind.DeleteSubjects(ctx, tx, keys, func() error { return m.faults.At(FaultDuringDelete) })
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
+	}
+	// A subject a foreign key kept in place stays, reported; its part stays
+	// in the segment, unreadable, since its key is not stored.
+	blocked = map[string]bool{}
+	hmacOf := map[string]string{}
+	for _, s := range subjects {
+		hmacOf[s.key] = s.hmac
+		if _, ok := stopped[s.key]; ok {
+			blocked[s.key] = true
+		}
+	}
+	claimed := slices.Clone(hmacs)
+	if len(stopped) > 0 {
+		m.Logger.Warn("a foreign key kept subjects in place; see lethe status", "batch_id", batchID, "subjects", len(stopped))
+		subjects = slices.DeleteFunc(slices.Clone(subjects), func(d *due) bool { return blocked[d.key] })
+		hmacs = hmacs[:0]
+		for _, s := range subjects {
+			hmacs = append(hmacs, s.hmac)
+		}
+	}
+	if err := recordBlocked(ctx, tx, pp.Name, hmacOf, stopped, hmacs); err != nil {
+		return nil, 0, nil, err
 	}
 	changed = map[string]bool{}
 	for _, s := range subjects {
@@ -222,15 +248,15 @@ func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan
 		}
 	}
 	if len(changed) > 0 {
-		return changed, 0, nil // the deferred rollback restores every row
+		return changed, 0, nil, nil // the deferred rollback restores every row
 	}
 	held, err := m.Holds.HeldAmong(ctx, tx, hmacs)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	destroyed, err := supersede(ctx, tx, hmacs, held)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	entries := make([]audit.Entry, 0, len(subjects)+len(destroyed))
 	offsets := make([]int64, len(subjects))
@@ -241,7 +267,7 @@ func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan
 		offsets[i], lengths[i], sums[i], wrapped[i] = s.part.Offset, s.part.Length, s.part.SHA256, s.part.WrappedKey
 		entries = append(entries, audit.Entry{Kind: audit.KindArchive, Actor: "lethe", SubjectHMAC: s.hmac, Detail: map[string]any{
 			"policy": pp.Name, "batch_id": batchID, "segment": stored.Name, "version_id": stored.VersionID,
-			"offset": s.part.Offset, "length": s.part.Length, "sha256": s.part.SHA256, "rows": m.Plan.RowsByTable(del[s.key]),
+			"offset": s.part.Offset, "length": s.part.Length, "sha256": s.part.SHA256, "rows": pp.Kind.RowsByTable(del[s.key]),
 		}})
 	}
 	for _, d := range destroyed {
@@ -258,39 +284,39 @@ func (m *batchRun) commitOnce(ctx context.Context, batchID int64, pp *PolicyPlan
 		SELECT h, 'archived', $6, $7, $8, $9, o, l, s, k, $10, (SELECT run_id FROM lethe.batch WHERE id = $11), $11
 		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bytea[]) AS u (h, o, l, s, k)`,
 		hmacs, offsets, lengths, sums, wrapped, pp.Name, now, retain, segID, m.MastersFingerprint, batchID); err != nil {
-		return nil, 0, fmt.Errorf("error recording manifest: %w", err)
+		return nil, 0, nil, fmt.Errorf("error recording manifest: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `UPDATE lethe.segment SET state = 'committed', version_id = $2, committed_at = now() WHERE id = $1`,
 		segID, stored.VersionID); err != nil {
-		return nil, 0, fmt.Errorf("error committing segment: %w", err)
+		return nil, 0, nil, fmt.Errorf("error committing segment: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM lethe.work_item WHERE subject_hmac = ANY ($1)`, hmacs); err != nil {
-		return nil, 0, fmt.Errorf("error dropping work items: %w", err)
+	if _, err := tx.Exec(ctx, `DELETE FROM lethe.work_item WHERE subject_hmac = ANY ($1)`, claimed); err != nil {
+		return nil, 0, nil, fmt.Errorf("error dropping work items: %w", err)
 	}
 	var bytes int64
 	for _, s := range subjects {
 		bytes += s.part.Length
 	}
 	if _, err := tx.Exec(ctx, `
-		UPDATE lethe.batch SET archived = archived + $2, rows_moved = rows_moved + $3, bytes = bytes + $4 WHERE id = $1`,
-		batchID, len(subjects), rows, bytes); err != nil {
-		return nil, 0, fmt.Errorf("error counting batch: %w", err)
+		UPDATE lethe.batch SET archived = archived + $2, rows_moved = rows_moved + $3, bytes = bytes + $4, blocked = blocked + $5 WHERE id = $1`,
+		batchID, len(subjects), rows, bytes, len(blocked)); err != nil {
+		return nil, 0, nil, fmt.Errorf("error counting batch: %w", err)
 	}
 	// The audit append locks the chain's head until the commit: last, so
 	// that concurrent batches wait on each other as briefly as possible.
 	if err := audit.Append(ctx, tx, entries...); err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	if err := m.faults.At(FaultBeforeCommit); err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return nil, 0, fmt.Errorf("error committing archive: %w", err)
+		return nil, 0, nil, fmt.Errorf("error committing archive: %w", err)
 	}
 	if err := m.faults.At(FaultAfterCommit); err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
-	return nil, rows, nil
+	return nil, rows, blocked, nil
 }
 
 // destroyedKey is a manifest entry whose key was destroyed.
@@ -314,7 +340,7 @@ func supersede(ctx context.Context, tx pgx.Tx, hmacs []string, held map[string]b
 			wrapped_key = CASE WHEN subject_hmac = ANY ($2) THEN NULL ELSE wrapped_key END,
 			destroyed_at = CASE WHEN subject_hmac = ANY ($2) THEN now() END,
 			destroyed_by = CASE WHEN subject_hmac = ANY ($2) THEN 'superseded' END
-		WHERE subject_hmac = ANY ($1) AND state = 'archived'
+		WHERE subject_hmac = ANY ($1) AND state = 'archived' AND part = 'subject'
 		RETURNING id, subject_hmac, wrapped_key IS NULL`, hmacs, free)
 	if err != nil {
 		return nil, fmt.Errorf("error superseding older copies: %w", err)

@@ -46,7 +46,7 @@ func TestSweepArchivesExactlyTheDueSubjects(t *testing.T) {
 	man := e.Manifest(t)
 	require.Len(t, man, 12)
 	for _, k := range groups["due"] {
-		require.Equal(t, retention.CopyArchived, man[e.Plan.HMAC(k)])
+		require.Equal(t, retention.CopyArchived, man[e.Kind.HMAC(k)])
 	}
 	vers := e.Versions(t)
 	require.Len(t, vers, 3, "one segment per batch")
@@ -56,7 +56,7 @@ func TestSweepArchivesExactlyTheDueSubjects(t *testing.T) {
 		require.Equal(t, []string{segs[name].VersionID}, vs)
 		for _, k := range groups["due"] {
 			require.NotContains(t, name, k)
-			require.NotContains(t, name, e.Plan.HMAC(k)[:12])
+			require.NotContains(t, name, e.Kind.HMAC(k)[:12])
 		}
 	}
 	e.RequireNothingUnnamedReadable(t)
@@ -88,7 +88,7 @@ func TestSweepArchivesExactlyTheDueSubjects(t *testing.T) {
 	spam := groups["spam"][3]
 	var destroyedLines int
 	require.NoError(t, e.DB.Pool.QueryRow(ctx, `SELECT (detail::jsonb -> 'rows' ->> 'crm.lines')::int FROM lethe.audit_log WHERE kind = 'destroy' AND subject_hmac = $1`,
-		e.Plan.HMAC(spam)).Scan(&destroyedLines))
+		e.Kind.HMAC(spam)).Scan(&destroyedLines))
 	require.Equal(t, len(before[spam]["crm.lines"]), destroyedLines)
 	require.Equal(t, 0, e.Count(t, `SELECT count(*) FROM lethe.work_item`))
 
@@ -151,7 +151,7 @@ func TestCrashAtEveryStepConverges(t *testing.T) {
 			man := e.Manifest(t)
 			require.Len(t, man, len(groups["due"]))
 			for _, k := range groups["due"] {
-				require.Equal(t, retention.CopyArchived, man[e.Plan.HMAC(k)])
+				require.Equal(t, retention.CopyArchived, man[e.Kind.HMAC(k)])
 				got := e.Restore(t, k)
 				for _, table := range lethetest.CRMTables {
 					require.Equal(t, nonNil(before[k][table]), nonNil(got[table]))
@@ -199,7 +199,7 @@ func requireWholeOrArchived(t *testing.T, e *lethetest.Env, before lethetest.Sna
 		if strings.HasPrefix(k, "spam") {
 			continue // destroyed, as its policy says
 		}
-		require.Equal(t, retention.CopyArchived, man[e.Plan.HMAC(k)], "subject %q left the hot tables without a manifest entry", k)
+		require.Equal(t, retention.CopyArchived, man[e.Kind.HMAC(k)], "subject %q left the hot tables without a manifest entry", k)
 		e.Restore(t, k)
 	}
 }
@@ -288,7 +288,7 @@ func TestRowsChangedWhileArchivingAreNotDeleted(t *testing.T) {
 	for _, k := range []string{changed, added} {
 		// The stale part stays in the first segment, named by no entry: its
 		// key was never stored.
-		require.Equal(t, 1, e.Count(t, `SELECT count(*) FROM lethe.manifest WHERE subject_hmac = $1`, e.Plan.HMAC(k)))
+		require.Equal(t, 1, e.Count(t, `SELECT count(*) FROM lethe.manifest WHERE subject_hmac = $1`, e.Kind.HMAC(k)))
 	}
 	e.RequireNothingUnnamedReadable(t)
 	require.Equal(t, 0, e.Count(t, `SELECT count(*) FROM lethe.work_item`))
@@ -322,7 +322,7 @@ func TestSubjectNoLongerDueIsReleased(t *testing.T) {
 	// Its part stays in the segment put before the crash, which never
 	// committed: nobody can read it, and status counts it as garbage.
 	require.Contains(t, e.CRMSnapshot(t), back)
-	require.NotContains(t, e.Manifest(t), e.Plan.HMAC(back))
+	require.NotContains(t, e.Manifest(t), e.Kind.HMAC(back))
 	require.Len(t, e.Manifest(t), len(groups["due"])-1)
 	require.Len(t, e.Versions(t), 2, "the abandoned segment and the one that committed")
 	st, err := retention.Status(ctx, e.DB.Pool, e.Plan, 1)

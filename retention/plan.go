@@ -10,29 +10,48 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/lethehq/lethe"
 	"github.com/lethehq/lethe/internal/config"
 )
 
-// Plan is the config's subject graph and policies, checked against the live
-// catalog and turned into SQL.
+// Plan is the config's kinds of subject and policies, checked against the
+// live catalog and turned into SQL.
 type Plan struct {
+	// Kinds are the kinds of subject, in config order.
+	Kinds []*Kind
+	// Policies are the config's policies, in order.
+	Policies []*PolicyPlan
+}
+
+// Kind is one kind of subject: its graph, its policies and its SQL.
+type Kind struct {
+	// Name is the kind's name: default for the config's subject:.
+	Name string
+	// ConfigKey is where the kind is configured: subject or subjects[i].
+	ConfigKey string
 	// Root is the subject table.
 	Root *Node
 	// Nodes are every table of the graph, parents before children.
 	Nodes []*Node
-	// Policies are the config's policies, in order.
+	// Policies are the kind's archive and delete policies, in order: the
+	// first whose predicate matches a subject governs it. Minimise
+	// policies are in Minimize.
 	Policies []*PolicyPlan
+	// Minimize are the kind's then: minimize policies.
+	Minimize []*PolicyPlan
 	// KeyType is the SQL type of the subject key, such as bigint.
 	KeyType string
-	// Protect is requests.protect (may be empty).
+	// Protect is the kind's protect predicate (may be empty).
 	Protect string
 
 	keyCol  string
 	keyBase string // the key type's base type, such as int8 or numeric
-	subject string // subject.table as written: part of every HMAC
-	hasher  *Hasher
-	hmacp   hmacParams // the same HMAC, computed by PostgreSQL
-	sql     statements
+	// deleteOrder is the order DeleteGraph deletes Nodes in (indexes).
+	deleteOrder []int
+	hasher      *Hasher
+	hmacp       hmacParams // the same HMAC, computed by PostgreSQL
+	valuep      hmacParams // HMAC-SHA256(key_secret, value), for then: minimize hash
+	sql         statements
 }
 
 // Node is one table of the subject graph.
@@ -46,6 +65,9 @@ type Node struct {
 	Ident pgx.Identifier
 	// OID is the table's oid.
 	OID uint32
+	// Partitioned is set for a partitioned table, which covers all its
+	// partitions.
+	Partitioned bool
 	// Parent is nil for the root.
 	Parent *Node
 	// Depth is 0 for the root.
@@ -61,28 +83,43 @@ type Node struct {
 // PolicyPlan is a policy with what the catalog said about it.
 type PolicyPlan struct {
 	config.Policy
+	// Kind is the kind of subject the policy governs.
+	Kind *Kind
+	// Node is the table a then: minimize policy minimises (the root for
+	// the others).
+	Node *Node
 	// ClockType is the clock column's type.
 	ClockType string
 	// ConfigKey is where the policy is configured, such as policies[1].
 	ConfigKey string
+	// PrimaryKey are the columns of Node's primary key, for then: minimize.
+	PrimaryKey []string
 }
 
-// Archive reports whether the policy archives (else it destroys).
-func (p *PolicyPlan) Archive() bool { return p.Then == config.ThenArchive }
+// Archive reports whether the policy archives: then: archive, and then:
+// minimize with archive: true.
+func (p *PolicyPlan) Archive() bool {
+	return p.Then == config.ThenArchive || p.Then == config.ThenMinimize && p.Policy.Archive
+}
+
+// Minimizes reports whether the policy is a then: minimize.
+func (p *PolicyPlan) Minimizes() bool { return p.Then == config.ThenMinimize }
 
 // Cutoff is the instant before which a clock value is due.
 func (p *PolicyPlan) Cutoff(now time.Time) time.Time { return now.Add(-p.RetainDays.Duration()) }
 
 type column struct {
-	typ    string // format_type, without modifiers
-	unique bool   // a unique index covers exactly this column
+	typ     string // format_type, without modifiers
+	typmod  int    // atttypmod: varchar(n) has n+4; -1 without a limit
+	unique  bool   // a unique index covers exactly this column
+	notNull bool
 }
 
 // Tables returns the graph's table names as written in the config, in graph
 // order: the keys of a bundle's rows.
-func (p *Plan) Tables() []string {
-	names := make([]string, len(p.Nodes))
-	for i, n := range p.Nodes {
+func (k *Kind) Tables() []string {
+	names := make([]string, len(k.Nodes))
+	for i, n := range k.Nodes {
 		names[i] = n.Name
 	}
 	return names
@@ -98,14 +135,47 @@ func (p *Plan) Policy(name string) *PolicyPlan {
 	return nil
 }
 
-// Hasher returns the HMAC that names this plan's subjects.
-func (p *Plan) Hasher() *Hasher { return p.hasher }
+// Kind returns the kind of subject called name. An empty name is the
+// default kind: the only one, or the one called default. Any other name
+// that is not a kind is a *lethe.InputError naming the kinds there are.
+func (p *Plan) Kind(name string) (*Kind, error) {
+	if name == "" && len(p.Kinds) == 1 {
+		return p.Kinds[0], nil
+	}
+	look := name
+	if look == "" {
+		look = config.DefaultKind
+	}
+	for _, k := range p.Kinds {
+		if k.Name == look {
+			return k, nil
+		}
+	}
+	names := make([]string, len(p.Kinds))
+	for i, k := range p.Kinds {
+		names[i] = k.Name
+	}
+	if name == "" {
+		return nil, lethe.Input("kind", "is needed: lethe has several kinds of subject (%s); name one", strings.Join(names, ", "))
+	}
+	return nil, lethe.Input("kind", "%q is not a kind of subject: use %s", name, strings.Join(names, ", "))
+}
 
-// Compile checks the config's graph, policies and predicates against the
-// live catalog and prepares the SQL. Every problem it finds is a
-// *config.Error naming the key at fault. It changes nothing: predicates and
-// statements are checked with EXPLAIN in a read-only transaction that is
-// rolled back.
+// DefaultKind is the kind a request or hold that names none is of, or nil
+// when there are several and none is called default.
+func (p *Plan) DefaultKind() *Kind {
+	k, _ := p.Kind("")
+	return k
+}
+
+// Hasher returns the HMAC that names this kind's subjects.
+func (k *Kind) Hasher() *Hasher { return k.hasher }
+
+// Compile checks the config's kinds, graphs, policies and predicates
+// against the live catalog and prepares the SQL. Every problem it finds is
+// a *config.Error naming the key at fault. It changes nothing: predicates
+// and statements are checked with EXPLAIN in a read-only transaction that
+// is rolled back.
 func Compile(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (*Plan, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -115,12 +185,73 @@ func Compile(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (*Plan
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // read-only, always rolled back
 
-	p := &Plan{Protect: cfg.Requests.Protect, subject: cfg.Subject.Table, hasher: NewHasher(cfg.Archive.KeySecret, cfg.Subject.Table),
-		hmacp: newHMACParams(cfg.Archive.KeySecret, cfg.Subject.Table)}
+	p := &Plan{}
+	var errs []error
+	for i := range cfg.Subjects {
+		k, err := compileKind(ctx, tx, cfg, &cfg.Subjects[i])
+		if err != nil {
+			if !config.IsConfigError(err) {
+				return nil, err
+			}
+			errs = append(errs, err)
+			continue
+		}
+		p.Kinds = append(p.Kinds, k)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	for i := range cfg.Policies {
+		pp, err := compilePolicy(ctx, tx, p, cfg.Policies[i], fmt.Sprintf("policies[%d]", i))
+		if err != nil {
+			if !config.IsConfigError(err) {
+				return nil, err
+			}
+			errs = append(errs, err)
+			continue
+		}
+		p.Policies = append(p.Policies, pp)
+		if pp.Minimizes() {
+			pp.Kind.Minimize = append(pp.Kind.Minimize, pp)
+			continue
+		}
+		// A policy after one without a where never governs a subject.
+		for _, earlier := range pp.Kind.Policies {
+			if strings.TrimSpace(earlier.Where) == "" {
+				errs = append(errs, config.Errorf(pp.ConfigKey, "can never apply: %s has no where, so it governs every subject of kind %s first", earlier.ConfigKey, pp.Kind.Name))
+				break
+			}
+		}
+		pp.Kind.Policies = append(pp.Kind.Policies, pp)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	for _, k := range p.Kinds {
+		k.sql = k.buildStatements()
+		// Every statement lethe will run is parsed once now, so a problem
+		// the checks above missed still stops lethe before it moves data.
+		for _, q := range k.sql.all() {
+			if err := parse(ctx, tx, q.sql); err != nil {
+				return nil, fmt.Errorf("error checking the statement that %s: %w", q.what, err)
+			}
+		}
+	}
+	return p, nil
+}
+
+// compileKind checks one kind's graph against the catalog.
+func compileKind(ctx context.Context, tx pgx.Tx, cfg *config.Config, sk *config.Subject) (*Kind, error) {
+	k := &Kind{Name: sk.Name, ConfigKey: sk.ConfigKey, Protect: sk.Protect,
+		hasher: NewHasher(cfg.Archive.KeySecret, sk.Table.Table),
+		hmacp:  newHMACParams(cfg.Archive.KeySecret, sk.Table.Table+"/"),
+		valuep: newHMACParams(cfg.Archive.KeySecret, "")}
 	var errs []error
 	var walkErr error
 	parents := map[*config.Table]*Node{}
-	cfg.Subject.Walk(func(key string, depth int, parent, t *config.Table) {
+	sk.Table.Walk(sk.ConfigKey, func(key string, depth int, parent, t *config.Table) {
 		if walkErr != nil {
 			return
 		}
@@ -128,7 +259,7 @@ func Compile(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (*Plan
 		if parent != nil && n.Parent == nil {
 			return // the parent is unusable; its error is reported
 		}
-		oid, ident, cols, err := lookupTable(ctx, tx, t.Table)
+		oid, ident, cols, partitioned, err := lookupRelation(ctx, tx, t.Table)
 		if err != nil {
 			if !config.IsConfigError(err) {
 				walkErr = err
@@ -137,28 +268,28 @@ func Compile(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (*Plan
 			errs = append(errs, config.Errorf(key+".table", "%v", err.(*config.Error).Msg))
 			return
 		}
-		n.OID, n.Ident, n.columns = oid, ident, cols
+		n.OID, n.Ident, n.columns, n.Partitioned = oid, ident, cols, partitioned
 		if depth == 0 {
-			k, _ := config.ParseIdent(t.Key)
-			c, ok := cols[k]
+			col, _ := config.ParseIdent(t.Key)
+			c, ok := cols[col]
 			switch {
 			case !ok:
-				errs = append(errs, config.Errorf(key+".key", "column %q does not exist in %s", k, t.Table))
+				errs = append(errs, config.Errorf(key+".key", "column %q does not exist in %s", col, t.Table))
 				return
 			case !c.unique:
-				errs = append(errs, config.Errorf(key+".key", "column %q of %s has no unique index or primary key: the key must name one row", k, t.Table))
+				errs = append(errs, config.Errorf(key+".key", "column %q of %s has no unique index or primary key: the key must name one row", col, t.Table))
 				return
 			}
-			typ, base, err := keyType(ctx, tx, oid, k)
+			typ, base, err := keyType(ctx, tx, oid, col)
 			if err != nil {
 				if !config.IsConfigError(err) {
 					walkErr = err
 					return
 				}
-				errs = append(errs, config.Errorf(key+".key", "column %q of %s %s", k, t.Table, err.(*config.Error).Msg))
+				errs = append(errs, config.Errorf(key+".key", "column %q of %s %s", col, t.Table, err.(*config.Error).Msg))
 				return
 			}
-			p.keyCol, p.KeyType, p.keyBase = k, typ, base
+			k.keyCol, k.KeyType, k.keyBase = col, typ, base
 		} else {
 			child, par, _ := config.ParseJoin(t.Join)
 			if _, ok := cols[child]; !ok {
@@ -177,7 +308,7 @@ func Compile(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (*Plan
 			n.ChildCol, n.ParentCol = child, par
 		}
 		parents[t] = n
-		p.Nodes = append(p.Nodes, n)
+		k.Nodes = append(k.Nodes, n)
 	})
 	if walkErr != nil {
 		return nil, walkErr
@@ -185,69 +316,98 @@ func Compile(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (*Plan
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	p.Root = p.Nodes[0]
+	k.Root = k.Nodes[0]
 
-	// Tables outside the graph that reference it would make deletes fail
-	// (NO ACTION, RESTRICT) or delete rows lethe never archived (CASCADE).
-	if err := p.checkOutsideReferences(ctx, tx); err != nil {
+	// Partitions, and the foreign keys that order the deletes or would
+	// stop them.
+	if err := k.checkPartitions(ctx, tx); err != nil {
+		return nil, err
+	}
+	fks, err := k.readForeignKeys(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.checkReferences(ctx, tx, fks, sk.Table.IgnoreReferences, sk.ConfigKey+".ignore_references"); err != nil {
+		if !config.IsConfigError(err) {
+			return nil, err
+		}
+		errs = append(errs, err)
+	}
+	if err := k.orderDeletes(fks); err != nil {
 		errs = append(errs, err)
 	}
 
 	// Joins: the column types must compare.
-	for _, n := range p.Nodes[1:] {
+	for _, n := range k.Nodes[1:] {
 		q := fmt.Sprintf("SELECT 1 FROM %s c JOIN %s p ON c.%s = p.%s",
 			n.Ident.Sanitize(), n.Parent.Ident.Sanitize(), quote(n.ChildCol), quote(n.ParentCol))
 		if err := parse(ctx, tx, q); err != nil {
 			errs = append(errs, config.Errorf(n.ConfigKey+".join", "%q does not work: %v", n.Join, pgMessage(err)))
 		}
 	}
+	if err := checkPredicate(ctx, tx, k.Root, k.Protect); err != nil {
+		errs = append(errs, config.Errorf(sk.ProtectKey(), "%q: %v", k.Protect, err))
+	}
+	return k, errors.Join(errs...)
+}
 
-	for i := range cfg.Policies {
-		cp := cfg.Policies[i]
-		key := fmt.Sprintf("policies[%d]", i)
-		pp := &PolicyPlan{Policy: cp, ConfigKey: key}
-		clock, _ := config.ParseIdent(cp.Clock)
-		c, ok := p.Root.columns[clock]
-		switch {
-		case !ok:
-			errs = append(errs, config.Errorf(key+".clock", "column %q does not exist in %s", clock, p.Root.Name))
-		case c.typ != "timestamp with time zone" && c.typ != "timestamp without time zone" && c.typ != "date":
-			errs = append(errs, config.Errorf(key+".clock", "column %q of %s is %s: it must be a timestamptz, timestamp or date", clock, p.Root.Name, c.typ))
-		default:
-			pp.Policy.Clock, pp.ClockType = clock, c.typ
-		}
-		if err := p.checkPredicate(ctx, tx, cp.Where); err != nil {
-			errs = append(errs, config.Errorf(key+".where", "%q: %v", cp.Where, err))
-		}
-		if strings.TrimSpace(cp.Where) == "" && i < len(cfg.Policies)-1 {
-			errs = append(errs, config.Errorf(fmt.Sprintf("policies[%d]", i+1), "can never apply: %s has no where, so it governs every subject first", key))
-		}
-		p.Policies = append(p.Policies, pp)
+// compilePolicy checks one policy against its kind's graph.
+func compilePolicy(ctx context.Context, tx pgx.Tx, p *Plan, cp config.Policy, key string) (*PolicyPlan, error) {
+	k, err := p.Kind(cp.Subject)
+	if err != nil {
+		// config.Load refuses an unknown kind; a kind that did not
+		// compile has its own errors.
+		return nil, config.Errorf(key+".subject", "%v", err)
 	}
-	if err := p.checkPredicate(ctx, tx, cfg.Requests.Protect); err != nil {
-		errs = append(errs, config.Errorf("requests.protect", "%q: %v", cfg.Requests.Protect, err))
+	pp := &PolicyPlan{Policy: cp, Kind: k, Node: k.Root, ConfigKey: key}
+	var errs []error
+	if pp.Minimizes() && cp.Table != "" {
+		n, err := k.findNode(ctx, tx, cp.Table)
+		if err != nil {
+			if !config.IsConfigError(err) {
+				return nil, err
+			}
+			return nil, config.Errorf(key+".table", "%v", err.(*config.Error).Msg)
+		}
+		pp.Node = n
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	clock, _ := config.ParseIdent(cp.Clock)
+	c, ok := pp.Node.columns[clock]
+	switch {
+	case !ok:
+		errs = append(errs, config.Errorf(key+".clock", "column %q does not exist in %s", clock, pp.Node.Name))
+	case c.typ != "timestamp with time zone" && c.typ != "timestamp without time zone" && c.typ != "date":
+		errs = append(errs, config.Errorf(key+".clock", "column %q of %s is %s: it must be a timestamptz, timestamp or date", clock, pp.Node.Name, c.typ))
+	default:
+		pp.Policy.Clock, pp.ClockType = clock, c.typ
 	}
-
-	p.sql = p.buildStatements()
-	// Every statement lethe will run is parsed once now, so a problem the
-	// checks above missed still stops lethe before it moves data.
-	for _, q := range p.sql.all() {
-		if err := parse(ctx, tx, q.sql); err != nil {
-			return nil, fmt.Errorf("error checking the statement that %s: %w", q.what, err)
+	if err := checkPredicate(ctx, tx, pp.Node, cp.Where); err != nil {
+		errs = append(errs, config.Errorf(key+".where", "%q: %v", cp.Where, err))
+	}
+	if pp.Minimizes() {
+		if err := pp.checkColumns(ctx, tx); err != nil {
+			if !config.IsConfigError(err) {
+				return nil, err
+			}
+			errs = append(errs, err)
 		}
 	}
-	return p, nil
+	return pp, errors.Join(errs...)
 }
 
 // lookupTable resolves a configured table name in the catalog and returns
 // its qualified identifier and its columns.
 func lookupTable(ctx context.Context, tx pgx.Tx, name string) (uint32, pgx.Identifier, map[string]column, error) {
+	oid, ident, cols, _, err := lookupRelation(ctx, tx, name)
+	return oid, ident, cols, err
+}
+
+// lookupRelation is lookupTable that also says whether the table is
+// partitioned.
+func lookupRelation(ctx context.Context, tx pgx.Tx, name string) (uint32, pgx.Identifier, map[string]column, bool, error) {
 	parts, err := config.ParseQualified(name)
 	if err != nil {
-		return 0, nil, nil, &config.Error{Msg: err.Error()}
+		return 0, nil, nil, false, &config.Error{Msg: err.Error()}
 	}
 	var oid uint32
 	var schema, rel, kind string
@@ -256,37 +416,38 @@ func lookupTable(ctx context.Context, tx pgx.Tx, name string) (uint32, pgx.Ident
 		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.oid = to_regclass($1)`, pgx.Identifier(parts).Sanitize()).Scan(&oid, &schema, &rel, &kind)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil, nil, &config.Error{Msg: fmt.Sprintf("table %q does not exist (or lethe's role cannot see it)", name)}
+		return 0, nil, nil, false, &config.Error{Msg: fmt.Sprintf("table %q does not exist (or lethe's role cannot see it)", name)}
 	}
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("error looking up table %q: %w", name, err)
+		return 0, nil, nil, false, fmt.Errorf("error looking up table %q: %w", name, err)
 	}
 	if kind != "r" && kind != "p" {
-		return 0, nil, nil, &config.Error{Msg: fmt.Sprintf("%q is not a table (relkind %s): lethe deletes rows, so it needs tables", name, kind)}
+		return 0, nil, nil, false, &config.Error{Msg: fmt.Sprintf("%q is not a table (relkind %s): lethe deletes rows, so it needs tables", name, kind)}
 	}
 	rows, err := tx.Query(ctx, `
-		SELECT a.attname, format_type(a.atttypid, NULL),
+		SELECT a.attname, format_type(a.atttypid, NULL), a.atttypmod,
 		       EXISTS (SELECT 1 FROM pg_catalog.pg_index i
 		               WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indpred IS NULL
-		                 AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum)
+		                 AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum),
+		       a.attnotnull
 		FROM pg_catalog.pg_attribute a
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped`, oid)
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("error reading columns of %q: %w", name, err)
+		return 0, nil, nil, false, fmt.Errorf("error reading columns of %q: %w", name, err)
 	}
 	cols := map[string]column{}
 	for rows.Next() {
 		var n string
 		var c column
-		if err := rows.Scan(&n, &c.typ, &c.unique); err != nil {
-			return 0, nil, nil, fmt.Errorf("error reading columns of %q: %w", name, err)
+		if err := rows.Scan(&n, &c.typ, &c.typmod, &c.unique, &c.notNull); err != nil {
+			return 0, nil, nil, false, fmt.Errorf("error reading columns of %q: %w", name, err)
 		}
 		cols[n] = c
 	}
 	if err := rows.Err(); err != nil {
-		return 0, nil, nil, fmt.Errorf("error reading columns of %q: %w", name, err)
+		return 0, nil, nil, false, fmt.Errorf("error reading columns of %q: %w", name, err)
 	}
-	return oid, pgx.Identifier{schema, rel}, cols, nil
+	return oid, pgx.Identifier{schema, rel}, cols, kind == "p", nil
 }
 
 // keyType returns the type to cast subject keys to and its base type, or a
@@ -320,13 +481,13 @@ func keyType(ctx context.Context, tx pgx.Tx, rel uint32, col string) (cast, base
 	return typ, btype, nil
 }
 
-// checkPredicate parses a predicate on the subject table for real. The
+// checkPredicate parses a predicate on a table of the graph for real. The
 // extended protocol refuses a second statement outright.
-func (p *Plan) checkPredicate(ctx context.Context, tx pgx.Tx, pred string) error {
+func checkPredicate(ctx context.Context, tx pgx.Tx, n *Node, pred string) error {
 	if strings.TrimSpace(pred) == "" {
 		return nil
 	}
-	q := fmt.Sprintf("SELECT 1 FROM %s WHERE (%s)", p.Root.Ident.Sanitize(), pred)
+	q := fmt.Sprintf("SELECT 1 FROM %s WHERE (%s)", n.Ident.Sanitize(), pred)
 	if err := parse(ctx, tx, q); err != nil {
 		return errors.New(pgMessage(err))
 	}
@@ -347,46 +508,4 @@ func parse(ctx context.Context, tx pgx.Tx, q string) error {
 	}
 	return sp.Commit(ctx)
 }
-
-// checkOutsideReferences finds foreign keys from tables outside the graph
-// into it whose ON DELETE would block or cascade a subject's deletion. SET
-// NULL and SET DEFAULT are the schema's own way of letting go and are fine.
-func (p *Plan) checkOutsideReferences(ctx context.Context, tx pgx.Tx) error {
-	oids := make([]uint32, len(p.Nodes))
-	byOID := map[uint32]*Node{}
-	for i, n := range p.Nodes {
-		oids[i] = n.OID
-		byOID[n.OID] = n
-	}
-	rows, err := tx.Query(ctx, `
-		SELECT c.conname, c.conrelid::regclass::text, c.confrelid, c.confdeltype::text
-		FROM pg_catalog.pg_constraint c
-		WHERE c.contype = 'f' AND c.confrelid = ANY ($1::oid[]) AND NOT c.conrelid = ANY ($1::oid[])
-		  AND c.confdeltype IN ('a', 'r', 'c')
-		ORDER BY c.conrelid::regclass::text, c.conname`, oids)
-	if err != nil {
-		return fmt.Errorf("error reading foreign keys: %w", err)
-	}
-	defer rows.Close()
-	var errs []error
-	for rows.Next() {
-		var name, from, action string
-		var to uint32
-		if err := rows.Scan(&name, &from, &to, &action); err != nil {
-			return fmt.Errorf("error reading foreign keys: %w", err)
-		}
-		n := byOID[to]
-		what := "deleting a subject would fail"
-		if action == "c" {
-			what = "deleting a subject would cascade to rows lethe never archived"
-		}
-		errs = append(errs, config.Errorf(n.ConfigKey+".table", "table %s references %s through foreign key %s, and %s: add %s to the graph under %s (or make the key ON DELETE SET NULL)",
-			from, n.Name, name, what, from, n.Name))
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("error reading foreign keys: %w", err)
-	}
-	return errors.Join(errs...)
-}
-
 func quote(col string) string { return pgx.Identifier{col}.Sanitize() }

@@ -100,9 +100,9 @@ policies:
 	cfg := testenv.Config(t, db, bucket, testenv.NewIdentity(t).Recipient().String(), fragment)
 	plan, err := retention.Compile(ctx, db.Pool, cfg)
 	require.NoError(t, err)
-	require.Equal(t, []string{`"Odd Schema"."Customer ""Table"""`, "child"}, plan.Tables())
+	require.Equal(t, []string{`"Odd Schema"."Customer ""Table"""`, "child"}, plan.Kinds[0].Tables())
 	require.Equal(t, "date", plan.Policies[0].ClockType)
-	require.Equal(t, "text", plan.KeyType)
+	require.Equal(t, "text", plan.Kinds[0].KeyType)
 }
 
 func TestCompileRejectsAPolicyThatCanNeverApply(t *testing.T) {
@@ -154,7 +154,7 @@ func TestCompileRefusesForeignKeysFromOutsideTheGraph(t *testing.T) {
 	}{
 		{"NO ACTION", false, "subject.table"},
 		{"RESTRICT", false, "subject.table"},
-		{"CASCADE", false, "subject.table"},
+		{"CASCADE", true, ""},
 		{"SET NULL", true, ""},
 	} {
 		t.Run(tt.onDelete, func(t *testing.T) {

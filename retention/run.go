@@ -54,32 +54,42 @@ func FinishRun(ctx context.Context, db beginner, runID int64) (bool, error) {
 
 // RunTotals are a run's counts, for summaries and the audit log.
 type RunTotals struct {
-	RunID     int64                   `json:"run_id"`
-	State     string                  `json:"state"`
-	Batches   int                     `json:"batches"`
-	Queued    int                     `json:"batches_queued"`
-	Failed    int                     `json:"batches_failed"`
-	Subjects  int                     `json:"subjects"`
-	Archived  int                     `json:"archived"`
-	Destroyed int                     `json:"destroyed"`
-	Skipped   int                     `json:"skipped"`
-	Rows      int64                   `json:"rows"`
-	Bytes     int64                   `json:"bytes"`
-	Policies  map[string]*PolicyTotal `json:"policies"`
+	RunID     int64  `json:"run_id"`
+	State     string `json:"state"`
+	Batches   int    `json:"batches"`
+	Queued    int    `json:"batches_queued"`
+	Failed    int    `json:"batches_failed"`
+	Subjects  int    `json:"subjects"`
+	Archived  int    `json:"archived"`
+	Destroyed int    `json:"destroyed"`
+	Skipped   int    `json:"skipped"`
+	Blocked   int    `json:"blocked"`
+	// Minimized subjects had MinimizedRows rows minimised.
+	Minimized     int                     `json:"minimized"`
+	MinimizedRows int64                   `json:"minimized_rows"`
+	Rows          int64                   `json:"rows"`
+	Bytes         int64                   `json:"bytes"`
+	Policies      map[string]*PolicyTotal `json:"policies"`
 }
 
 // PolicyTotal are one policy's counts in a run.
 type PolicyTotal struct {
-	Subjects  int   `json:"subjects"`
-	Archived  int   `json:"archived"`
-	Destroyed int   `json:"destroyed"`
-	Skipped   int   `json:"skipped"`
-	Bytes     int64 `json:"bytes"`
+	Subjects  int `json:"subjects"`
+	Archived  int `json:"archived"`
+	Destroyed int `json:"destroyed"`
+	Skipped   int `json:"skipped"`
+	// Blocked subjects a foreign key from outside the graph kept in place.
+	Blocked int `json:"blocked"`
+	// Minimized subjects had MinimizedRows rows minimised.
+	Minimized     int   `json:"minimized"`
+	MinimizedRows int64 `json:"minimized_rows"`
+	Rows          int64 `json:"rows"`
+	Bytes         int64 `json:"bytes"`
 }
 
 func runSummary(ctx context.Context, db Querier, runID int64) (*RunTotals, error) {
 	rows, err := db.Query(ctx, `
-		SELECT policy, state, subjects, archived, destroyed, skipped, rows_moved, bytes
+		SELECT policy, state, subjects, archived, destroyed, skipped, blocked, minimized, minimized_rows, rows_moved, bytes
 		FROM lethe.batch WHERE run_id = $1`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("error summing run: %w", err)
@@ -88,9 +98,9 @@ func runSummary(ctx context.Context, db Querier, runID int64) (*RunTotals, error
 	t := &RunTotals{RunID: runID, Policies: map[string]*PolicyTotal{}}
 	for rows.Next() {
 		var policy, state string
-		var subjects, archived, destroyed, skipped int
-		var nrows, bytes int64
-		if err := rows.Scan(&policy, &state, &subjects, &archived, &destroyed, &skipped, &nrows, &bytes); err != nil {
+		var subjects, archived, destroyed, skipped, blocked, minimized int
+		var minimizedRows, nrows, bytes int64
+		if err := rows.Scan(&policy, &state, &subjects, &archived, &destroyed, &skipped, &blocked, &minimized, &minimizedRows, &nrows, &bytes); err != nil {
 			return nil, fmt.Errorf("error summing run: %w", err)
 		}
 		t.Batches++
@@ -104,6 +114,9 @@ func runSummary(ctx context.Context, db Querier, runID int64) (*RunTotals, error
 		t.Archived += archived
 		t.Destroyed += destroyed
 		t.Skipped += skipped
+		t.Blocked += blocked
+		t.Minimized += minimized
+		t.MinimizedRows += minimizedRows
 		t.Rows += nrows
 		t.Bytes += bytes
 		p := t.Policies[policy]
@@ -115,6 +128,10 @@ func runSummary(ctx context.Context, db Querier, runID int64) (*RunTotals, error
 		p.Archived += archived
 		p.Destroyed += destroyed
 		p.Skipped += skipped
+		p.Blocked += blocked
+		p.Minimized += minimized
+		p.MinimizedRows += minimizedRows
+		p.Rows += nrows
 		p.Bytes += bytes
 	}
 	return t, rows.Err()

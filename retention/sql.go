@@ -31,6 +31,8 @@ type statements struct {
 	// byHMAC finds the subjects with the given HMACs: $1-$3 HMAC pads, $4
 	// the HMACs -> key
 	byHMAC string
+	// minimize is the SQL of each then: minimize policy, by name.
+	minimize map[string]minimizeSQL
 }
 
 type namedSQL struct{ what, sql string }
@@ -48,32 +50,42 @@ func (s *statements) all() []namedSQL {
 		}
 		out = append(out, namedSQL{fmt.Sprintf("deletes from table %d of the graph", i), s.delete[i]})
 	}
-	return append(out, namedSQL{"locks subjects", s.lockRoots}, namedSQL{"checks requests.protect", s.lockProtect},
+	for name, q := range s.minimize {
+		what := "of policy " + name
+		out = append(out, namedSQL{"finds rows to minimise " + what, q.claim}, namedSQL{"counts rows to minimise " + what, q.count},
+			namedSQL{"reads values to minimise " + what, q.read}, namedSQL{"locks rows to minimise " + what, q.lock},
+			namedSQL{"minimises rows " + what, q.update})
+	}
+	return append(out, namedSQL{"locks subjects", s.lockRoots}, namedSQL{"checks protect", s.lockProtect},
 		namedSQL{"finds erased subjects", s.suppressed}, namedSQL{"finds subjects by HMAC", s.byHMAC})
 }
 
-func (p *Plan) buildStatements() statements {
+func (k *Kind) buildStatements() statements {
 	s := statements{
 		claimFirst: map[string]string{},
 		claimNext:  map[string]string{},
 		dueCount:   map[string]string{},
 		readRoot:   map[string]string{},
 		lockDue:    map[string]string{},
+		minimize:   map[string]minimizeSQL{},
 	}
-	root := p.Root.Ident.Sanitize()
-	rowRef := quote(p.Root.Ident[len(p.Root.Ident)-1])
-	key := quote(p.keyCol)
-	keys := "$1::text[]::" + p.KeyType + "[]"
+	for _, pp := range k.Minimize {
+		s.minimize[pp.Name] = k.buildMinimize(pp)
+	}
+	root := k.Root.Ident.Sanitize()
+	rowRef := quote(k.Root.Ident[len(k.Root.Ident)-1])
+	key := quote(k.keyCol)
+	keys := "$1::text[]::" + k.KeyType + "[]"
 
 	var earlier []string
-	for _, pp := range p.Policies {
+	for _, pp := range k.Policies {
 		clock := quote(pp.Clock)
-		match := p.matchExpr(pp, earlier)
+		match := k.matchExpr(pp, earlier)
 		earlier = append(earlier, pp.Where)
 		due := fmt.Sprintf("%s AND %s < $1::timestamptz", match, clock)
 		s.claimFirst[pp.Name] = fmt.Sprintf(
 			"SELECT %[5]s AS k, %[3]s::text AS c FROM %[1]s WHERE %[4]s ORDER BY %[1]s.%[3]s, %[1]s.%[2]s LIMIT $2 FOR UPDATE SKIP LOCKED",
-			root, key, clock, due, p.keyText(key))
+			root, key, clock, due, k.keyText(key))
 		s.claimNext[pp.Name] = fmt.Sprintf(
 			// "after (clock, key)" is spelled out rather than written as a
 			// row comparison, whose selectivity the planner misjudges: so an
@@ -84,30 +96,30 @@ func (p *Plan) buildStatements() statements {
 			// columns, not the text outputs of the same names.
 			"SELECT %[7]s AS k, %[3]s::text AS c FROM %[1]s WHERE %[4]s AND %[3]s >= $2::text::%[5]s "+
 				"AND (%[3]s > $2::text::%[5]s OR %[2]s > $3::text::%[6]s) ORDER BY %[1]s.%[3]s, %[1]s.%[2]s LIMIT $4 FOR UPDATE SKIP LOCKED",
-			root, key, clock, due, pp.ClockType, p.KeyType, p.keyText(key))
+			root, key, clock, due, pp.ClockType, k.KeyType, k.keyText(key))
 		protect := "FALSE"
-		if strings.TrimSpace(p.Protect) != "" {
-			protect = "(" + p.Protect + ")"
+		if strings.TrimSpace(k.Protect) != "" {
+			protect = "(" + k.Protect + ")"
 		}
 		s.dueCount[pp.Name] = fmt.Sprintf(
 			"SELECT count(*), count(*) FILTER (WHERE coalesce(%s, false)), "+
 				"count(*) FILTER (WHERE CASE WHEN EXISTS (SELECT 1 FROM lethe.hold WHERE released_at IS NULL) "+
 				"THEN %s IN (SELECT subject_hmac FROM lethe.hold WHERE released_at IS NULL) ELSE false END) FROM %s WHERE %s",
-			protect, hmacSQL(p.keyText(key), 2), root, due)
+			protect, hmacSQL(k.keyText(key), 2), root, due)
 		stillDue := fmt.Sprintf("%s = ANY (%s) AND %s AND %s < $2::timestamptz", key, keys, match, clock)
 		s.readRoot[pp.Name] = fmt.Sprintf(
 			"SELECT %[5]s, agg::text, md5(agg::text) FROM (SELECT %[2]s AS s, jsonb_agg(to_jsonb(%[3]s)) AS agg FROM %[1]s WHERE %[4]s GROUP BY %[2]s) r",
-			root, key, rowRef, stillDue, p.keyText("s"))
-		s.lockDue[pp.Name] = fmt.Sprintf("SELECT %[4]s FROM %[1]s WHERE %[3]s ORDER BY %[2]s FOR UPDATE", root, key, stillDue, p.keyText(key))
+			root, key, rowRef, stillDue, k.keyText("s"))
+		s.lockDue[pp.Name] = fmt.Sprintf("SELECT %[4]s FROM %[1]s WHERE %[3]s ORDER BY %[2]s FOR UPDATE", root, key, stillDue, k.keyText(key))
 	}
 
-	for _, n := range p.Nodes {
+	for _, n := range k.Nodes {
 		if n.Parent == nil {
 			s.read = append(s.read, "") // the root is read by readRoot, per policy
 			s.delete = append(s.delete, fmt.Sprintf(
 				"WITH d AS (DELETE FROM %[1]s t WHERE t.%[2]s = ANY (%[3]s) RETURNING %[4]s AS s, to_jsonb(t) AS j) "+
 					"SELECT s, count(*), md5(jsonb_agg(j ORDER BY j::text)::text) FROM d GROUP BY s",
-				root, key, keys, p.keyText("t."+key)))
+				root, key, keys, k.keyText("t."+key)))
 			continue
 		}
 		// The chain from this table up to the root: t, p1, ..., pN (root).
@@ -124,30 +136,30 @@ func (p *Plan) buildStatements() statements {
 		s.read = append(s.read, fmt.Sprintf(
 			"SELECT %[5]s, agg::text, md5(agg::text) FROM (SELECT %[3]s AS s, jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text) AS agg "+
 				"FROM %[1]s t %[2]s WHERE %[3]s = ANY (%[4]s) GROUP BY %[3]s) r",
-			n.Ident.Sanitize(), strings.Join(from, " "), rootKey, keys, p.keyText("s")))
+			n.Ident.Sanitize(), strings.Join(from, " "), rootKey, keys, k.keyText("s")))
 		s.delete = append(s.delete, fmt.Sprintf(
 			"WITH d AS (DELETE FROM %[1]s t USING %[2]s WHERE %[3]s AND %[4]s = ANY (%[5]s) RETURNING %[6]s AS s, to_jsonb(t) AS j) "+
 				"SELECT s, count(*), md5(jsonb_agg(j ORDER BY j::text)::text) FROM d GROUP BY s",
-			n.Ident.Sanitize(), strings.Join(using, ", "), strings.Join(conds, " AND "), rootKey, keys, p.keyText(rootKey)))
+			n.Ident.Sanitize(), strings.Join(using, ", "), strings.Join(conds, " AND "), rootKey, keys, k.keyText(rootKey)))
 	}
 	protect := "FALSE"
-	if strings.TrimSpace(p.Protect) != "" {
-		protect = "(" + p.Protect + ")"
+	if strings.TrimSpace(k.Protect) != "" {
+		protect = "(" + k.Protect + ")"
 	}
 	s.lockProtect = fmt.Sprintf("SELECT %[5]s, coalesce(%[1]s, false) FROM %[2]s WHERE %[3]s = ANY (%[4]s) ORDER BY %[3]s FOR UPDATE",
-		protect, root, key, keys, p.keyText(key))
+		protect, root, key, keys, k.keyText(key))
 	s.suppressed = fmt.Sprintf("SELECT %[4]s FROM %[1]s r JOIN lethe.suppression s ON s.subject_hmac = %[3]s "+
 		"WHERE ($4::text IS NULL OR r.%[2]s > $4::text::%[5]s) ORDER BY r.%[2]s LIMIT $5",
-		root, key, hmacSQL(p.keyText("r."+key), 1), p.keyText("r."+key), p.KeyType)
-	s.lockRoots = fmt.Sprintf("SELECT %[4]s FROM %[1]s WHERE %[2]s = ANY (%[3]s) ORDER BY %[2]s FOR UPDATE", root, key, keys, p.keyText(key))
+		root, key, hmacSQL(k.keyText("r."+key), 1), k.keyText("r."+key), k.KeyType)
+	s.lockRoots = fmt.Sprintf("SELECT %[4]s FROM %[1]s WHERE %[2]s = ANY (%[3]s) ORDER BY %[2]s FOR UPDATE", root, key, keys, k.keyText(key))
 	s.byHMAC = fmt.Sprintf("SELECT %[3]s FROM %[1]s r WHERE %[2]s = ANY ($4::text[]) ORDER BY r.%[4]s",
-		root, hmacSQL(p.keyText("r."+key), 1), p.keyText("r."+key), key)
+		root, hmacSQL(k.keyText("r."+key), 1), k.keyText("r."+key), key)
 	return s
 }
 
 // matchExpr is the condition under which pp governs a subject: its own
 // predicate holds and no earlier policy's does.
-func (p *Plan) matchExpr(pp *PolicyPlan, earlier []string) string {
+func (k *Kind) matchExpr(pp *PolicyPlan, earlier []string) string {
 	parts := []string{"TRUE"}
 	if strings.TrimSpace(pp.Where) != "" {
 		parts[0] = "(" + pp.Where + ")"

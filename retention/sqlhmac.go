@@ -7,14 +7,15 @@ import (
 
 // hmacParams are the arguments that let PostgreSQL compute a subject's HMAC
 // with its built-in sha256 (no extension needed): the HMAC key XORed with
-// the inner and outer pads, and the message prefix (the table and "/").
+// the inner and outer pads, and the message prefix (for a subject, its
+// table and "/"; for a minimised value, nothing).
 // Sweeps use it to find subjects by HMAC without reading every key out.
 type hmacParams struct {
 	ipad, opad []byte
 	prefix     string
 }
 
-func newHMACParams(secret, table string) hmacParams {
+func newHMACParams(secret, prefix string) hmacParams {
 	key := []byte(secret)
 	if len(key) > sha256.BlockSize {
 		sum := sha256.Sum256(key)
@@ -22,7 +23,7 @@ func newHMACParams(secret, table string) hmacParams {
 	}
 	block := make([]byte, sha256.BlockSize)
 	copy(block, key)
-	p := hmacParams{ipad: make([]byte, sha256.BlockSize), opad: make([]byte, sha256.BlockSize), prefix: table + "/"}
+	p := hmacParams{ipad: make([]byte, sha256.BlockSize), opad: make([]byte, sha256.BlockSize), prefix: prefix}
 	for i, b := range block {
 		p.ipad[i] = b ^ 0x36
 		p.opad[i] = b ^ 0x5c

@@ -16,9 +16,10 @@ type SegmentCount struct {
 }
 
 // ArchivedPolicy is what the manifest holds of one policy: its live copies
-// and their bytes.
+// (for a then: minimize policy, parts of minimised values) and their bytes.
 type ArchivedPolicy struct {
 	Policy   string    `json:"policy"`
+	Part     string    `json:"part"`
 	Subjects int64     `json:"subjects"`
 	Bytes    int64     `json:"bytes"`
 	Oldest   time.Time `json:"oldest"`
@@ -35,8 +36,11 @@ type RunRow struct {
 	Subjects   int64      `json:"subjects"`
 	Archived   int64      `json:"archived"`
 	Destroyed  int64      `json:"destroyed"`
-	Bytes      int64      `json:"bytes"`
-	Error      *string    `json:"error,omitempty"`
+	// Minimized subjects had MinimizedRows rows minimised.
+	Minimized     int64   `json:"minimized"`
+	MinimizedRows int64   `json:"minimized_rows"`
+	Bytes         int64   `json:"bytes"`
+	Error         *string `json:"error,omitempty"`
 }
 
 // FailedBatch is a batch that failed an attempt or used up its attempts.
@@ -62,11 +66,13 @@ type SweepStatus struct {
 	// and never committed (a crash, or a failed attempt): unreadable,
 	// since their keys were never stored, and left to the bucket's
 	// lifecycle rule. A batch in flight shows there until it commits.
-	Segments    SegmentCount  `json:"segments"`
-	Uncommitted SegmentCount  `json:"uncommitted_segments"`
-	Unsettled   int64         `json:"unsettled_subjects"`
-	Failing     []FailedBatch `json:"failing_batches"`
-	Runs        []RunRow      `json:"runs"`
+	Segments    SegmentCount `json:"segments"`
+	Uncommitted SegmentCount `json:"uncommitted_segments"`
+	// Blocked are the subjects foreign keys keep in place, by constraint.
+	Blocked   []BlockedGroup `json:"blocked_subjects"`
+	Unsettled int64          `json:"unsettled_subjects"`
+	Failing   []FailedBatch  `json:"failing_batches"`
+	Runs      []RunRow       `json:"runs"`
 }
 
 // Status reads retention's part of lethe status, with at most runs runs.
@@ -79,8 +85,8 @@ func Status(ctx context.Context, pool *pgxpool.Pool, plan *Plan, runs int) (*Swe
 		return nil, err
 	}
 	rows, err := pool.Query(ctx, `
-		SELECT policy, count(*), coalesce(sum(part_length), 0)::bigint, min(archived_at), max(archived_at)
-		FROM lethe.manifest WHERE state = 'archived' GROUP BY policy ORDER BY policy`)
+		SELECT policy, part, count(*), coalesce(sum(part_length), 0)::bigint, min(archived_at), max(archived_at)
+		FROM lethe.manifest WHERE state = 'archived' GROUP BY policy, part ORDER BY policy, part`)
 	if err != nil {
 		return nil, fmt.Errorf("error reading the manifest: %w", err)
 	}
@@ -103,6 +109,9 @@ func Status(ctx context.Context, pool *pgxpool.Pool, plan *Plan, runs int) (*Swe
 		FROM lethe.segment`).Scan(&rep.Segments.Count, &rep.Segments.Bytes, &rep.Uncommitted.Count, &rep.Uncommitted.Bytes); err != nil {
 		return nil, fmt.Errorf("error reading segments: %w", err)
 	}
+	if rep.Blocked, err = BlockedSubjects(ctx, pool); err != nil {
+		return nil, err
+	}
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM lethe.work_item`).Scan(&rep.Unsettled); err != nil {
 		return nil, fmt.Errorf("error reading work items: %w", err)
 	}
@@ -121,7 +130,8 @@ func Status(ctx context.Context, pool *pgxpool.Pool, plan *Plan, runs int) (*Swe
 	rows, err = pool.Query(ctx, `
 		SELECT r.id, r.trigger, r.state, r.started_at, r.finished_at,
 		       coalesce(sum(b.subjects), 0)::bigint, coalesce(sum(b.archived), 0)::bigint,
-		       coalesce(sum(b.destroyed), 0)::bigint, coalesce(sum(b.bytes), 0)::bigint, r.error
+		       coalesce(sum(b.destroyed), 0)::bigint, coalesce(sum(b.minimized), 0)::bigint, coalesce(sum(b.minimized_rows), 0)::bigint,
+		       coalesce(sum(b.bytes), 0)::bigint, r.error
 		FROM lethe.run r LEFT JOIN lethe.batch b ON b.run_id = r.id
 		GROUP BY r.id ORDER BY r.id DESC LIMIT $1`, runs)
 	if err != nil {

@@ -37,4 +37,4 @@ func (h *Hasher) HMAC(key string) string {
 }
 
 // HMAC returns the HMAC that names the subject whose canonical key is key.
-func (p *Plan) HMAC(key string) string { return p.hasher.HMAC(key) }
+func (k *Kind) HMAC(key string) string { return k.hasher.HMAC(key) }

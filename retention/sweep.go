@@ -1,8 +1,10 @@
 package retention
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -106,7 +108,11 @@ func (s *Sweeper) SweepAtMost(ctx context.Context, runID int64, queue BatchQueue
 	}
 	now := s.Now()
 	total := 0
-	for _, pp := range s.Plan.Policies {
+	// Archive and delete policies first: a subject due for both leaves the
+	// hot tables whole, and minimise policies find what stays.
+	policies := slices.Clone(s.Plan.Policies)
+	slices.SortStableFunc(policies, func(a, b *PolicyPlan) int { return cmp.Compare(boolInt(a.Minimizes()), boolInt(b.Minimizes())) })
+	for _, pp := range policies {
 		left := 0
 		if limit > 0 {
 			if left = limit - total; left <= 0 {
@@ -114,7 +120,11 @@ func (s *Sweeper) SweepAtMost(ctx context.Context, runID int64, queue BatchQueue
 				continue
 			}
 		}
-		batches, claimed, err := s.claimPolicy(ctx, runID, pp, pp.Cutoff(now), queue, left)
+		claim := s.claimPolicy
+		if pp.Minimizes() {
+			claim = s.claimMinimize
+		}
+		batches, claimed, err := claim(ctx, runID, pp, pp.Cutoff(now), queue, left)
 		total += claimed
 		res.Batches += batches
 		res.Claimed[pp.Name] = claimed
@@ -130,6 +140,13 @@ func (s *Sweeper) SweepAtMost(ctx context.Context, runID int64, queue BatchQueue
 		return res, err
 	}
 	return res, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (s *Sweeper) failRun(ctx context.Context, runID int64, cause error) error {
@@ -184,9 +201,9 @@ func (s *Sweeper) claimPage(ctx context.Context, runID int64, pp *PolicyPlan, ac
 
 	var rows pgx.Rows
 	if first {
-		rows, err = tx.Query(ctx, s.Plan.sql.claimFirst[pp.Name], cutoff, size)
+		rows, err = tx.Query(ctx, pp.Kind.sql.claimFirst[pp.Name], cutoff, size)
 	} else {
-		rows, err = tx.Query(ctx, s.Plan.sql.claimNext[pp.Name], cutoff, lastClock, lastKey, size)
+		rows, err = tx.Query(ctx, pp.Kind.sql.claimNext[pp.Name], cutoff, lastClock, lastKey, size)
 	}
 	if err != nil {
 		return 0, 0, "", "", err
@@ -197,7 +214,7 @@ func (s *Sweeper) claimPage(ctx context.Context, runID int64, pp *PolicyPlan, ac
 			return 0, 0, "", "", err
 		}
 		keys = append(keys, key)
-		hmacs = append(hmacs, s.Plan.HMAC(key))
+		hmacs = append(hmacs, pp.Kind.HMAC(key))
 	}
 	if err := rows.Err(); err != nil {
 		return 0, 0, "", "", err
@@ -214,7 +231,7 @@ func (s *Sweeper) claimPage(ctx context.Context, runID int64, pp *PolicyPlan, ac
 		}
 		keys, hmacs = withoutHeld(keys, hmacs, held)
 	}
-	n, err := claimInto(ctx, tx, runID, pp.Name, action, keys, hmacs, queue)
+	n, err := claimInto(ctx, tx, runID, pp.Name, pp.Kind.Name, action, keys, hmacs, queue)
 	if err != nil {
 		return 0, 0, "", "", err
 	}
@@ -243,7 +260,7 @@ func withoutHeld(keys, hmacs []string, held map[string]bool) ([]string, []string
 // claimInto records, in tx, a batch of the subjects not already claimed and
 // queues its job. It returns how many it claimed; with none it records
 // nothing.
-func claimInto(ctx context.Context, tx pgx.Tx, runID int64, policy, action string, keys, hmacs []string, queue BatchQueue) (int, error) {
+func claimInto(ctx context.Context, tx pgx.Tx, runID int64, policy, kind, action string, keys, hmacs []string, queue BatchQueue) (int, error) {
 	if len(keys) == 0 {
 		return 0, nil
 	}
@@ -253,8 +270,8 @@ func claimInto(ctx context.Context, tx pgx.Tx, runID int64, policy, action strin
 	}
 	defer sp.Rollback(ctx) //nolint:errcheck // after Commit this is a no-op
 	var batchID int64
-	if err := sp.QueryRow(ctx, `INSERT INTO lethe.batch (run_id, policy, action, subjects) VALUES ($1, $2, $3, 0) RETURNING id`,
-		runID, policy, action).Scan(&batchID); err != nil {
+	if err := sp.QueryRow(ctx, `INSERT INTO lethe.batch (run_id, policy, kind, action, subjects) VALUES ($1, $2, $3, $4, 0) RETURNING id`,
+		runID, policy, kind, action).Scan(&batchID); err != nil {
 		return 0, err
 	}
 	tag, err := sp.Exec(ctx, `
@@ -281,8 +298,8 @@ func claimInto(ctx context.Context, tx pgx.Tx, runID int64, policy, action strin
 }
 
 // claimSuppressed finds subjects that a deletion request erased and that
-// are back in the hot tables (a restore from backup, a re-sync), and claims
-// them for erasure. Held ones are left alone.
+// are back in the hot tables (a restore from backup, a re-sync), of every
+// kind, and claims them for erasure. Held ones are left alone.
 func (s *Sweeper) claimSuppressed(ctx context.Context, runID int64, queue BatchQueue) (batches, claimed int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
 	defer cancel()
@@ -293,39 +310,43 @@ func (s *Sweeper) claimSuppressed(ctx context.Context, runID int64, queue BatchQ
 	if !any {
 		return 0, 0, nil
 	}
-	var last *string
-	for {
-		rows, err := s.Pool.Query(ctx, s.Plan.sql.suppressed, append(s.Plan.hmacp.args(), last, s.BatchSize)...)
-		if err != nil {
-			return batches, claimed, fmt.Errorf("error finding erased subjects in the hot tables: %w", err)
+	for _, k := range s.Plan.Kinds {
+		var last *string
+		for {
+			rows, err := s.Pool.Query(ctx, k.sql.suppressed, append(k.hmacp.args(), last, s.BatchSize)...)
+			if err != nil {
+				return batches, claimed, fmt.Errorf("error finding erased subjects in the hot tables: %w", err)
+			}
+			page, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return batches, claimed, fmt.Errorf("error finding erased subjects in the hot tables: %w", err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			n, err := s.claimErase(ctx, runID, k, page, queue)
+			if err != nil {
+				return batches, claimed, fmt.Errorf("error claiming erased subjects: %w", err)
+			}
+			if n > 0 {
+				batches++
+				claimed += n
+			}
+			if len(page) < s.BatchSize {
+				break
+			}
+			last = &page[len(page)-1]
 		}
-		page, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return batches, claimed, fmt.Errorf("error finding erased subjects in the hot tables: %w", err)
-		}
-		if len(page) == 0 {
-			return batches, claimed, nil
-		}
-		n, err := s.claimErase(ctx, runID, page, queue)
-		if err != nil {
-			return batches, claimed, fmt.Errorf("error claiming erased subjects: %w", err)
-		}
-		if n > 0 {
-			batches++
-			claimed += n
-		}
-		if len(page) < s.BatchSize {
-			return batches, claimed, nil
-		}
-		last = &page[len(page)-1]
 	}
+	return batches, claimed, nil
 }
 
-// claimErase claims, for erasure, those of keys that no hold covers.
-func (s *Sweeper) claimErase(ctx context.Context, runID int64, keys []string, queue BatchQueue) (int, error) {
+// claimErase claims, for erasure, those of keys (of kind k) that no hold
+// covers.
+func (s *Sweeper) claimErase(ctx context.Context, runID int64, k *Kind, keys []string, queue BatchQueue) (int, error) {
 	hmacs := make([]string, len(keys))
-	for i, k := range keys {
-		hmacs[i] = s.Plan.HMAC(k)
+	for i, key := range keys {
+		hmacs[i] = k.HMAC(key)
 	}
 	tx, err := s.Pool.Begin(ctx)
 	if err != nil {
@@ -336,8 +357,8 @@ func (s *Sweeper) claimErase(ctx context.Context, runID int64, keys []string, qu
 	if err != nil {
 		return 0, err
 	}
-	k, h := withoutHeld(keys, hmacs, held)
-	n, err := claimInto(ctx, tx, runID, PolicySuppressed, ActionErase, k, h, queue)
+	ks, hs := withoutHeld(keys, hmacs, held)
+	n, err := claimInto(ctx, tx, runID, PolicySuppressed, k.Name, ActionErase, ks, hs, queue)
 	if err != nil {
 		return 0, err
 	}

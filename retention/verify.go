@@ -174,12 +174,30 @@ func (p *Plan) verifyEntry(ctx context.Context, r *archive.Restorer, masters []a
 	if err != nil {
 		return err
 	}
-	res, err := archive.OpenPart(part, id, p.Tables())
+	res, err := archive.OpenPart(part, id, nil)
 	if err != nil {
 		return err
 	}
-	if p.HMAC(res.Bundle.Subject) != e.SubjectHMAC {
-		return fmt.Errorf("%w: the part holds another subject than its entry names", archive.ErrCorrupt)
+	// The kind whose HMAC of the bundle's subject is the entry's says
+	// which tables the bundle must hold.
+	var kind *Kind
+	for _, k := range p.Kinds {
+		if k.HMAC(res.Bundle.Subject) == e.SubjectHMAC {
+			kind = k
+		}
+	}
+	if kind == nil {
+		return fmt.Errorf("%w: the part holds another subject than its entry names (or one of a kind no longer configured)", archive.ErrCorrupt)
+	}
+	switch {
+	case e.Part == PartMinimized && res.Bundle.Kind != archive.KindMinimized, e.Part != PartMinimized && res.Bundle.Kind != "":
+		return fmt.Errorf("%w: the part holds a bundle of kind %q, its entry is a %s part", archive.ErrCorrupt, res.Bundle.Kind, e.Part)
+	case e.Part == PartMinimized && len(res.Bundle.Rows) != 1:
+		return fmt.Errorf("%w: a part of minimised values holds %d tables, not one", archive.ErrCorrupt, len(res.Bundle.Rows))
+	case e.Part != PartMinimized:
+		if err := res.Bundle.CheckTables(kind.Tables()); err != nil {
+			return fmt.Errorf("%w: %w", archive.ErrCorrupt, err)
+		}
 	}
 	if res.Bundle.Policy != e.Policy {
 		return fmt.Errorf("%w: the part was archived by policy %q, its entry says %q", archive.ErrCorrupt, res.Bundle.Policy, e.Policy)

@@ -21,11 +21,12 @@ func runArchive(ctx context.Context, env *cliEnv, args []string) error {
 
 func runArchiveLocate(ctx context.Context, env *cliEnv, args []string) error {
 	var c common
-	var subject string
+	var subject, kind string
 	var all, asJSON bool
-	fs := newFlagSet(env, "archive locate", "--subject KEY [--json] | --all [--json] [--config FILE]")
+	fs := newFlagSet(env, "archive locate", "--subject KEY [--kind K] [--json] | --all [--json] [--config FILE]")
 	c.register(fs, "warn")
 	fs.StringVar(&subject, "subject", "", "the subject's key, as text")
+	fs.StringVar(&kind, "kind", "", "the kind of subject (default: the only kind, or default)")
 	fs.BoolVar(&all, "all", false, "every manifest entry, live and erased (with --json, one JSON object per line)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
@@ -47,10 +48,14 @@ func runArchiveLocate(ctx context.Context, env *cliEnv, args []string) error {
 	if all {
 		return locateAll(ctx, env.stdout, a.Pool, asJSON)
 	}
-	if subject, err = a.Plan.CanonicalKey(ctx, a.Pool, subject); err != nil {
+	k, err := a.Plan.Kind(kind)
+	if err != nil {
 		return err
 	}
-	entry, err := locate(ctx, a, subject)
+	if subject, err = k.CanonicalKey(ctx, a.Pool, subject); err != nil {
+		return err
+	}
+	entry, err := locate(ctx, a, k, subject)
 	if err != nil {
 		return err
 	}
@@ -66,7 +71,7 @@ func locateAll(ctx context.Context, w io.Writer, db retention.Querier, asJSON bo
 	var tw *tabwriter.Writer
 	if !asJSON {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SUBJECT HMAC\tSTATE\tPOLICY\tARCHIVED\tRETAIN UNTIL\tSEGMENT\tOFFSET\tLENGTH")
+		fmt.Fprintln(tw, "SUBJECT HMAC\tSTATE\tPART\tPOLICY\tARCHIVED\tRETAIN UNTIL\tSEGMENT\tOFFSET\tLENGTH")
 	}
 	for after := int64(0); ; {
 		entries, err := retention.Entries(ctx, db, after, 1000, false)
@@ -81,7 +86,7 @@ func locateAll(ctx context.Context, w io.Writer, db retention.Querier, asJSON bo
 				}
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", e.SubjectHMAC[:16], e.State, e.Policy,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", e.SubjectHMAC[:16], e.State, e.Part, e.Policy,
 				e.ArchivedAt.UTC().Format(time.DateOnly), retainUntil(e.RetainUntil), e.Segment, e.Offset, e.Length)
 		}
 		if len(entries) < 1000 {
@@ -105,6 +110,9 @@ func retainUntil(t *time.Time) string {
 func printEntry(w io.Writer, subject string, e *retention.Entry) {
 	fmt.Fprintf(w, "subject %s: %s\n", safeText(subject), e.State)
 	fmt.Fprintf(w, "  subject hmac:  %s\n", e.SubjectHMAC)
+	if e.Part == retention.PartMinimized {
+		fmt.Fprintf(w, "  part:          the original values of minimised columns, not the subject's rows\n")
+	}
 	fmt.Fprintf(w, "  policy:        %s\n", e.Policy)
 	fmt.Fprintf(w, "  archived at:   %s\n", e.ArchivedAt.UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "  retain until:  %s\n", retainUntil(e.RetainUntil))

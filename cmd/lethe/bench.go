@@ -73,6 +73,8 @@ func printBench(ctx context.Context, env *cliEnv, a *app.App, res *bench.Result,
 		res.RawPutPerSec, res.PutCeilingPerSec, res.RawDBPerSec, res.Efficiency)
 	fmt.Fprintf(env.stdout, "peak RSS %s; %d deletion requests carried out at %s/s (queued at %s/s)\n", humanBytes(res.PeakRSSBytes), res.Requests,
 		bench.Rate(res.RequestsPerSec), bench.Rate(res.RequestIntakePerSec))
+	fmt.Fprintf(env.stdout, "minimised %s (%s, SSN hashed) before archiving them, at %s/s\n",
+		plural(res.Minimized, "subject"), plural(int(res.MinimizedRows), "row"), bench.Rate(res.MinimizedPerSec))
 	for _, w := range res.PerWorker {
 		fmt.Fprintf(env.stdout, "  worker %s: %d subjects, %.0f/s\n", w.Client, w.Subjects, w.SubjectsPerSec)
 	}

@@ -38,12 +38,14 @@ func TestBench(t *testing.T) {
 			var res map[string]any
 			require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &res), "the last line is the JSON: %s", r)
 			for _, k := range []string{"subjects", "seconds", "subjects_per_sec", "bytes_per_sec", "raw_put_per_sec",
-				"raw_db_per_sec", "efficiency", "peak_rss_bytes", "requests_per_sec"} {
+				"raw_db_per_sec", "efficiency", "peak_rss_bytes", "requests_per_sec", "minimized", "minimized_rows", "minimized_per_sec"} {
 				v, ok := res[k].(float64)
 				require.True(t, ok, "%s missing in %s", k, lines[len(lines)-1])
 				require.Positive(t, v, k)
 			}
 			require.Equal(t, 1200.0, res["subjects"])
+			require.Equal(t, res["minimized"], res["minimized_rows"], "one subscriber row, one SSN, per subject")
+			require.LessOrEqual(t, res["minimized"].(float64), 1200.0)
 			for _, k := range []string{"raw_put_bytes_per_sec", "put_ceiling_per_sec", "segments", "objects_per_subject", "subjects_per_segment", "mean_object_bytes", "mean_part_bytes"} {
 				v, ok := res[k].(float64)
 				require.True(t, ok, "%s missing in %s", k, lines[len(lines)-1])

@@ -23,13 +23,14 @@ func runHold(ctx context.Context, env *cliEnv, args []string) error {
 
 func runHoldPlace(ctx context.Context, env *cliEnv, args []string) error {
 	var c common
-	var matter, reason, by string
+	var matter, kind, reason, by string
 	var subjects stringList
 	var asJSON bool
-	fs := newFlagSet(env, "hold place", "--matter M --subject KEY... --reason TEXT --by WHO [--json]")
+	fs := newFlagSet(env, "hold place", "--matter M --subject KEY... [--kind K] --reason TEXT --by WHO [--json]")
 	c.register(fs, "warn")
 	fs.StringVar(&matter, "matter", "", "the legal matter")
 	fs.Var(&subjects, "subject", "a subject's key; repeat for several")
+	fs.StringVar(&kind, "kind", "", "the kind of subject (default: the only kind, or default)")
 	fs.StringVar(&reason, "reason", "", "why (recorded in the audit log)")
 	fs.StringVar(&by, "by", "", "who places it (recorded in the audit log)")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
@@ -53,7 +54,7 @@ func runHoldPlace(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer done()
-	res, err := holds.Place(ctx, matter, subjects, reason, by)
+	res, err := holds.Place(ctx, kind, matter, subjects, reason, by)
 	if err != nil {
 		return err
 	}
@@ -70,13 +71,14 @@ func runHoldPlace(ctx context.Context, env *cliEnv, args []string) error {
 
 func runHoldRelease(ctx context.Context, env *cliEnv, args []string) error {
 	var c common
-	var matter, by string
+	var matter, kind, by string
 	var subjects stringList
 	var asJSON bool
-	fs := newFlagSet(env, "hold release", "--matter M [--subject KEY...] --by WHO [--json]")
+	fs := newFlagSet(env, "hold release", "--matter M [--subject KEY...] [--kind K] --by WHO [--json]")
 	c.register(fs, "warn")
 	fs.StringVar(&matter, "matter", "", "the legal matter")
 	fs.Var(&subjects, "subject", "release only this subject; repeat for several (default: the whole matter)")
+	fs.StringVar(&kind, "kind", "", "the kind of subject of --subject (default: the only kind, or default); without --subject, release only this kind's holds")
 	fs.StringVar(&by, "by", "", "who releases it (recorded in the audit log)")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	if err := parseFlags(fs, args); err != nil {
@@ -93,7 +95,7 @@ func runHoldRelease(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer done()
-	res, err := holds.Release(ctx, matter, subjects, by)
+	res, err := holds.Release(ctx, kind, matter, subjects, by)
 	if err != nil {
 		return err
 	}
@@ -107,12 +109,13 @@ func runHoldRelease(ctx context.Context, env *cliEnv, args []string) error {
 
 func runHoldList(ctx context.Context, env *cliEnv, args []string) error {
 	var c common
-	var matter, subject string
+	var matter, kind, subject string
 	var asJSON bool
-	fs := newFlagSet(env, "hold list", "[--matter M] [--subject KEY] [--json]")
+	fs := newFlagSet(env, "hold list", "[--matter M] [--subject KEY] [--kind K] [--json]")
 	c.register(fs, "warn")
 	fs.StringVar(&matter, "matter", "", "only this matter")
 	fs.StringVar(&subject, "subject", "", "only this subject")
+	fs.StringVar(&kind, "kind", "", "only this kind of subject (with --subject, default: the only kind, or default)")
 	fs.BoolVar(&asJSON, "json", false, "print the holds as a JSON array")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -125,7 +128,7 @@ func runHoldList(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer done()
-	holds, err := svc.List(ctx, matter, subject)
+	holds, err := svc.List(ctx, kind, matter, subject)
 	if err != nil {
 		return err
 	}
@@ -140,9 +143,9 @@ func runHoldList(ctx context.Context, env *cliEnv, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "matter\tsubject\tplaced\tby\treason")
+	fmt.Fprintln(tw, "matter\tkind\tsubject\tplaced\tby\treason")
 	for _, h := range holds {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", safeText(h.Matter), safeText(h.Subject), h.PlacedAt.Format(time.DateTime), safeText(h.PlacedBy), safeText(h.Reason))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", safeText(h.Matter), h.Kind, safeText(h.Subject), h.PlacedAt.Format(time.DateTime), safeText(h.PlacedBy), safeText(h.Reason))
 	}
 	return tw.Flush()
 }

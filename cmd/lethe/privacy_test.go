@@ -720,7 +720,7 @@ func TestPrivacyStatus(t *testing.T) {
 	require.Regexp(t, `(?m)^\s+blocked_by_hold\s+2$`, requests)
 	require.Regexp(t, `(?m)^\s+completed\s+1$`, requests)
 	holds := section("ACTIVE HOLDS")
-	require.Contains(t, holds, "matter LIT-9: 1 subjects")
+	require.Contains(t, holds, "matter LIT-9: 1 subject,")
 	require.Contains(t, holds, "matter AUDIT-2: 2 subjects")
 	near := section("REQUESTS WITHIN 10 DAYS OF THEIR DEADLINE")
 	require.Contains(t, near, fmt.Sprintf("request %d (ticket S-1)", urgent.ID))

@@ -4,31 +4,37 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/lethehq/lethe"
 	"github.com/lethehq/lethe/request"
 )
 
 func runRequest(ctx context.Context, env *cliEnv, args []string) error {
 	return dispatch(ctx, env, "request", args,
-		subcommand{"delete", runRequestDelete}, subcommand{"show", runRequestShow}, subcommand{"list", runRequestList})
+		subcommand{"delete", runRequestDelete}, subcommand{"show", runRequestShow}, subcommand{"list", runRequestList},
+		subcommand{"extend", runRequestExtend})
 }
 
 func runRequestDelete(ctx context.Context, env *cliEnv, args []string) error {
 	var c common
-	var subject, ticket, by string
+	var subject, kind, ticket, by, regime string
 	var force, wait, asJSON bool
-	fs := newFlagSet(env, "request delete", "--subject KEY --ticket ID --by WHO [--force] [--wait] [--json]")
+	fs := newFlagSet(env, "request delete", "--subject KEY [--kind K] --ticket ID --by WHO [--regime NAME] [--force] [--wait] [--json]")
 	c.register(fs, "warn")
 	fs.StringVar(&subject, "subject", "", "the subject's key, as text")
+	fs.StringVar(&kind, "kind", "", "the kind of subject (default: the only kind, or default)")
 	fs.StringVar(&ticket, "ticket", "", "the privacy team's ticket; a request is idempotent per ticket")
 	fs.StringVar(&by, "by", "", "who asks (recorded in the audit log)")
-	fs.BoolVar(&force, "force", false, "delete even if requests.protect matches the subject")
+	fs.StringVar(&regime, "regime", "", "the legal regime, which sets the deadline, its extension and the acknowledge-by date: ccpa, gdpr or one of requests.regimes (default requests.default_regime)")
+	fs.BoolVar(&force, "force", false, "delete even if the kind's protect predicate (requests.protect) matches the subject")
 	fs.BoolVar(&wait, "wait", false, "wait until a worker has completed, rejected or blocked the request")
 	fs.BoolVar(&asJSON, "json", false, "print the request as JSON")
 	if err := parseFlags(fs, args); err != nil {
@@ -43,12 +49,15 @@ func runRequestDelete(ctx context.Context, env *cliEnv, args []string) error {
 	if err := required("request delete", "ticket", ticket, "by", by); err != nil {
 		return err
 	}
+	if flagSet(fs, "regime") && strings.TrimSpace(regime) == "" {
+		return usagef("request delete: --regime cannot be blank: name a regime, or leave the flag out for requests.default_regime")
+	}
 	reqs, done, err := c.openIntake(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer done()
-	req, created, err := reqs.Submit(ctx, subject, ticket, by, force)
+	req, created, err := reqs.Submit(ctx, request.Submission{Key: subject, Kind: kind, Ticket: ticket, By: by, Force: force, Regime: regime})
 	if err != nil {
 		return err
 	}
@@ -108,49 +117,119 @@ func runRequestShow(ctx context.Context, env *cliEnv, args []string) error {
 	c.register(fs, "warn")
 	fs.StringVar(&ticket, "ticket", "", "find the request by its ticket")
 	fs.BoolVar(&asJSON, "json", false, "print the request as JSON")
-	// The id may stand before, between or after the flags.
-	var id string
-	rest := args
-	for {
-		if err := parseFlagsOnly(fs, rest); err != nil {
-			return err
-		}
-		rest = fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		if id != "" {
-			return usagef("request show: unexpected argument %q", rest[0])
-		}
-		id, rest = rest[0], rest[1:]
-	}
-	if (id == "") == (ticket == "") {
-		return usagef("request show: give a request ID or --ticket ID")
+	id, err := parseRequestRef("request show", fs, args, &ticket)
+	if err != nil {
+		return err
 	}
 	reqs, done, err := c.openIntake(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer done()
-	var req *request.Request
-	if id != "" {
-		n, perr := strconv.ParseInt(id, 10, 64)
-		if perr != nil || n <= 0 {
-			return usagef("request show: %q is not a request id", id)
+	req, err := findRequest(ctx, reqs, id, ticket)
+	if err != nil {
+		return err
+	}
+	return printRequest(env.stdout, req, asJSON)
+}
+
+// parseRequestRef parses fs's flags, among which a request's ID may stand
+// (before, between or after them), and returns the ID: 0 when the request
+// is named by --ticket (into ticket) instead. Exactly one of the two must
+// be given.
+func parseRequestRef(cmd string, fs *flag.FlagSet, args []string, ticket *string) (int64, error) {
+	var id string
+	rest := args
+	for {
+		if err := parseFlagsOnly(fs, rest); err != nil {
+			return 0, err
 		}
-		req, err = reqs.Get(ctx, n)
+		rest = fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if id != "" {
+			return 0, usagef("%s: unexpected argument %q", cmd, rest[0])
+		}
+		id, rest = rest[0], rest[1:]
+	}
+	if (id == "") == (*ticket == "") {
+		return 0, usagef("%s: give a request ID or --ticket ID", cmd)
+	}
+	if id == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(id, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, usagef("%s: %q is not a request id", cmd, id)
+	}
+	return n, nil
+}
+
+// findRequest reads the request with id, or with ticket when id is 0.
+func findRequest(ctx context.Context, reqs *request.Intake, id int64, ticket string) (*request.Request, error) {
+	var req *request.Request
+	var err error
+	if id != 0 {
+		req, err = reqs.Get(ctx, id)
 	} else {
 		req, err = reqs.ByTicket(ctx, ticket)
 	}
 	if errors.Is(err, request.ErrNoRequest) {
-		what := "id " + id
-		if ticket != "" {
+		what := "id " + strconv.FormatInt(id, 10)
+		if id == 0 {
 			what = "ticket " + ticket
 		}
-		return fmt.Errorf("no request has %s (lethe request list shows them)", what)
+		return nil, fmt.Errorf("no request has %s (lethe request list shows them)", what)
+	}
+	return req, err
+}
+
+// runRequestExtend moves a request's deadline once by its regime's
+// extension.
+func runRequestExtend(ctx context.Context, env *cliEnv, args []string) error {
+	var c common
+	var ticket, reason, by string
+	var asJSON bool
+	fs := newFlagSet(env, "request extend", "ID | --ticket ID --reason TEXT --by WHO [--json]")
+	c.register(fs, "warn")
+	fs.StringVar(&ticket, "ticket", "", "find the request by its ticket")
+	fs.StringVar(&reason, "reason", "", "why the deadline moves (recorded with the request and in the audit log)")
+	fs.StringVar(&by, "by", "", "who extends it (recorded in the audit log)")
+	fs.BoolVar(&asJSON, "json", false, "print the request as JSON")
+	id, err := parseRequestRef("request extend", fs, args, &ticket)
+	if err != nil {
+		return err
+	}
+	if err := required("request extend", "reason", reason, "by", by); err != nil {
+		return err
+	}
+	reqs, done, err := c.openIntake(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if id == 0 {
+		req, err := findRequest(ctx, reqs, 0, ticket)
+		if err != nil {
+			return err
+		}
+		id = req.ID
+	}
+	req, err := reqs.Extend(ctx, id, reason, by)
+	if errors.Is(err, request.ErrNoRequest) {
+		return fmt.Errorf("no request has id %d (lethe request list shows them)", id)
+	}
+	var in *lethe.InputError
+	if errors.As(err, &in) && in.Field == "id" {
+		// The request, not a flag, is at fault: say so without a flag's name.
+		return usagef("request extend: %s", in.Problem)
 	}
 	if err != nil {
 		return err
+	}
+	if !asJSON {
+		fmt.Fprintf(env.stderr, "request %d: deadline extended to %s\n", req.ID, req.Deadline.UTC().Format(time.DateOnly))
 	}
 	return printRequest(env.stdout, req, asJSON)
 }
@@ -191,14 +270,22 @@ func runRequestList(ctx context.Context, env *cliEnv, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "id\tticket\tstate\treceived\tdeadline\tdays left\treason")
+	fmt.Fprintln(tw, "id\tticket\tstate\tregime\treceived\tacknowledge by\tdeadline\tdays left\treason")
 	for _, r := range list {
 		left := strconv.Itoa(r.DaysLeft)
 		if !r.Open() {
 			left = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Ticket, r.State, r.ReceivedAt.Format(time.DateOnly),
-			r.Deadline.Format(time.DateOnly), left, deref(r.Reason))
+		ack := "-"
+		if r.AcknowledgeBy != nil {
+			ack = r.AcknowledgeBy.UTC().Format(time.DateOnly)
+		}
+		deadline := r.Deadline.UTC().Format(time.DateOnly)
+		if r.ExtendedAt != nil {
+			deadline += " (extended)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Ticket, r.State, r.Regime, r.ReceivedAt.UTC().Format(time.DateOnly),
+			ack, deadline, left, deref(r.Reason))
 	}
 	return tw.Flush()
 }
@@ -209,19 +296,30 @@ func printRequest(w io.Writer, r *request.Request, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "request %d  ticket %s  state %s\n", r.ID, r.Ticket, r.State)
 	if r.Subject != nil {
-		fmt.Fprintf(w, "  subject:   %s\n", safeText(*r.Subject))
+		fmt.Fprintf(w, "  subject:   %s (kind %s)\n", safeText(*r.Subject), r.Kind)
 	} else {
-		fmt.Fprintf(w, "  subject:   erased from lethe's records (hmac %s)\n", r.SubjectHMAC)
+		fmt.Fprintf(w, "  subject:   erased from lethe's records (kind %s, hmac %s)\n", r.Kind, r.SubjectHMAC)
 	}
 	fmt.Fprintf(w, "  requested: %s by %s", r.ReceivedAt.Format(time.RFC3339), r.RequestedBy)
 	if r.Force {
 		fmt.Fprint(w, " (forced)")
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  regime:    %s\n", r.Regime)
+	if r.AcknowledgeBy != nil {
+		ack := r.AcknowledgeBy.UTC().Format(time.DateOnly)
+		if r.Open() && time.Now().After(*r.AcknowledgeBy) {
+			ack += " (passed)"
+		}
+		fmt.Fprintf(w, "  acknowledge receipt by: %s\n", ack)
+	}
 	if r.Open() {
-		fmt.Fprintf(w, "  deadline:  %s (%d days left)\n", r.Deadline.Format(time.DateOnly), r.DaysLeft)
+		fmt.Fprintf(w, "  deadline:  %s (%d days left)\n", r.Deadline.UTC().Format(time.DateOnly), r.DaysLeft)
 	} else {
-		fmt.Fprintf(w, "  deadline:  %s\n", r.Deadline.Format(time.DateOnly))
+		fmt.Fprintf(w, "  deadline:  %s\n", r.Deadline.UTC().Format(time.DateOnly))
+	}
+	if r.ExtendedAt != nil {
+		fmt.Fprintf(w, "  extended:  %s by %s: %s\n", r.ExtendedAt.UTC().Format(time.RFC3339), deref(r.ExtendedBy), safeText(deref(r.ExtensionReason)))
 	}
 	if r.Reason != nil {
 		fmt.Fprintf(w, "  reason:    %s\n", *r.Reason)
@@ -247,6 +345,17 @@ func printRequest(w io.Writer, r *request.Request, asJSON bool) error {
 		}
 	}
 	return nil
+}
+
+// regimesOf returns the regimes of list, in the order they first appear.
+func regimesOf[T any](list []T, regime func(T) string) []string {
+	var out []string
+	for _, r := range list {
+		if g := regime(r); !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 func deref(s *string) string {

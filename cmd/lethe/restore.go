@@ -24,10 +24,11 @@ import (
 
 func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 	var c common
-	var subject, identityPath, out string
-	fs := newFlagSet(env, "restore", "--subject KEY --identity FILE [--out FILE] [--config FILE]")
+	var subject, kind, identityPath, out string
+	fs := newFlagSet(env, "restore", "--subject KEY [--kind K] --identity FILE [--out FILE] [--config FILE]")
 	c.register(fs, "warn")
 	fs.StringVar(&subject, "subject", "", "the subject's key, as text")
+	fs.StringVar(&kind, "kind", "", "the kind of subject (default: the only kind, or default)")
 	fs.StringVar(&identityPath, "identity", "", "age identity file of a master key (never give it to the worker)")
 	fs.StringVar(&out, "out", "", "write the bundle here (mode 0600) instead of standard output")
 	if err := parseFlags(fs, args); err != nil {
@@ -42,17 +43,25 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer a.Close()
 
-	if subject, err = a.Plan.CanonicalKey(ctx, a.Pool, subject); err != nil {
+	k, err := a.Plan.Kind(kind)
+	if err != nil {
 		return err
 	}
-	entry, err := locate(ctx, a, subject)
+	if subject, err = k.CanonicalKey(ctx, a.Pool, subject); err != nil {
+		return err
+	}
+	entry, err := locate(ctx, a, k, subject)
 	if err != nil {
 		return err
 	}
 	if entry.WrappedKey == nil {
 		return unreadable(ctx, a, subject, entry)
 	}
-	res, err := archive.RestorerFromConfig(a.Config).Restore(ctx, entry.Location(), subject, a.Plan.Tables(), identities)
+	tables := k.Tables()
+	if entry.Part == retention.PartMinimized {
+		tables = nil // one table: the one the policy minimised
+	}
+	res, err := archive.RestorerFromConfig(a.Config).Restore(ctx, entry.Location(), subject, tables, identities)
 	if err != nil {
 		return restoreError(identityPath, err)
 	}
@@ -109,8 +118,8 @@ func checkSubjectFlag(cmd, subject string) error {
 // locate returns the newest manifest entry of the canonical subject key, or
 // an error saying that lethe never archived it (or erased it before it
 // was ever archived).
-func locate(ctx context.Context, a *app.App, subject string) (*retention.Entry, error) {
-	hmac := a.Plan.HMAC(subject)
+func locate(ctx context.Context, a *app.App, k *retention.Kind, subject string) (*retention.Entry, error) {
+	hmac := k.HMAC(subject)
 	entry, err := retention.Locate(ctx, a.Pool, hmac)
 	if errors.Is(err, retention.ErrNotArchived) {
 		if erased, err := erasure(ctx, a, hmac); err != nil {

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/lethehq/lethe/audit"
 	"github.com/lethehq/lethe/internal/app"
+	"github.com/lethehq/lethe/internal/config"
+	"github.com/lethehq/lethe/request"
 )
 
 func runStatus(ctx context.Context, env *cliEnv, args []string) error {
@@ -43,9 +46,13 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	w := env.stdout
 	fmt.Fprintln(w, "DUE NOW")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  policy\tthen\tretain\tdue\theld\tprotected")
+	fmt.Fprintln(tw, "  policy\tkind\tthen\tretain\tdue\trows to minimise\theld\tprotected")
 	for _, d := range rep.Due {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%d\n", d.Policy, d.Then, d.Retain, d.Due, d.Held, d.Protected)
+		rows := "-"
+		if d.Then == config.ThenMinimize {
+			rows = strconv.FormatInt(d.Rows, 10)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", d.Policy, d.Kind, d.Then, d.Retain, d.Due, rows, d.Held, d.Protected)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nARCHIVED")
@@ -53,9 +60,9 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintln(w, "  nothing yet")
 	} else {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  policy\tsubjects\tbytes\toldest\tnewest")
+		fmt.Fprintln(tw, "  policy\tpart\tsubjects\tbytes\toldest\tnewest")
 		for _, p := range rep.Archived {
-			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\n", p.Policy, p.Subjects, humanBytes(p.Bytes), p.Oldest.Format(time.DateTime), p.Newest.Format(time.DateTime))
+			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", p.Policy, p.Part, p.Subjects, humanBytes(p.Bytes), p.Oldest.Format(time.DateTime), p.Newest.Format(time.DateTime))
 		}
 		tw.Flush()
 	}
@@ -74,19 +81,25 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 				b.ID, b.RunID, b.Policy, b.State, b.Attempts, b.Remaining, oneLine(b.LastError))
 		}
 	}
+	if len(rep.Blocked) > 0 {
+		fmt.Fprintln(w, "\nLEFT IN PLACE BY FOREIGN KEYS (retried by every sweep)")
+		for _, g := range rep.Blocked {
+			fmt.Fprintf(w, "  %s (since %s)\n", g.BlockedMessage(), g.Since.Format(time.DateTime))
+		}
+	}
 	fmt.Fprintln(w, "\nLAST RUNS")
 	if len(rep.Runs) == 0 {
 		fmt.Fprintln(w, "  none yet")
 	} else {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  run\ttrigger\tstate\tstarted\ttook\tsubjects\tarchived\tdestroyed\tbytes")
+		fmt.Fprintln(tw, "  run\ttrigger\tstate\tstarted\ttook\tsubjects\tarchived\tdestroyed\tminimised\tbytes")
 		for _, r := range rep.Runs {
 			took := "-"
 			if r.FinishedAt != nil {
 				took = r.FinishedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
 			}
-			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.ID, r.Trigger, r.State, r.StartedAt.Format(time.DateTime), took,
-				r.Subjects, r.Archived, r.Destroyed, humanBytes(r.Bytes))
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", r.ID, r.Trigger, r.State, r.StartedAt.Format(time.DateTime), took,
+				r.Subjects, r.Archived, r.Destroyed, r.Minimized, humanBytes(r.Bytes))
 		}
 		tw.Flush()
 	}
@@ -129,10 +142,50 @@ func printRequestsStatus(w io.Writer, rep *app.Status) {
 	for _, r := range rep.Requests {
 		fmt.Fprintf(w, "  %-16s %d\n", r.State, r.Count)
 	}
+	if len(rep.ByRegime) > 0 {
+		fmt.Fprintln(w, "\nOPEN REQUESTS BY REGIME")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  regime\topen\tto acknowledge\tacknowledgement overdue\twithin 10 days of deadline\tpast deadline\textended")
+		for _, g := range rep.ByRegime {
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%d\t%d\n", g.Regime, g.Open, g.ToAcknowledge, g.AcknowledgeOverdue, g.NearDeadline, g.PastDeadline, g.Extended)
+		}
+		tw.Flush()
+	}
+	// The lists are grouped by regime, soonest date first within each, as
+	// each regime's dates answer to its own law.
+	days := func(left float64, overdue bool) string {
+		if overdue {
+			return fmt.Sprintf("OVERDUE by %.1f days", -left)
+		}
+		return fmt.Sprintf("%.1f days left", left)
+	}
+	if len(rep.ToAcknowledge) > 0 {
+		fmt.Fprintln(w, "\nREQUESTS TO ACKNOWLEDGE (tell the requester the request arrived, by the date shown)")
+		for _, regime := range regimesOf(rep.ToAcknowledge, func(r request.ToAcknowledge) string { return r.Regime }) {
+			fmt.Fprintf(w, "  %s\n", regime)
+			for _, r := range rep.ToAcknowledge {
+				if r.Regime == regime {
+					fmt.Fprintf(w, "    request %d (ticket %s) %s: acknowledge by %s, %s\n", r.ID, r.Ticket, r.State,
+						r.AcknowledgeBy.UTC().Format(time.DateOnly), days(r.DaysLeft, r.Overdue))
+				}
+			}
+		}
+	}
 	if len(rep.AtRisk) > 0 {
-		fmt.Fprintln(w, "\nREQUESTS WITHIN 10 DAYS OF THEIR DEADLINE")
-		for _, r := range rep.AtRisk {
-			fmt.Fprintf(w, "  request %d (ticket %s) %s: deadline %s, %.1f days left\n", r.ID, r.Ticket, r.State, r.Deadline.Format(time.DateOnly), r.DaysLeft)
+		fmt.Fprintf(w, "\nREQUESTS WITHIN %d DAYS OF THEIR DEADLINE\n", request.AtRiskDays)
+		for _, regime := range regimesOf(rep.AtRisk, func(r request.AtRisk) string { return r.Regime }) {
+			fmt.Fprintf(w, "  %s\n", regime)
+			for _, r := range rep.AtRisk {
+				if r.Regime != regime {
+					continue
+				}
+				extended := ""
+				if r.Extended {
+					extended = " (extended already)"
+				}
+				fmt.Fprintf(w, "    request %d (ticket %s) %s: deadline %s%s, %s\n", r.ID, r.Ticket, r.State,
+					r.Deadline.UTC().Format(time.DateOnly), extended, days(r.DaysLeft, r.Overdue))
+			}
 		}
 	}
 	fmt.Fprintln(w, "\nACTIVE HOLDS")
@@ -140,7 +193,7 @@ func printRequestsStatus(w io.Writer, rep *app.Status) {
 		fmt.Fprintln(w, "  none")
 	}
 	for _, h := range rep.Holds {
-		fmt.Fprintf(w, "  matter %s: %d subjects, since %s\n", h.Matter, h.Subjects, h.Since.Format(time.DateTime))
+		fmt.Fprintf(w, "  matter %s: %s, since %s\n", h.Matter, plural(int(h.Subjects), "subject"), h.Since.Format(time.DateTime))
 	}
 	if len(rep.PendingSyncs) > 0 {
 		fmt.Fprintln(w, "\nPENDING HOLD SYNCS (the object-store lock is not yet what the holds say)")

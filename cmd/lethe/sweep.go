@@ -8,12 +8,14 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/lethehq/lethe/archive"
 	"github.com/lethehq/lethe/audit"
 	"github.com/lethehq/lethe/internal/app"
+	"github.com/lethehq/lethe/internal/config"
 	"github.com/lethehq/lethe/jobs"
 	"github.com/lethehq/lethe/retention"
 )
@@ -70,26 +72,48 @@ func sweepDryRun(ctx context.Context, env *cliEnv, a *app.App, asJSON bool) erro
 		}
 		return writeJSON(env.stdout, map[string]any{"dry_run": true, "policies": counts, "index_advice": advice})
 	}
+	kinds := len(a.Plan.Kinds) > 1
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "policy\tthen\tretain\tdue\theld\tprotected\t")
-	var total int64
+	head := "policy\tthen\tretain\tdue\trows\theld\tprotected\t"
+	if kinds {
+		head = "policy\tkind\tthen\tretain\tdue\trows\theld\tprotected\t"
+	}
+	fmt.Fprintln(tw, head)
+	var total, totalRows int64
 	for _, c := range counts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t\n", c.Policy, c.Then, c.Retain, c.Due, c.Held, c.Protected)
+		rows := "-"
+		if c.Then == config.ThenMinimize {
+			rows = strconv.FormatInt(c.Rows, 10)
+			totalRows += c.Rows
+		}
+		kind := ""
+		if kinds {
+			kind = c.Kind + "\t"
+		}
+		fmt.Fprintf(tw, "%s\t%s%s\t%s\t%d\t%s\t%d\t%d\t\n", c.Policy, kind, c.Then, c.Retain, c.Due, rows, c.Held, c.Protected)
 		total += c.Due
 	}
-	fmt.Fprintf(tw, "total\t\t\t%d\t\t\t\n", total)
+	blank := "\t\t"
+	if kinds {
+		blank = "\t\t\t"
+	}
+	fmt.Fprintf(tw, "total%s%d\t%d\t\t\t\n", blank, total, totalRows)
 	tw.Flush()
+	fmt.Fprintln(env.stdout, "rows: for then: minimize, the rows whose values would be minimised")
 	fmt.Fprintln(env.stdout, "dry run: nothing was changed")
 	for _, c := range counts {
 		if c.Held > 0 {
-			if c.Then == "delete" {
-				fmt.Fprintf(env.stdout, "note: %d due subjects of policy %s are under a legal hold and will not be deleted\n", c.Held, c.Policy)
-			} else {
-				fmt.Fprintf(env.stdout, "note: %d due subjects of policy %s are under a legal hold: they will be archived with an object lock\n", c.Held, c.Policy)
+			switch c.Then {
+			case config.ThenDelete:
+				fmt.Fprintf(env.stdout, "note: %s of policy %s under a legal hold will not be deleted\n", plural(int(c.Held), "due subject"), c.Policy)
+			case config.ThenMinimize:
+				fmt.Fprintf(env.stdout, "note: %s of policy %s under a legal hold will not be minimised\n", plural(int(c.Held), "due subject"), c.Policy)
+			default:
+				fmt.Fprintf(env.stdout, "note: %s of policy %s under a legal hold will be archived with an object lock\n", plural(int(c.Held), "due subject"), c.Policy)
 			}
 		}
 		if c.Protected > 0 {
-			fmt.Fprintf(env.stdout, "note: %d due subjects of policy %s match requests.protect; check that the policy is not too broad\n", c.Protected, c.Policy)
+			fmt.Fprintf(env.stdout, "note: %s of policy %s match the kind's protect predicate; check that the policy is not too broad\n", plural(int(c.Protected), "due subject"), c.Policy)
 		}
 	}
 	for _, ad := range advice {
@@ -203,7 +227,19 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app.App, asJSON bool, limit 
 	if totals.State == retention.RunFailed {
 		return fmt.Errorf("run %d failed: %d batches used up their retries; see lethe status, fix the cause and run again", runID, totals.Failed)
 	}
+	if totals.Blocked > 0 {
+		return blockedError(ctx, a, totals.Blocked)
+	}
 	return nil
+}
+
+// blockedError names what kept subjects of the run in place.
+func blockedError(ctx context.Context, a *app.App, n int) error {
+	groups, err := retention.BlockedSubjects(ctx, a.Pool)
+	if err != nil || len(groups) == 0 {
+		return fmt.Errorf("%s left in place by foreign keys; see lethe status", plural(n, "subject"))
+	}
+	return fmt.Errorf("%s left in place: %s (lethe status lists them all)", plural(n, "subject"), groups[0].BlockedMessage())
 }
 
 // anchorRun anchors the audit chain at the end of the run. A failure does
@@ -259,8 +295,9 @@ func waitRun(ctx context.Context, a *app.App, runID int64, start time.Time, prog
 			_ = reportBatchErrors(ctx, a, runID, reported, prog)
 			if prog.tty || time.Since(lastPrint) >= 5*time.Second {
 				settled := t.Archived + t.Destroyed + t.Skipped
-				prog.statusf("run %d: %d/%d subjects settled (%d archived, %d destroyed), %s, %.0f/s, %d/%d batches open",
-					runID, settled, t.Subjects, t.Archived, t.Destroyed, humanBytes(t.Bytes),
+				settled += t.Minimized
+				prog.statusf("run %d: %d/%d subjects settled (%d archived, %d destroyed, %d minimised), %s, %.0f/s, %d/%d batches open",
+					runID, settled, t.Subjects, t.Archived, t.Destroyed, t.Minimized, humanBytes(t.Bytes),
 					perSec(t.Archived+t.Destroyed, time.Since(start)), t.Queued, t.Batches)
 				lastPrint = time.Now()
 			}
@@ -298,7 +335,7 @@ func reportBatchErrors(ctx context.Context, a *app.App, runID int64, reported ma
 func printRunSummary(w io.Writer, t *retention.RunTotals, elapsed time.Duration) {
 	fmt.Fprintf(w, "sweep run %d %s in %s\n", t.RunID, t.State, elapsed.Round(time.Millisecond))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "policy\tsubjects\tarchived\tdestroyed\tskipped\trows\tbytes\t")
+	fmt.Fprintln(tw, "policy\tsubjects\tarchived\tdestroyed\tminimised\tskipped\trows\tbytes\t")
 	names := make([]string, 0, len(t.Policies))
 	for n := range t.Policies {
 		names = append(names, n)
@@ -306,13 +343,20 @@ func printRunSummary(w io.Writer, t *retention.RunTotals, elapsed time.Duration)
 	sort.Strings(names)
 	for _, n := range names {
 		p := t.Policies[n]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\t%s\t\n", n, p.Subjects, p.Archived, p.Destroyed, p.Skipped, humanBytes(p.Bytes))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", n, p.Subjects, p.Archived, p.Destroyed, p.Minimized, p.Skipped, p.Rows+p.MinimizedRows, humanBytes(p.Bytes))
 	}
-	fmt.Fprintf(tw, "total\t%d\t%d\t%d\t%d\t%d\t%s\t\n", t.Subjects, t.Archived, t.Destroyed, t.Skipped, t.Rows, humanBytes(t.Bytes))
+	fmt.Fprintf(tw, "total\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", t.Subjects, t.Archived, t.Destroyed, t.Minimized, t.Skipped, t.Rows+t.MinimizedRows, humanBytes(t.Bytes))
 	tw.Flush()
-	fmt.Fprintf(w, "%.0f subjects/s, %s/s\n", perSec(t.Archived+t.Destroyed, elapsed), humanBytes(int64(float64(t.Bytes)/max(elapsed.Seconds(), 1e-9))))
+	fmt.Fprintf(w, "%.0f subjects/s, %s/s\n", perSec(t.Archived+t.Destroyed+t.Minimized, elapsed), humanBytes(int64(float64(t.Bytes)/max(elapsed.Seconds(), 1e-9))))
+	if t.Minimized > 0 {
+		fmt.Fprintf(w, "%s minimised in %s\n", plural(t.Minimized, "subject"), plural(int(t.MinimizedRows), "row"))
+	}
 	if t.Subjects == 0 {
 		fmt.Fprintln(w, "nothing was due")
+	}
+	if t.Blocked > 0 {
+		fmt.Fprintf(w, "%s left in place: a foreign key from outside the graph still references their rows (lethe status names it)\n",
+			plural(t.Blocked, "subject"))
 	}
 }
 

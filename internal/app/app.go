@@ -191,7 +191,8 @@ func RootCause(err error) string {
 
 // Intake returns the service that records and reads deletion requests.
 func (a *App) Intake() (*request.Intake, error) {
-	return request.NewIntake(request.IntakeConfig{Pool: a.Pool, Plan: a.Plan, Queue: a.Queue, Logger: a.Logger})
+	return request.NewIntake(request.IntakeConfig{Pool: a.Pool, Plan: a.Plan, Queue: a.Queue, Logger: a.Logger,
+		Regimes: a.Config.Requests.Regimes, DefaultRegime: a.Config.Requests.DefaultRegime})
 }
 
 // Holds returns the service that places, releases and lists holds.

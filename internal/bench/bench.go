@@ -97,6 +97,13 @@ type Result struct {
 	MeanObjectSize int64   `json:"mean_object_bytes"`
 	MeanPartSize   int64   `json:"mean_part_bytes"`
 	SeedSeconds    float64 `json:"seed_seconds"`
+	// Minimized subjects had their SSN hashed by a then: minimize policy
+	// before they were archived, in MinimizedRows rows, MinimizedPerSec
+	// subjects a second.
+	Minimized       int     `json:"minimized"`
+	MinimizedRows   int64   `json:"minimized_rows"`
+	MinimizeSeconds float64 `json:"minimize_seconds"`
+	MinimizedPerSec float64 `json:"minimized_per_sec"`
 	// PerWorker is each worker process's share (Workers > 1).
 	PerWorker []WorkerShare `json:"per_worker,omitempty"`
 	// Timeline samples the subjects archived since the start.
@@ -163,6 +170,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options, logger *slog.Log
 		}
 	}()
 	if err := b.prepare(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.minimize(ctx); err != nil {
 		return nil, err
 	}
 	if err := b.archive(ctx); err != nil {

@@ -82,7 +82,7 @@ func (b *run) readAndDelete(ctx context.Context, plan *retention.Plan, pp *reten
 	defer conn.Release()
 	var due []string
 	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		graphs, err := plan.ReadGraph(ctx, tx, pp, keys, time.Now())
+		graphs, err := pp.Kind.ReadGraph(ctx, tx, pp, keys, time.Now())
 		for _, g := range graphs {
 			due = append(due, g.Key)
 		}
@@ -93,13 +93,13 @@ func (b *run) readAndDelete(ctx context.Context, plan *retention.Plan, pp *reten
 	}
 	hmacs := make([]string, len(due))
 	for i, k := range due {
-		hmacs[i] = plan.HMAC(k)
+		hmacs[i] = pp.Kind.HMAC(k)
 	}
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := plan.LockRoots(ctx, tx, due); err != nil {
+		if _, err := pp.Kind.LockRoots(ctx, tx, due); err != nil {
 			return err
 		}
-		if _, _, err := plan.DeleteGraph(ctx, tx, due, nil); err != nil {
+		if _, _, err := pp.Kind.DeleteGraph(ctx, tx, due, nil); err != nil {
 			return err
 		}
 		var seg int64
@@ -174,7 +174,7 @@ func (b *run) requests(ctx context.Context) error {
 	}
 	queued := time.Now()
 	err = each(ctx, n, 8, func(i int) error {
-		_, _, err := svc.Intake.Submit(ctx, strconv.Itoa(i+1), b.ticket(i+1), "lethe bench", false)
+		_, _, err := svc.Intake.Submit(ctx, request.Submission{Key: strconv.Itoa(i + 1), Ticket: b.ticket(i + 1), By: "lethe bench"})
 		return err
 	})
 	if err != nil {

@@ -95,6 +95,8 @@ func WriteReport(dir string, r *Result, m Machine, now time.Time) (string, error
 	fmt.Fprintf(&b, "| peak_rss_bytes | %d (%.0f MiB) |\n", r.PeakRSSBytes, float64(r.PeakRSSBytes)/(1<<20))
 	fmt.Fprintf(&b, "| deletion requests | %d, carried out at **%s/s** from a full queue (queued at %s/s) |\n",
 		r.Requests, Rate(r.RequestsPerSec), Rate(r.RequestIntakePerSec))
+	fmt.Fprintf(&b, "| minimised (then: minimize, SSN hashed, before archiving) | %d subjects, %d rows, at **%s/s** |\n",
+		r.Minimized, r.MinimizedRows, Rate(r.MinimizedPerSec))
 	fmt.Fprintf(&b, "| seeding (not timed above) | %.1f s |\n", r.SeedSeconds)
 	if len(r.PerWorker) > 0 {
 		fmt.Fprintf(&b, "\n| worker process (River client) | subjects | subjects/s |\n|---|---|---|\n")

@@ -48,8 +48,12 @@ type Config struct {
 	// Schedule is the cron expression (5 fields, or @daily and friends) of
 	// the nightly sweep, evaluated in Timezone. Default "0 3 * * *".
 	Schedule string `yaml:"schedule"`
-	// Subject is the graph of one customer's rows.
+	// Subject is the graph of one customer's rows: the short form of
+	// Subjects, a single kind named default.
 	Subject Table `yaml:"subject"`
+	// Subjects are the kinds of subject, each a graph of its own with its
+	// own policies. After Load it holds every kind, Subject included.
+	Subjects []Subject `yaml:"subjects"`
 	// Timezone is the IANA zone Schedule is read in. Default UTC.
 	Timezone string `yaml:"timezone"`
 	// Worker tunes the queue.
@@ -85,36 +89,76 @@ type Table struct {
 	Join string `yaml:"join"`
 	// Related are the tables whose rows hang off this one.
 	Related []Table `yaml:"related"`
+	// IgnoreReferences, on the root only, lists tables outside the graph
+	// whose foreign keys into it lethe need not check at start: their rows
+	// never reference a subject it removes. A row that does still stops
+	// that subject, which lethe then leaves in place and reports.
+	IgnoreReferences []string `yaml:"ignore_references"`
 }
+
+// Subject is one kind of subject: a named graph.
+type Subject struct {
+	// Name names the kind in policies, requests and holds.
+	Name string `yaml:"name"`
+	// Protect is an SQL predicate on the kind's table; a deletion request
+	// for a matching subject is rejected unless forced.
+	Protect string `yaml:"protect"`
+	// Table is the kind's graph, its root being the subject table.
+	Table `yaml:",inline"`
+
+	// ConfigKey is where the kind is configured: subject or subjects[i].
+	ConfigKey string `yaml:"-"`
+}
+
+// DefaultKind is the name of the kind that subject: configures.
+const DefaultKind = "default"
 
 // Policy is one retention rule.
 type Policy struct {
 	// Name identifies the policy in the manifest, runs and logs.
 	Name string `yaml:"name"`
-	// Where is an SQL predicate on the subject table; empty matches every row.
+	// Subject is the kind of subject the policy governs. Default: the only
+	// kind; required when there are several.
+	Subject string `yaml:"subject"`
+	// Where is an SQL predicate on the subject table (for then: minimize, on
+	// Table); empty matches every row.
 	Where string `yaml:"where"`
-	// Clock is the column of the subject table the retention window runs
-	// from (timestamptz, timestamp or date). Rows whose clock is NULL are
-	// never due.
+	// Clock is the column of the subject table (for then: minimize, of
+	// Table) the retention window runs from (timestamptz, timestamp or
+	// date). Rows whose clock is NULL are never due.
 	Clock string `yaml:"clock"`
 	// Retain is the retention window: 730d, 12w or 7y.
 	Retain string `yaml:"retain"`
-	// Then is what happens to a due subject: archive (default) or delete.
+	// Then is what happens to a due subject: archive (default), delete, or
+	// minimize (named columns of its rows are hashed, masked or nulled).
 	Then string `yaml:"then"`
 	// ArchiveRetain is how long the archived copy lives; empty keeps it until
-	// a deletion request. Only for then: archive.
+	// a deletion request. For then: archive, and then: minimize with
+	// archive: true.
 	ArchiveRetain string `yaml:"archive_retain"`
+	// Table is, for then: minimize, the table of the graph whose rows are
+	// minimised. Default: the subject table.
+	Table string `yaml:"table"`
+	// Columns are, for then: minimize, what becomes of each column: null,
+	// hash or keep_last:N.
+	Columns map[string]ColumnAction `yaml:"columns"`
+	// Archive, for then: minimize, archives the original values of the
+	// minimised columns before they change.
+	Archive bool `yaml:"archive"`
 
 	// RetainDays is Retain, parsed.
 	RetainDays Days `yaml:"-"`
 	// ArchiveRetainDays is ArchiveRetain, parsed; zero when unset.
 	ArchiveRetainDays Days `yaml:"-"`
+	// Minimize is Columns, parsed, in column order.
+	Minimize []Minimize `yaml:"-"`
 }
 
 // Then values.
 const (
-	ThenArchive = "archive"
-	ThenDelete  = "delete"
+	ThenArchive  = "archive"
+	ThenDelete   = "delete"
+	ThenMinimize = "minimize"
 )
 
 // Lock modes of archive.lock_mode.
@@ -139,6 +183,14 @@ type Requests struct {
 	SigningKeyFile string `yaml:"signing_key_file"`
 	// SigningKey is SigningKeyFile, parsed.
 	SigningKey ed25519.PrivateKey `yaml:"-"`
+	// Regimes are the legal regimes a request may be received under, by
+	// name: their deadline, extension and acknowledgement periods. The
+	// built-in ccpa and gdpr are added unless a regime of the same name
+	// replaces them. After Load it holds every regime, parsed.
+	Regimes map[string]Regime `yaml:"regimes"`
+	// DefaultRegime is the regime of a request that names none. Default
+	// ccpa.
+	DefaultRegime string `yaml:"default_regime"`
 }
 
 // Audit configures the anchors of the audit log's chain in the bucket.
@@ -368,17 +420,21 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string) error {
 			}
 		}
 	case yaml.MappingNode:
+		if t.Kind() == reflect.Map {
+			// A map's keys are names the config chooses (requests.regimes);
+			// its values are checked like any struct.
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if err := unknownKeys(n.Content[i+1], t.Elem(), path+"."+n.Content[i].Value); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		if t.Kind() != reflect.Struct {
 			return nil
 		}
 		fields := map[string]reflect.Type{}
-		for i := range t.NumField() {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name != "" && name != "-" {
-				fields[name] = f.Type
-			}
-		}
+		yamlFields(t, fields)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k := n.Content[i]
 			key := k.Value
@@ -395,6 +451,21 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string) error {
 		}
 	}
 	return nil
+}
+
+// yamlFields adds the yaml keys of struct t to fields, with those of its
+// inline fields.
+func yamlFields(t reflect.Type, fields map[string]reflect.Type) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case opts == "inline" && f.Type.Kind() == reflect.Struct:
+			yamlFields(f.Type, fields)
+		case name != "" && name != "-":
+			fields[name] = f.Type
+		}
+	}
 }
 
 func oneLine(s string) string {
@@ -498,11 +569,47 @@ func (c *Config) applyDefaults() {
 	if c.Database.MaxConns == 0 {
 		c.Database.MaxConns = 5*c.Worker.Concurrency + 4
 	}
+	if c.Requests.DefaultRegime == "" {
+		c.Requests.DefaultRegime = RegimeCCPA
+	}
 	for i := range c.Policies {
 		if c.Policies[i].Then == "" {
 			c.Policies[i].Then = ThenArchive
 		}
 	}
+	// subject: is the short form of a one-kind subjects: list.
+	if c.Subject.Table != "" && len(c.Subjects) == 0 {
+		c.Subjects = []Subject{{Name: DefaultKind, Protect: c.Requests.Protect, Table: c.Subject, ConfigKey: "subject"}}
+	}
+	for i := range c.Subjects {
+		if c.Subjects[i].ConfigKey == "" {
+			c.Subjects[i].ConfigKey = fmt.Sprintf("subjects[%d]", i)
+		}
+	}
+	if len(c.Subjects) == 1 {
+		for i := range c.Policies {
+			if c.Policies[i].Subject == "" {
+				c.Policies[i].Subject = c.Subjects[0].Name
+			}
+		}
+	}
+}
+
+// Kind returns the kind of subject called name, or nil. An empty name is
+// the default kind: the only one, or the one named default.
+func (c *Config) Kind(name string) *Subject {
+	if name == "" {
+		if len(c.Subjects) == 1 {
+			return &c.Subjects[0]
+		}
+		name = DefaultKind
+	}
+	for i := range c.Subjects {
+		if c.Subjects[i].Name == name {
+			return &c.Subjects[i]
+		}
+	}
+	return nil
 }
 
 // Policy returns the policy called name, or nil.
@@ -539,13 +646,13 @@ func (c *Config) Redacted() *Config {
 	return &r
 }
 
-// WithGraph returns a copy of c with another subject graph, policies and
-// requests section, defaulted and validated like a whole config. lethe bench
-// uses it to point the configured database and bucket at its own scratch
-// tables.
+// WithGraph returns a copy of c with another subject graph (one kind, named
+// default), policies and requests section, defaulted and validated like a
+// whole config. lethe bench uses it to point the configured database and
+// bucket at its own scratch tables.
 func (c *Config) WithGraph(subject Table, policies []Policy, requests Requests) (*Config, error) {
 	out := *c
-	out.Subject, out.Policies, out.Requests = subject, slices.Clone(policies), requests
+	out.Subject, out.Subjects, out.Policies, out.Requests = subject, nil, slices.Clone(policies), requests
 	out.Archive.Recipients = slices.Clone(c.Archive.Recipients)
 	out.applyDefaults()
 	if err := out.validate(); err != nil {

@@ -579,7 +579,14 @@ func TestConfigErrors(t *testing.T) {
 		{name: "archive_retain bad", old: "    archive_retain: 7y\n", new: "    archive_retain: 7 years\n", keys: []string{"policies[0].archive_retain"}, msg: "7 years"},
 		{name: "duplicate policy name", old: "  - name: leads\n", new: "  - name: prospects\n", keys: []string{"policies[2].name"}, msg: "used by an earlier policy"},
 		{name: "bad policy name", old: "  - name: leads\n", new: "  - name: Leads Of 2026\n", keys: []string{"policies[2].name"}, msg: "lower case"},
-		{name: "then purge", old: "    then: delete\n", new: "    then: purge\n", keys: []string{"policies[1].then"}, msg: `"purge" is neither archive nor delete`},
+		{name: "then purge", old: "    then: delete\n", new: "    then: purge\n", keys: []string{"policies[1].then"}, msg: `"purge" is not archive, delete or minimize`},
+		{name: "minimize without columns", old: "  - name: leads\n    clock: created_at\n    retain: 2y\n", new: "  - name: leads\n    then: minimize\n    clock: created_at\n    retain: 2y\n", keys: []string{"policies[2].columns"}, msg: "then: minimize needs the columns"},
+		{name: "keep_last zero", old: "  - name: leads\n    clock: created_at\n    retain: 2y\n", new: "  - name: leads\n    then: minimize\n    clock: created_at\n    retain: 2y\n    columns: {ssn: \"keep_last:0\"}\n", keys: []string{"policies[2].columns.ssn"}, msg: "positive whole number"},
+		{name: "keep_last not a number", old: "  - name: leads\n    clock: created_at\n    retain: 2y\n", new: "  - name: leads\n    then: minimize\n    clock: created_at\n    retain: 2y\n    columns: {ssn: \"keep_last:four\"}\n", keys: []string{"policies[2].columns.ssn"}, msg: "positive whole number"},
+		{name: "unknown minimize action", old: "  - name: leads\n    clock: created_at\n    retain: 2y\n", new: "  - name: leads\n    then: minimize\n    clock: created_at\n    retain: 2y\n    columns: {ssn: mask, dob: null}\n", keys: []string{"policies[2].columns.ssn"}, msg: "use null, hash or keep_last:N"},
+		{name: "columns on an archive policy", old: "    archive_retain: 7y\n", new: "    archive_retain: 7y\n    columns: {ssn: hash}\n", keys: []string{"policies[0].columns"}, msg: "then is archive"},
+		{name: "archive_retain on minimize without archive", old: "  - name: leads\n    clock: created_at\n    retain: 2y\n", new: "  - name: leads\n    then: minimize\n    clock: created_at\n    retain: 2y\n    archive_retain: 1y\n    columns: {ssn: hash}\n", keys: []string{"policies[2].archive_retain"}, msg: "archive is false"},
+		{name: "policy of an unknown kind", old: "  - name: leads\n    clock: created_at\n    retain: 2y\n", new: "  - name: leads\n    subject: applicants\n    clock: created_at\n    retain: 2y\n", keys: []string{"policies[2].subject"}, msg: `"applicants" is not a kind of subject: use default`},
 		{name: "archive_retain with then delete", old: "    then: delete\n", new: "    then: delete\n    archive_retain: 1y\n", keys: []string{"policies[1].archive_retain"}, msg: "then is delete"},
 		{name: "clock missing", old: "    clock: closed_at\n", new: "", keys: []string{"policies[0].clock"}, msg: "is empty"},
 		{name: "clock bad identifier", old: "    clock: closed_at\n", new: "    clock: 1closed\n", keys: []string{"policies[0].clock"}, msg: "not a plain SQL name"},
@@ -806,7 +813,7 @@ func TestWalk(t *testing.T) {
 
 	cfg := mustLoad(t, fullYAML, env)
 	var got []string
-	cfg.Subject.Walk(func(key string, depth int, parent, table *config.Table) {
+	cfg.Subject.Walk("subject", func(key string, depth int, parent, table *config.Table) {
 		p := "-"
 		if parent != nil {
 			p = parent.Table

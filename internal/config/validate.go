@@ -49,7 +49,7 @@ func (c *Config) validate() error {
 		c.Cron = inZone{sched, loc}
 	}
 
-	add(c.Subject.validateGraph("subject", true, map[string]string{}))
+	add(c.validateKinds())
 
 	if len(c.Policies) == 0 {
 		add(Errorf("policies", "is empty: add at least one policy"))
@@ -64,6 +64,12 @@ func (c *Config) validate() error {
 			add(Errorf(key+".name", "%q is used by an earlier policy: names must be unique", p.Name))
 		}
 		seen[p.Name] = true
+		switch {
+		case p.Subject == "" && len(c.Subjects) > 1:
+			add(Errorf(key+".subject", "is empty: name the kind of subject the policy governs (%s)", c.kindNames()))
+		case p.Subject != "" && len(c.Subjects) > 0 && c.Kind(p.Subject) == nil:
+			add(Errorf(key+".subject", "%q is not a kind of subject: use %s", p.Subject, c.kindNames()))
+		}
 		if strings.TrimSpace(p.Clock) == "" {
 			add(Errorf(key+".clock", "is empty: name the column the retention window runs from"))
 		} else if _, err := ParseIdent(p.Clock); err != nil {
@@ -75,13 +81,33 @@ func (c *Config) validate() error {
 			p.RetainDays = d
 		}
 		switch p.Then {
-		case ThenArchive:
-		case ThenDelete:
-			if p.ArchiveRetain != "" {
+		case ThenArchive, ThenDelete:
+			if p.ArchiveRetain != "" && p.Then == ThenDelete {
 				add(Errorf(key+".archive_retain", "is set but then is delete: nothing is archived, so remove it"))
 			}
+			if p.Table != "" {
+				add(Errorf(key+".table", "is set but then is %s: a policy names a table only to minimise it", p.Then))
+			}
+			if len(p.Columns) > 0 {
+				add(Errorf(key+".columns", "are set but then is %s: columns are what then: minimize minimises", p.Then))
+			}
+			if p.Archive {
+				add(Errorf(key+".archive", "is set but then is %s: it says whether then: minimize archives first", p.Then))
+			}
+		case ThenMinimize:
+			if p.ArchiveRetain != "" && !p.Archive {
+				add(Errorf(key+".archive_retain", "is set but archive is false: nothing is archived, so remove it or set archive: true"))
+			}
+			if p.Table != "" {
+				if _, err := ParseQualified(p.Table); err != nil {
+					add(Errorf(key+".table", "%q: %v", p.Table, err))
+				}
+			}
+			cols, err := parseColumns(key+".columns", p.Columns)
+			add(err)
+			p.Minimize = cols
 		default:
-			add(Errorf(key+".then", "%q is neither archive nor delete", p.Then))
+			add(Errorf(key+".then", "%q is not archive, delete or minimize", p.Then))
 		}
 		if p.ArchiveRetain != "" {
 			switch d, err := ParseDays(p.ArchiveRetain); {
@@ -95,7 +121,7 @@ func (c *Config) validate() error {
 		}
 		add(CheckPredicate(key+".where", p.Where))
 	}
-	add(CheckPredicate("requests.protect", c.Requests.Protect))
+	add(c.Requests.validateRegimes())
 
 	a := &c.Archive
 	if a.Endpoint != "" {
@@ -245,6 +271,72 @@ func validateCredentials(key string, c Credentials) error {
 	return errors.Join(errs...)
 }
 
+// validateKinds checks the kinds of subject: subject: or subjects:, their
+// names, their graphs and their protect predicates.
+func (c *Config) validateKinds() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	setSubject := c.Subject.Table != "" || c.Subject.Key != "" || len(c.Subject.Related) > 0
+	switch {
+	case len(c.Subjects) == 0:
+		// subject: without a table (applyDefaults moves a whole one into
+		// subjects:), or neither.
+		add(c.Subject.validateGraph("subject", true, map[string]string{}))
+	case setSubject && c.Subjects[0].ConfigKey != "subject":
+		add(Errorf("subject", "is set beside subjects: use subject: for one kind, or subjects: for several, not both"))
+	}
+	names := map[string]string{}
+	roots := map[string]string{}
+	for i := range c.Subjects {
+		k := &c.Subjects[i]
+		if !policyName.MatchString(k.Name) {
+			add(Errorf(k.ConfigKey+".name", "%q must be lower case letters, digits, - and _ (at most 63)", k.Name))
+		} else if prev, dup := names[k.Name]; dup {
+			add(Errorf(k.ConfigKey+".name", "%q is the name of %s too: each kind needs a name of its own", k.Name, prev))
+		} else {
+			names[k.Name] = k.ConfigKey
+		}
+		add(k.Table.validateGraph(k.ConfigKey, true, map[string]string{}))
+		if parts, err := ParseQualified(k.Table.Table); err == nil {
+			norm := strings.Join(parts, ".")
+			if prev, dup := roots[norm]; dup {
+				add(Errorf(k.ConfigKey+".table", "%q is the subject table of %s too: a table can be the subject table of one kind only", k.Table.Table, prev))
+			}
+			roots[norm] = k.ConfigKey
+		}
+		add(CheckPredicate(k.ProtectKey(), k.Protect))
+	}
+	if c.Requests.Protect != "" && (len(c.Subjects) > 1 || len(c.Subjects) == 1 && c.Subjects[0].ConfigKey != "subject") {
+		if d := c.Kind(DefaultKind); d == nil || d.Protect != "" {
+			add(Errorf("requests.protect", "is the short form of the protect of kind default, which subjects: does not configure without its own: set protect on each kind under subjects: instead"))
+		} else {
+			d.Protect = c.Requests.Protect
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ProtectKey is where the kind's protect predicate is configured.
+func (k *Subject) ProtectKey() string {
+	if k.ConfigKey == "subject" {
+		return "requests.protect"
+	}
+	return k.ConfigKey + ".protect"
+}
+
+// kindNames lists the kinds' names, for errors.
+func (c *Config) kindNames() string {
+	names := make([]string, len(c.Subjects))
+	for i, k := range c.Subjects {
+		names[i] = k.Name
+	}
+	return strings.Join(names, ", ")
+}
+
 // validateGraph checks the shape of the subject graph. seen maps each table
 // already in the graph to the key that named it.
 func (t *Table) validateGraph(key string, root bool, seen map[string]string) error {
@@ -275,6 +367,9 @@ func (t *Table) validateGraph(key string, root bool, seen map[string]string) err
 		if t.Key != "" {
 			errs = append(errs, Errorf(key+".key", "is set on a related table: only the subject table has a key"))
 		}
+		if len(t.IgnoreReferences) > 0 {
+			errs = append(errs, Errorf(key+".ignore_references", "is set on a related table: list the tables to ignore on the subject table"))
+		}
 		if _, _, err := ParseJoin(t.Join); err != nil {
 			errs = append(errs, Errorf(key+".join", "%q: %v", t.Join, err))
 		}
@@ -287,7 +382,7 @@ func (t *Table) validateGraph(key string, root bool, seen map[string]string) err
 
 // Walk calls fn for t and every table below it, parents before children,
 // with the key path each was configured at and its depth (root 0).
-func (t *Table) Walk(fn func(key string, depth int, parent, table *Table)) {
+func (t *Table) Walk(prefix string, fn func(key string, depth int, parent, table *Table)) {
 	var walk func(key string, depth int, parent, table *Table)
 	walk = func(key string, depth int, parent, table *Table) {
 		fn(key, depth, parent, table)
@@ -295,7 +390,7 @@ func (t *Table) Walk(fn func(key string, depth int, parent, table *Table)) {
 			walk(key+".related["+strconv.Itoa(i)+"]", depth+1, table, &table.Related[i])
 		}
 	}
-	walk("subject", 0, nil, t)
+	walk(prefix, 0, nil, t)
 }
 
 // inZone evaluates a cron schedule in a fixed location.

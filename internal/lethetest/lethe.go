@@ -45,15 +45,18 @@ type Env struct {
 	Config   *config.Config
 	App      *app.App
 	Plan     *retention.Plan
-	Arch     *archive.Archiver
-	Queue    *Recorder
-	Sweeper  *retention.Sweeper
-	Mover    *retention.Mover
-	Expirer  *retention.Expirer
-	Intake   *request.Intake
-	Eraser   *request.Eraser
-	Holds    *hold.Service
-	Syncer   *hold.Syncer
+	// Kind is the plan's default kind of subject: the only one, or the one
+	// called default (nil if neither).
+	Kind    *retention.Kind
+	Arch    *archive.Archiver
+	Queue   *Recorder
+	Sweeper *retention.Sweeper
+	Mover   *retention.Mover
+	Expirer *retention.Expirer
+	Intake  *request.Intake
+	Eraser  *request.Eraser
+	Holds   *hold.Service
+	Syncer  *hold.Syncer
 	// Root is the bucket's owner, who may read and list everything.
 	Root *s3.Client
 	// Logs holds what the services logged.
@@ -84,6 +87,7 @@ func NewFunc(t testing.TB, prepare func(*testenv.DB), fragment string) *Env {
 	require.NoError(t, err)
 	t.Cleanup(e.App.Close)
 	e.Plan = e.App.Plan
+	e.Kind = e.Plan.DefaultKind()
 	e.Arch, err = e.App.Store(ctx, false)
 	require.NoError(t, err)
 	holds := hold.Checker{}
@@ -96,7 +100,8 @@ func NewFunc(t testing.TB, prepare func(*testenv.DB), fragment string) *Env {
 	require.NoError(t, err)
 	e.Expirer, err = retention.NewExpirer(retention.ExpirerConfig{Common: common})
 	require.NoError(t, err)
-	e.Intake, err = request.NewIntake(request.IntakeConfig{Pool: e.DB.Pool, Plan: e.Plan, Queue: e.Queue, Logger: logger})
+	e.Intake, err = request.NewIntake(request.IntakeConfig{Pool: e.DB.Pool, Plan: e.Plan, Queue: e.Queue, Logger: logger,
+		Regimes: e.Config.Requests.Regimes, DefaultRegime: e.Config.Requests.DefaultRegime})
 	require.NoError(t, err)
 	e.Eraser, err = request.NewEraser(request.EraserConfig{Pool: e.DB.Pool, Plan: e.Plan, Holds: holds, Logger: logger,
 		SigningKey: e.Config.Requests.SigningKey})
@@ -199,7 +204,7 @@ func (e *Env) Versions(t *testing.T) map[string][]string {
 // Locate returns the subject's newest manifest entry.
 func (e *Env) Locate(t *testing.T, key string) *retention.Entry {
 	t.Helper()
-	en, err := retention.Locate(context.Background(), e.DB.Pool, e.Plan.HMAC(key))
+	en, err := retention.Locate(context.Background(), e.DB.Pool, e.Kind.HMAC(key))
 	require.NoError(t, err)
 	return en
 }
@@ -239,7 +244,7 @@ func (e *Env) Restore(t *testing.T, key string) map[string][]string {
 // TryRestore is Restore, returning its error.
 func (e *Env) TryRestore(key string) (*archive.Restored, error) {
 	ctx := context.Background()
-	en, err := retention.Locate(ctx, e.DB.Pool, e.Plan.HMAC(key))
+	en, err := retention.Locate(ctx, e.DB.Pool, e.Kind.HMAC(key))
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +252,7 @@ func (e *Env) TryRestore(key string) (*archive.Restored, error) {
 		return nil, errors.New("the subject's copy is " + en.State)
 	}
 	srv := e.Bucket.Server
-	return archive.NewRestorer(srv.Client(srv.Reader), e.Bucket.Name).Restore(ctx, en.Location(), key, e.Plan.Tables(),
+	return archive.NewRestorer(srv.Client(srv.Reader), e.Bucket.Name).Restore(ctx, en.Location(), key, e.Kind.Tables(),
 		[]age.Identity{e.Identity})
 }
 
@@ -417,7 +422,7 @@ func (r *Recorder) Taken() *Recorder {
 // Submit files a deletion request and requires it to be new.
 func (e *Env) Submit(t *testing.T, key, ticket string, force bool) *request.Request {
 	t.Helper()
-	req, created, err := e.Intake.Submit(context.Background(), key, ticket, "privacy-team", force)
+	req, created, err := e.Intake.Submit(context.Background(), request.Submission{Key: key, Ticket: ticket, By: "privacy-team", Force: force})
 	require.NoError(t, err)
 	require.True(t, created)
 	return req
