@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -347,6 +348,14 @@ func TestAPI(t *testing.T) {
 	t.Run("health", func(t *testing.T) {
 		r := c.call("GET", "/healthz", "", nil)
 		require.Equal(t, 200, r.status)
+		var health struct {
+			Status, Version, Commit, Go string
+		}
+		r.json(t, &health)
+		require.Equal(t, "ok", health.Status)
+		require.Equal(t, runtime.Version(), health.Go)
+		require.NotEmpty(t, health.Version)
+		require.NotEmpty(t, health.Commit)
 		r = c.call("GET", "/readyz", "", nil)
 		require.Equal(t, 200, r.status, "%s", r.body)
 		var ready struct {

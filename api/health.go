@@ -5,11 +5,15 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/lethehq/lethe"
 )
 
-// healthz says the process is alive; it checks nothing else.
+// healthz says the process is alive, and which build it runs; it checks
+// nothing else.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	b := lethe.BuildInfo()
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "version": b.Version, "commit": b.Commit, "modified": b.Modified, "go": b.Go})
 }
 
 // readiness is the last /readyz result.

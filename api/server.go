@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -184,6 +185,10 @@ func cleanText(s string) bool {
 func (s *Server) Listen() (net.Listener, error) {
 	hc := s.opts.Config.HTTP
 	ln, err := net.Listen("tcp", hc.Listen)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, config.Errorf("http.listen", "%s is in use, perhaps by another lethe worker or serve on this machine: "+
+			"set http.listen to a free address (such as 127.0.0.1:0 for any free port), or to \"off\" for a worker without the HTTP server", hc.Listen)
+	}
 	if err != nil {
 		return nil, config.Errorf("http.listen", "cannot listen on %s: %v", hc.Listen, err)
 	}

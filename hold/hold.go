@@ -38,10 +38,10 @@ type Hold struct {
 
 // Errors of hold commands; both wrap lethe.ErrBadInput.
 var (
-	// ErrNoSuchMatter: no active hold has this matter.
-	ErrNoSuchMatter = errors.New("no active hold has this matter")
-	// ErrNotHeld: the subject is not held under this matter.
-	ErrNotHeld = errors.New("subject is not held under this matter")
+	// ErrNoSuchMatter: no hold was ever placed under this matter.
+	ErrNoSuchMatter = errors.New("no hold was ever placed under this matter")
+	// ErrNotHeld: the subject was never held under this matter.
+	ErrNotHeld = errors.New("subject was never held under this matter")
 )
 
 // Queue inserts hold-sync jobs inside the caller's transaction. Package jobs
@@ -173,7 +173,10 @@ type ReleaseResult struct {
 // the default kind), or, when keys is empty, on all of its subjects of kind
 // (empty: of every kind). A subject no other hold covers is freed: its S3
 // legal hold is switched off by a job, and deletion requests waiting on it
-// resume by themselves.
+// resume by themselves. Holds released already are left as they are: a
+// repeated release changes nothing and is not an error (ReleaseResult
+// counts zero); a matter, or a subject, never held is ErrNoSuchMatter or
+// ErrNotHeld.
 func (s *Service) Release(ctx context.Context, kind, matter string, keys []string, by string) (*ReleaseResult, error) {
 	if err := lethe.NonBlank("matter", matter, "by", by); err != nil {
 		return nil, err
@@ -193,7 +196,7 @@ func (s *Service) Release(ctx context.Context, kind, matter string, keys []strin
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		*res = ReleaseResult{}
 		targets, err := s.releaseTargets(ctx, tx, k, matter, keys)
-		if err != nil {
+		if err != nil || len(targets) == 0 {
 			return err
 		}
 		if err := retention.LockSubjects(ctx, tx, targets); err != nil {
@@ -264,21 +267,38 @@ func (s *Service) releaseTargets(ctx context.Context, tx pgx.Tx, k *retention.Ki
 	if err != nil {
 		return nil, fmt.Errorf("error reading holds: %w", err)
 	}
-	if len(active) == 0 {
-		problem := fmt.Sprintf("no active hold has matter %q (lethe hold list shows the active ones)", matter)
+	// What was held under the matter and released already is released: a
+	// release repeated (a retried script, say) does nothing and succeeds.
+	// A matter or a subject never held under it is a mistake.
+	rows, err = tx.Query(ctx, `SELECT DISTINCT subject_hmac FROM lethe.hold WHERE matter = $1 AND released_at IS NOT NULL AND ($2::text IS NULL OR kind = $2)`,
+		matter, kind)
+	if err != nil {
+		return nil, fmt.Errorf("error reading holds: %w", err)
+	}
+	released, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("error reading holds: %w", err)
+	}
+	if len(active) == 0 && len(released) == 0 {
+		problem := fmt.Sprintf("no hold was ever placed under matter %q (lethe hold list shows the active ones)", matter)
 		if k != nil && len(s.Plan.Kinds) > 1 {
-			problem = fmt.Sprintf("no active hold of kind %s has matter %q (lethe hold list shows the active ones)", k.Name, matter)
+			problem = fmt.Sprintf("no hold of kind %s was ever placed under matter %q (lethe hold list shows the active ones)", k.Name, matter)
 		}
 		return nil, &lethe.InputError{Field: "matter", Index: -1, Err: ErrNoSuchMatter, Problem: problem}
 	}
 	if len(keys) == 0 {
 		return active, nil
 	}
-	targets := hmacsOf(k, keys)
-	for i, t := range targets {
-		if !slices.Contains(active, t) {
+	var targets []string
+	for i, t := range hmacsOf(k, keys) {
+		switch {
+		case slices.Contains(active, t):
+			targets = append(targets, t)
+		case slices.Contains(released, t):
+			// released already
+		default:
 			e := &lethe.InputError{Field: "subject", Index: -1, Err: ErrNotHeld,
-				Problem: fmt.Sprintf("subject %q is not held under matter %q; nothing was released", keys[i], matter)}
+				Problem: fmt.Sprintf("subject %q was never held under matter %q; nothing was released", keys[i], matter)}
 			if len(keys) > 1 {
 				e.Index, e.Of = i, len(keys)
 			}

@@ -49,7 +49,7 @@ func (w *ArchiveBatchWorker) Work(ctx context.Context, job *river.Job[ArchiveBat
 		// A refusal that retrying cannot fix ends the job now; the batch is
 		// marked failed and the next sweep requeues it once it is fixed.
 		if permanent(err) {
-			closed, rerr := w.Mover.RecordFailure(ctx, job.Args.BatchID, err, true)
+			closed, rerr := w.Mover.RecordFailure(ctx, job.Args.BatchID, err, job.Attempt, true)
 			if rerr != nil {
 				w.Logger.Error("could not record batch failure", "batch_id", job.Args.BatchID, "error", rerr)
 			}
@@ -58,7 +58,7 @@ func (w *ArchiveBatchWorker) Work(ctx context.Context, job *river.Job[ArchiveBat
 			return river.JobCancel(err)
 		}
 		final := job.Attempt >= job.MaxAttempts
-		closed, rerr := w.Mover.RecordFailure(ctx, job.Args.BatchID, err, final)
+		closed, rerr := w.Mover.RecordFailure(ctx, job.Args.BatchID, err, job.Attempt, final)
 		if rerr != nil {
 			w.Logger.Error("could not record batch failure", "batch_id", job.Args.BatchID, "error", rerr)
 		}
@@ -80,13 +80,14 @@ func (w *ArchiveBatchWorker) Work(ctx context.Context, job *river.Job[ArchiveBat
 
 // permanent reports whether retrying err cannot help until an operator acts:
 // the object store refuses the credentials or has no such bucket, or the
-// database refuses the delete because of a foreign key.
+// database refuses the delete because of a foreign key, or refuses a
+// statement outright (retention.Refused).
 func permanent(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23503" {
 		return true
 	}
-	return errors.Is(err, archive.ErrAccessDenied) || errors.Is(err, archive.ErrNoBucket)
+	return errors.Is(err, archive.ErrAccessDenied) || errors.Is(err, archive.ErrNoBucket) || retention.Refused(err)
 }
 
 // Timeout bounds one attempt.

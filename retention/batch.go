@@ -207,21 +207,32 @@ func (m *batchRun) items(ctx context.Context, batchID int64) ([]item, error) {
 	return items, nil
 }
 
-// RecordFailure notes a failed attempt on the batch; final marks the batch
+// RecordFailure notes that attempt (the job's, counted from 1) of the batch
+// failed, and how many attempts in a row failed the same way; final marks the batch
 // failed, which lets its run finish. The next sweep requeues a failed batch.
 // It reports whether the run ended with it.
-func (m *Mover) RecordFailure(ctx context.Context, batchID int64, cause error, final bool) (bool, error) {
+func (m *Mover) RecordFailure(ctx context.Context, batchID int64, cause error, attempt int, final bool) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	state := BatchQueued
 	if final {
 		state = BatchFailed
 	}
+	// An outage is not a failure of the batch's own: it does not count
+	// towards same_failures.
+	var causeKey *string
+	if !Outage(cause) {
+		k := hexRuns.ReplaceAllString(cause.Error(), "…")
+		causeKey = &k
+	}
 	var runID int64
 	err := m.Pool.QueryRow(ctx, `
 		UPDATE lethe.batch SET last_error = $2, state = $3,
-			finished_at = CASE WHEN $3 = $4 THEN now() END
-		WHERE id = $1 AND state <> $5 RETURNING run_id`, batchID, cause.Error(), state, BatchFailed, BatchDone).Scan(&runID)
+			finished_at = CASE WHEN $3 = $4 THEN now() END,
+			failed_attempt = $7,
+			same_failures = CASE WHEN $6::text IS NULL THEN 0 WHEN last_cause = $6 THEN same_failures + 1 ELSE 1 END,
+			last_cause = $6
+		WHERE id = $1 AND state <> $5 RETURNING run_id`, batchID, cause.Error(), state, BatchFailed, BatchDone, causeKey, attempt).Scan(&runID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}

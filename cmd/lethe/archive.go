@@ -158,7 +158,7 @@ func runArchiveVerify(ctx context.Context, env *cliEnv, args []string) error {
 	last := time.Now()
 	res, err := a.Plan.Verify(ctx, a.Pool, archive.RestorerFromConfig(a.Config), identities, sample, func(r retention.VerifyResult) {
 		if time.Since(last) > 2*time.Second {
-			p.statusf("verified %d of %d parts, %d failed", r.Checked, r.Live, len(r.Failed))
+			p.statusf("verified %d of %s, %d failed", r.Checked, plural(r.Live, "part"), len(r.Failed))
 			last = time.Now()
 		}
 	})

@@ -50,9 +50,9 @@ func runAudit(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	} else {
 		if res.OK {
-			fmt.Fprintf(env.stdout, "audit log intact: %d entries, every link verified\n", res.Entries)
+			fmt.Fprintf(env.stdout, "audit log intact: %s, every link verified\n", plural(int(res.Entries), "entry"))
 		} else {
-			fmt.Fprintf(env.stdout, "audit log BROKEN: %s (%d entries read)\n", res.Problem, res.Entries)
+			fmt.Fprintf(env.stdout, "audit log BROKEN: %s (%s read)\n", res.Problem, plural(int(res.Entries), "entry"))
 		}
 		if anchors {
 			printAnchors(env, ares)

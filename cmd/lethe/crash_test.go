@@ -684,7 +684,7 @@ func TestCrashOutages(t *testing.T) {
 		require.NoError(t, srv.Kill())
 		killedAt := time.Now()
 		// It reports the failing batches and keeps retrying with backoff.
-		p.waitOutput(t, "failed (it will be retried with backoff)", time.Minute)
+		p.waitOutput(t, "failed; it is retried with backoff", time.Minute)
 		time.Sleep(3 * time.Second)
 		require.False(t, p.exited(), "sweep --wait gave up within seconds of the outage\n%s", p.output())
 		t.Logf("sweep --wait %s into the S3 outage:\n%s", time.Since(killedAt).Round(time.Second), lastLines(p.output(), 4))

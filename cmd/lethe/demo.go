@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -15,12 +16,18 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func runDemoConfig(_ context.Context, env *cliEnv, args []string) error {
-	fs := newFlagSet(env, "demo config", "[--schema S]")
-	schema := fs.String("schema", "demo", "schema of the demo tables")
+	fs := newFlagSet(env, "demo config", "[--rental] [--schema S]")
+	schema := fs.String("schema", "", "schema of the demo tables (default demo, or rental with --rental)")
+	rental := fs.Bool("rental", false, "the rental schema's config: two kinds of subject, a partitioned table, a minimise policy (docs/SCHEMA.md)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	fmt.Fprint(env.stdout, demo.Config(*schema))
+	switch {
+	case *rental:
+		fmt.Fprint(env.stdout, demo.RentalConfig(cmp.Or(*schema, "rental")))
+	default:
+		fmt.Fprint(env.stdout, demo.Config(cmp.Or(*schema, "demo")))
+	}
 	return nil
 }
 
@@ -29,11 +36,12 @@ func runDemoSeed(ctx context.Context, env *cliEnv, args []string) error {
 	var subjects int
 	var seed int64
 	var schema string
-	var reset bool
-	fs := newFlagSet(env, "demo seed", "[--subjects N] [--schema S] [--seed N] [--reset] [--config FILE]")
+	var reset, rental bool
+	fs := newFlagSet(env, "demo seed", "[--rental] [--subjects N] [--schema S] [--seed N] [--reset] [--config FILE]")
 	c.register(fs, "warn")
 	fs.IntVar(&subjects, "subjects", 10000, "how many synthetic customers to create")
-	fs.StringVar(&schema, "schema", "demo", "schema to create them in")
+	fs.StringVar(&schema, "schema", "", "schema to create them in (default demo, or rental with --rental)")
+	fs.BoolVar(&rental, "rental", false, "the rental schema instead (docs/SCHEMA.md): customers, rentals, payments partitioned by year, identity checks, and a third as many credit applicants")
 	fs.Int64Var(&seed, "seed", 1, "random seed: the same seed gives the same customers")
 	fs.BoolVar(&reset, "reset", false, "drop the schema first")
 	if err := parseFlags(fs, args); err != nil {
@@ -41,6 +49,12 @@ func runDemoSeed(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	if subjects < 1 {
 		return usagef("demo seed: --subjects must be at least 1")
+	}
+	if schema == "" {
+		schema = "demo"
+		if rental {
+			schema = "rental"
+		}
 	}
 	_, pool, err := c.connect(ctx, env)
 	if err != nil {
@@ -53,6 +67,16 @@ func runDemoSeed(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}
 	start := time.Now()
+	if rental {
+		st, err := demo.SeedRental(ctx, pool, demo.RentalOptions{Schema: schema, Customers: subjects, Applicants: max(subjects/3, 1), Seed: uint64(seed)})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "seeded schema %s: %s (%d gone for more than two years), %s, %s, %s (%d never approved and older than 90 days) in %s\n",
+			schema, plural(st.Gone+st.Active, "synthetic customer"), st.Gone, plural(st.Rentals, "rental"), plural(st.Payments, "payment"),
+			plural(max(subjects/3, 1), "credit applicant"), st.Stale, time.Since(start).Round(time.Millisecond))
+		return nil
+	}
 	prog := newProgress(env.stderr)
 	stats, err := demo.Seed(ctx, pool, demo.Options{Schema: schema, Subjects: subjects, Seed: seed, Progress: func(done, total int) {
 		prog.statusf("seeding: %d/%d synthetic customers", done, total)
@@ -65,7 +89,8 @@ func runDemoSeed(ctx context.Context, env *cliEnv, args []string) error {
 	for _, n := range stats.Rows {
 		rows += n
 	}
-	fmt.Fprintf(env.stdout, "seeded %d synthetic customers into schema %s (%d active, %d former, %d prospects; %d rows) in %s\n",
-		stats.Subjects, schema, stats.Active, stats.Former, stats.Prospects, rows, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(env.stdout, "seeded %s into schema %s (%d active, %d former, %s; %s) in %s\n",
+		plural(stats.Subjects, "synthetic customer"), schema, stats.Active, stats.Former, plural(stats.Prospects, "prospect"), plural(int(rows), "row"),
+		time.Since(start).Round(time.Millisecond))
 	return nil
 }

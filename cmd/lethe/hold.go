@@ -64,8 +64,8 @@ func runHoldPlace(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		return writeJSON(env.stdout, res)
 	}
-	fmt.Fprintf(env.stdout, "matter %s: %d holds placed, %d subjects were already held under it; the object-store lock follows in a job (lethe status shows it)\n",
-		matter, len(res.Placed), res.Already)
+	fmt.Fprintf(env.stdout, "matter %s: %s placed, %s already held under it; the object-store lock follows in a job (lethe status shows it)\n",
+		matter, plural(len(res.Placed), "hold"), plural(res.Already, "subject"))
 	return nil
 }
 
@@ -102,8 +102,12 @@ func runHoldRelease(ctx context.Context, env *cliEnv, args []string) error {
 	if asJSON {
 		return writeJSON(env.stdout, res)
 	}
-	fmt.Fprintf(env.stdout, "matter %s: %d holds released; %d subjects no longer held; %d waiting deletion requests resumed\n",
-		matter, res.Released, res.Freed, res.Resumed)
+	if res.Released == 0 {
+		fmt.Fprintf(env.stdout, "matter %s: nothing left to release (released already)\n", matter)
+		return nil
+	}
+	fmt.Fprintf(env.stdout, "matter %s: %s released; %s no longer held; %s resumed\n",
+		matter, plural(res.Released, "hold"), plural(res.Freed, "subject"), plural(res.Resumed, "waiting deletion request"))
 	return nil
 }
 

@@ -359,7 +359,7 @@ func TestWorkerRefusesSSHPrivateKey(t *testing.T) {
 	require.NoError(t, os.WriteFile(file, []byte(key), 0o600))
 	cfg := b.variant(t, "    - "+recipient, "    - "+recipient+"\n  recipients_file: "+file)
 	r := letheWith(t, 30*time.Second, nil, "worker", "--config", cfg)
-	requireOneLineError(t, r, 2, "archive.recipients")
+	requireOneLineError(t, r, 2, "archive.recipients_file", "not age recipients")
 	for _, l := range lines {
 		require.NotContains(t, r.stderr, l[:20], "the message prints a line of the private key")
 	}

@@ -80,6 +80,6 @@ func runLedgerReplay(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintln(w, "nothing was changed: run lethe ledger replay --confirm to apply these erasures; until then the workers archive and erase nothing")
 		return nil
 	}
-	fmt.Fprintf(w, "replayed: %d rows deleted; the workers resume. Intake systems must submit again the requests that were open at the time of the backup (same tickets: idempotent)\n", rp.Rows)
+	fmt.Fprintf(w, "replayed: %s deleted; the workers resume. Intake systems must submit again the requests that were open at the time of the backup (same tickets: idempotent)\n", plural(int(rp.Rows), "row"))
 	return nil
 }

@@ -63,6 +63,7 @@ func commands() []command {
 		{"ledger", "ledger replay [--confirm]: after a database restore, apply again the erasures the bucket's anchors hold", runLedger},
 		{"demo", "demo seed: create synthetic customers; demo config: print their config", runDemo},
 		{"bench", "measure throughput on synthetic subjects in a scratch schema, then clean up", runBench},
+		{"version", "the module version, commit and Go version of this binary", runVersion},
 	}
 }
 
@@ -138,6 +139,15 @@ func exitCode(stderr io.Writer, err error) int {
 	}
 	switch {
 	case errors.Is(err, lethe.ErrBadInput):
+		if problems := leaves(err); len(problems) > 1 {
+			// Several problems (a config with many mistakes): a count, then
+			// one per line.
+			fmt.Fprintf(stderr, "lethe: %s:\n", plural(len(problems), "problem"))
+			for _, p := range problems {
+				fmt.Fprintln(stderr, "  "+oneLine(p.Error()))
+			}
+			return exitUsage
+		}
 		fmt.Fprintln(stderr, "lethe: "+oneLine(err.Error()))
 		return exitUsage
 	case errors.Is(err, errSilent):
@@ -146,6 +156,30 @@ func exitCode(stderr io.Writer, err error) int {
 		fmt.Fprintln(stderr, "lethe: "+oneLine(err.Error())+hint(err))
 		return exitFailure
 	}
+}
+
+// leaves are the errors that errors.Join put together in err, however
+// deeply; err alone if it joins none. An error that wraps several for
+// errors.Is (an InputError wraps ErrBadInput and its cause) is one error:
+// a join is told by its message, its errors' messages one per line.
+func leaves(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	errs := j.Unwrap()
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	if err.Error() != strings.Join(msgs, "\n") {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range errs {
+		out = append(out, leaves(e)...)
+	}
+	return out
 }
 
 // errSilent is a failure already reported to the user.

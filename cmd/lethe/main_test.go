@@ -59,7 +59,7 @@ func buildAndRun(m *testing.M) int {
 	// The binary under test has the crash tests' fault points (build tag
 	// lethefault); TestReleaseBinaryHasNoFaultSwitch builds the shipped one.
 	letheBin = filepath.Join(dir, "lethe")
-	build := exec.Command(goTool, "build", "-tags", "lethefault", "-o", letheBin, ".")
+	build := exec.Command(goTool, "build", "-buildvcs=auto", "-tags", "lethefault", "-o", letheBin, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building lethe:", err)

@@ -390,7 +390,7 @@ func TestPrivacyRequestBlockedReleasedCompleted(t *testing.T) {
 	r = p.run(t, "hold", "release", "--matter", matter, "--by", "legal")
 	requireOK(t, r)
 	require.Contains(t, r.stdout, "2 holds released", "%s", r)
-	require.Contains(t, r.stdout, "1 waiting deletion requests resumed", "%s", r)
+	require.Contains(t, r.stdout, "1 waiting deletion request resumed", "%s", r)
 
 	done := p.waitState(t, req.ID, "completed")
 	require.Nil(t, done.Subject, "the subject key stays in lethe's records after completion")

@@ -14,6 +14,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -26,46 +28,9 @@ import (
 	"github.com/lethehq/lethe/internal/testenv"
 )
 
-// rentalFragment lists payment before rental, which it references.
-const rentalFragment = `schedule: "0 3 1 1 *"
-subjects:
-  - name: customer
-    table: rental.customer
-    key: customer_id
-    protect: "active"
-    related:
-      - table: rental.payment
-        join: customer_id = customer_id
-      - table: rental.rental
-        join: customer_id = customer_id
-      - table: rental.id_check
-        join: customer_id = customer_id
-  - name: applicant
-    table: rental.applicant
-    key: applicant_id
-    related:
-      - table: rental.applicant_document
-        join: applicant_id = applicant_id
-policies:
-  - name: gone-customers
-    subject: customer
-    where: "NOT active"
-    clock: last_active
-    retain: 730d
-  - name: id-after-check
-    subject: customer
-    then: minimize
-    table: rental.id_check
-    clock: checked_at
-    retain: 30d
-    columns: {ssn: hash, licence_no: "keep_last:4", date_of_birth: null}
-    archive: true
-  - name: stale-applicants
-    subject: applicant
-    where: "NOT approved"
-    clock: applied_at
-    retain: 90d
-`
+// rentalFragment is lethe demo config --rental, which lists payment before
+// rental, which it references.
+var rentalFragment = "schedule: \"0 3 1 1 *\"\n" + demo.RentalConfig("rental")
 
 type rental struct {
 	db        *testenv.DB
@@ -429,9 +394,40 @@ func TestRentalConfigErrors(t *testing.T) {
 			cfg := s.writeConfig(t, "lethe.yaml", strings.Replace(r.yaml, tc.old, tc.new, 1))
 			for _, args := range [][]string{{"sweep", "--dry-run"}, {"sweep", "--wait"}} {
 				res := lethe(t, append(args, "--config", cfg)...)
-				requireOneLineError(t, res, 2, tc.want...)
+				requireConfigError(t, res, tc.want...)
 			}
 		})
 	}
 	t.Cleanup(func() { require.Equal(t, before, r.dump(t), "a refused config changed the hot tables") })
+}
+
+// requireConfigError requires exit 2 and a config error that names each of
+// want: one line, or, for several problems, their count and then one per
+// line.
+func requireConfigError(t *testing.T, r result, want ...string) {
+	t.Helper()
+	require.Equal(t, 2, r.code, "%s", r)
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	if len(lines) > 1 {
+		require.Regexp(t, fmt.Sprintf(`^lethe: %d problems:$`, len(lines)-1), lines[0], "%s", r)
+		for _, l := range lines[1:] {
+			require.True(t, strings.HasPrefix(l, "  config: "), "line %q\n%s", l, r)
+		}
+	}
+	for _, w := range want {
+		require.Contains(t, r.stderr, w, "%s", r)
+	}
+}
+
+// TestSchemaGuideConfig checks that docs/SCHEMA.md's worked example is the
+// config lethe demo config --rental prints, which TestRentalSchema runs.
+func TestSchemaGuideConfig(t *testing.T) {
+	t.Parallel()
+	guide, err := os.ReadFile(filepath.Join("..", "..", "docs", "SCHEMA.md"))
+	require.NoError(t, err)
+	m := regexp.MustCompile("(?s)<!-- rental-config:[^>]*-->\n```yaml\n(.*?)```").FindSubmatch(guide)
+	require.NotNil(t, m, "docs/SCHEMA.md has no rental-config block")
+	r := lethe(t, "demo", "config", "--rental")
+	requireOK(t, r)
+	require.Equal(t, r.stdout, string(m[1]))
 }

@@ -27,7 +27,8 @@ func runRequestDelete(ctx context.Context, env *cliEnv, args []string) error {
 	var c common
 	var subject, kind, ticket, by, regime string
 	var force, wait, asJSON bool
-	fs := newFlagSet(env, "request delete", "--subject KEY [--kind K] --ticket ID --by WHO [--regime NAME] [--force] [--wait] [--json]")
+	var timeout time.Duration
+	fs := newFlagSet(env, "request delete", "--subject KEY [--kind K] --ticket ID --by WHO [--regime NAME] [--force] [--wait [--timeout D]] [--json]")
 	c.register(fs, "warn")
 	fs.StringVar(&subject, "subject", "", "the subject's key, as text")
 	fs.StringVar(&kind, "kind", "", "the kind of subject (default: the only kind, or default)")
@@ -36,6 +37,7 @@ func runRequestDelete(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&regime, "regime", "", "the legal regime, which sets the deadline, its extension and the acknowledge-by date: ccpa, gdpr or one of requests.regimes (default requests.default_regime)")
 	fs.BoolVar(&force, "force", false, "delete even if the kind's protect predicate (requests.protect) matches the subject")
 	fs.BoolVar(&wait, "wait", false, "wait until a worker has completed, rejected or blocked the request")
+	fs.DurationVar(&timeout, "timeout", 5*time.Minute, "with --wait, how long to wait before giving up (the request stays queued)")
 	fs.BoolVar(&asJSON, "json", false, "print the request as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -48,6 +50,12 @@ func runRequestDelete(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	if err := required("request delete", "ticket", ticket, "by", by); err != nil {
 		return err
+	}
+	if flagSet(fs, "timeout") && !wait {
+		return usagef("request delete: --timeout goes with --wait")
+	}
+	if timeout <= 0 {
+		return usagef("request delete: --timeout %s: give a positive duration, such as 10m", timeout)
 	}
 	if flagSet(fs, "regime") && strings.TrimSpace(regime) == "" {
 		return usagef("request delete: --regime cannot be blank: name a regime, or leave the flag out for requests.default_regime")
@@ -69,7 +77,7 @@ func runRequestDelete(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}
 	if wait {
-		if req, err = waitRequest(ctx, env, reqs, req, asJSON); err != nil {
+		if req, err = waitRequest(ctx, env, reqs, req, timeout, asJSON); err != nil {
 			return err
 		}
 	}
@@ -82,15 +90,24 @@ func runRequestDelete(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
-// waitRequest polls until the request leaves received and processing.
-func waitRequest(ctx context.Context, env *cliEnv, reqs *request.Intake, req *request.Request, quiet bool) (*request.Request, error) {
+// waitRequest polls until the request leaves received and processing, or
+// timeout passes.
+func waitRequest(ctx context.Context, env *cliEnv, reqs *request.Intake, req *request.Request, timeout time.Duration, quiet bool) (*request.Request, error) {
 	start := time.Now()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
 	warned := false
 	last := req.State
 	for req.State == request.StateReceived || req.State == request.StateProcessing {
 		select {
 		case <-ctx.Done():
 			return nil, errors.New("interrupted: the request stays queued and a worker will carry it out")
+		case <-deadline.C:
+			if req.State == request.StateReceived {
+				return nil, fmt.Errorf("request %d is still %s after %s: no worker has picked it up; is lethe worker running? "+
+					"The request stays queued, and lethe request show %d follows it", req.ID, req.State, timeout, req.ID)
+			}
+			return nil, fmt.Errorf("request %d is still %s after %s; it stays queued, and lethe request show %d follows it", req.ID, req.State, timeout, req.ID)
 		case <-time.After(300 * time.Millisecond):
 		}
 		var err error
@@ -102,7 +119,7 @@ func waitRequest(ctx context.Context, env *cliEnv, reqs *request.Intake, req *re
 			last = req.State
 		}
 		if !quiet && !warned && req.State == request.StateReceived && time.Since(start) > 15*time.Second {
-			fmt.Fprintln(env.stderr, "no worker has picked the request up yet: is lethe worker running?")
+			fmt.Fprintf(env.stderr, "no worker has picked the request up yet: is lethe worker running? (waiting up to %s)\n", timeout)
 			warned = true
 		}
 	}
@@ -314,7 +331,7 @@ func printRequest(w io.Writer, r *request.Request, asJSON bool) error {
 		fmt.Fprintf(w, "  acknowledge receipt by: %s\n", ack)
 	}
 	if r.Open() {
-		fmt.Fprintf(w, "  deadline:  %s (%d days left)\n", r.Deadline.UTC().Format(time.DateOnly), r.DaysLeft)
+		fmt.Fprintf(w, "  deadline:  %s (%s left)\n", r.Deadline.UTC().Format(time.DateOnly), plural(r.DaysLeft, "day"))
 	} else {
 		fmt.Fprintf(w, "  deadline:  %s\n", r.Deadline.UTC().Format(time.DateOnly))
 	}
@@ -329,7 +346,7 @@ func printRequest(w io.Writer, r *request.Request, asJSON bool) error {
 		if err := json.Unmarshal(*r.Receipt, &rc); err == nil {
 			fmt.Fprintf(w, "  completed: %s\n  receipt:   %s\n", rc.CompletedAt.Format(time.RFC3339), rc.Summary)
 			for _, t := range sortedKeys(rc.RowsDeleted) {
-				fmt.Fprintf(w, "             %-32s %d rows\n", t, rc.RowsDeleted[t])
+				fmt.Fprintf(w, "             %-32s %s\n", t, plural(int(rc.RowsDeleted[t]), "row"))
 			}
 			for _, p := range rc.PartsMadeUnreadable {
 				fmt.Fprintf(w, "             key destroyed: part in segment %s version %s\n", p.Segment, p.VersionID)

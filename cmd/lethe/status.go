@@ -73,12 +73,12 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(w, "  never committed: %s (%s), unreadable (their keys were never stored); the bucket's lifecycle rule removes them\n",
 			plural(int(rep.Uncommitted.Count), "segment"), humanBytes(rep.Uncommitted.Bytes))
 	}
-	fmt.Fprintf(w, "\nUNSETTLED: %d subjects claimed and not yet archived or released\n", rep.Unsettled)
+	fmt.Fprintf(w, "\nUNSETTLED: %s claimed and not yet archived or released\n", plural(int(rep.Unsettled), "subject"))
 	if len(rep.Failing) > 0 {
 		fmt.Fprintln(w, "\nFAILING BATCHES (a failed batch is requeued by the next sweep)")
 		for _, b := range rep.Failing {
-			fmt.Fprintf(w, "  batch %d (run %d, %s): %s after %d attempts, %d subjects left: %s\n",
-				b.ID, b.RunID, b.Policy, b.State, b.Attempts, b.Remaining, oneLine(b.LastError))
+			fmt.Fprintf(w, "  batch %d (run %d, %s): %s after %s, %s left: %s\n",
+				b.ID, b.RunID, b.Policy, b.State, plural(b.Attempts, "attempt"), plural(int(b.Remaining), "subject"), oneLine(b.LastError))
 		}
 	}
 	if len(rep.Blocked) > 0 {

@@ -202,7 +202,7 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app.App, asJSON bool, limit 
 	for _, n := range sres.Claimed {
 		claimed += n
 	}
-	prog.linef("run %d: claimed %d subjects in %d batches (%d earlier batches requeued); working", runID, claimed, sres.Batches, sres.Recovered)
+	prog.linef("run %d: claimed %s in %s (%s requeued); working", runID, plural(claimed, "subject"), plural(sres.Batches, "batch"), plural(sres.Recovered, "earlier batch"))
 
 	totals, err := waitRun(ctx, a, runID, start, prog)
 	if err != nil {
@@ -225,7 +225,7 @@ func sweepWait(ctx context.Context, env *cliEnv, a *app.App, asJSON bool, limit 
 		}
 	}
 	if totals.State == retention.RunFailed {
-		return fmt.Errorf("run %d failed: %d batches used up their retries; see lethe status, fix the cause and run again", runID, totals.Failed)
+		return failedRunError(ctx, a, totals)
 	}
 	if totals.Blocked > 0 {
 		return blockedError(ctx, a, totals.Blocked)
@@ -287,12 +287,18 @@ func waitRun(ctx context.Context, a *app.App, runID int64, start time.Time, prog
 		}
 		if err == nil {
 			if t.State == retention.RunDone || t.State == retention.RunFailed {
+				// The last attempts may have failed since the last look.
+				_ = reportBatchErrors(ctx, a, runID, reported, prog)
 				prog.done()
 				return t, nil
 			}
 			// Errors are reported as they come; a failed read of them is
-			// not itself worth stopping for.
-			_ = reportBatchErrors(ctx, a, runID, reported, prog)
+			// not itself worth stopping for, a batch stuck on one error is.
+			var stuck *stuckError
+			if err := reportBatchErrors(ctx, a, runID, reported, prog); errors.As(err, &stuck) {
+				prog.done()
+				return nil, err
+			}
 			if prog.tty || time.Since(lastPrint) >= 5*time.Second {
 				settled := t.Archived + t.Destroyed + t.Skipped
 				settled += t.Minimized
@@ -311,25 +317,76 @@ func waitRun(ctx context.Context, a *app.App, runID int64, start time.Time, prog
 	}
 }
 
+// stuckError is a batch that keeps failing the same way.
+type stuckError struct{ msg string }
+
+func (e *stuckError) Error() string { return e.msg }
+
+// stuckAfter is how many attempts in a row a batch may fail the same way
+// (not an outage) before sweep --wait stops waiting for it.
+const stuckAfter = 3
+
+// reportBatchErrors prints each failed attempt of the run's batches once,
+// numbered as the batch counts them. It returns an error naming a batch
+// that failed stuckAfter attempts in a row the same way: waiting longer
+// would not help.
 func reportBatchErrors(ctx context.Context, a *app.App, runID int64, reported map[int64]int, prog *progress) error {
-	rows, err := a.Pool.Query(ctx, `SELECT id, attempts, last_error FROM lethe.batch WHERE run_id = $1 AND last_error IS NOT NULL`, runID)
+	rows, err := a.Pool.Query(ctx, `SELECT id, policy, state, failed_attempt, same_failures, last_error FROM lethe.batch
+		WHERE run_id = $1 AND last_error IS NOT NULL AND failed_attempt IS NOT NULL ORDER BY id`, runID)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
+	maxAttempts := a.Config.Worker.MaxAttempts
+	var stuck error
 	for rows.Next() {
 		var id int64
-		var attempts int
-		var msg string
-		if err := rows.Scan(&id, &attempts, &msg); err != nil {
+		var policy, state, msg string
+		var attempt, same int
+		if err := rows.Scan(&id, &policy, &state, &attempt, &same, &msg); err != nil {
 			return err
 		}
-		if reported[id] != attempts {
-			reported[id] = attempts
-			prog.linef("batch %d, attempt %d of %d failed (it will be retried with backoff): %s", id, attempts, a.Config.Worker.MaxAttempts, oneLine(msg))
+		if reported[id] == attempt {
+			continue
+		}
+		reported[id] = attempt
+		switch {
+		case state == retention.BatchFailed && attempt < maxAttempts:
+			prog.linef("batch %d (policy %s): attempt %d of %d failed, and retrying cannot help: %s", id, policy, attempt, maxAttempts, oneLine(msg))
+		case state == retention.BatchFailed:
+			prog.linef("batch %d (policy %s): attempt %d of %d failed, the last: %s", id, policy, attempt, maxAttempts, oneLine(msg))
+		default:
+			prog.linef("batch %d (policy %s): attempt %d of %d failed; it is retried with backoff: %s", id, policy, attempt, maxAttempts, oneLine(msg))
+		}
+		if state == retention.BatchQueued && same >= stuckAfter && stuck == nil {
+			stuck = &stuckError{fmt.Sprintf("batch %d (policy %s) failed %d attempts in a row the same way, so this run waits no longer: %s; "+
+				"fix the cause and run lethe sweep --wait again (the batch keeps its subjects, and a running lethe worker goes on retrying it)",
+				id, policy, same, oneLine(msg))}
 		}
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return stuck
+}
+
+// failedRunError names the batches that made the run fail, with their
+// errors.
+func failedRunError(ctx context.Context, a *app.App, t *retention.RunTotals) error {
+	var id int64
+	var policy, msg string
+	var attempt int
+	err := a.Pool.QueryRow(ctx, `SELECT id, policy, coalesce(failed_attempt, attempts), coalesce(last_error, '') FROM lethe.batch
+		WHERE run_id = $1 AND state = $2 ORDER BY id LIMIT 1`, t.RunID, retention.BatchFailed).Scan(&id, &policy, &attempt, &msg)
+	if err != nil {
+		return fmt.Errorf("run %d failed: %s did not succeed; see lethe status, fix the cause and run lethe sweep --wait again", t.RunID, plural(t.Failed, "batch"))
+	}
+	more := ""
+	if t.Failed > 1 {
+		more = fmt.Sprintf(" (and %s more; lethe status lists them)", plural(t.Failed-1, "batch"))
+	}
+	return fmt.Errorf("run %d failed: batch %d (policy %s) gave up after attempt %d: %s%s; fix the cause and run lethe sweep --wait again, which requeues it",
+		t.RunID, id, policy, attempt, oneLine(msg), more)
 }
 
 func printRunSummary(w io.Writer, t *retention.RunTotals, elapsed time.Duration) {

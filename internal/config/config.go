@@ -518,6 +518,12 @@ func (c *Config) readFiles(dir string) error {
 		if err != nil {
 			return Errorf("archive.recipients_file", "cannot read %q: %v", c.Archive.RecipientsFile, err)
 		}
+		// A PEM block (an SSH or TLS private key, chosen by mistake) is one
+		// mistake, not one per line; its lines are never quoted back.
+		if strings.Contains(string(b), "-----BEGIN ") {
+			return Errorf("archive.recipients_file", "%s holds a PEM block (a private key?), not age recipients: give a file of public keys, age1... one per line, as age-keygen -y prints them",
+				c.Archive.RecipientsFile)
+		}
 		for _, line := range strings.Split(string(b), "\n") {
 			line = strings.TrimSpace(line)
 			if line == "" || strings.HasPrefix(line, "#") {

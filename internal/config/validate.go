@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -330,9 +331,11 @@ func (k *Subject) ProtectKey() string {
 
 // kindNames lists the kinds' names, for errors.
 func (c *Config) kindNames() string {
-	names := make([]string, len(c.Subjects))
-	for i, k := range c.Subjects {
-		names[i] = k.Name
+	var names []string
+	for _, k := range c.Subjects {
+		if !slices.Contains(names, k.Name) {
+			names = append(names, k.Name)
+		}
 	}
 	return strings.Join(names, ", ")
 }

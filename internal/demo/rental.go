@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -96,6 +97,51 @@ CREATE TABLE %[1]s.applicant_document (
 );
 CREATE INDEX ON %[1]s.applicant_document (applicant_id);
 `
+
+// RentalConfig is the subjects: and policies: of a config for the rental
+// schema: lethe demo config --rental prints it, and docs/SCHEMA.md works
+// through it. Payments are listed before rentals, which they reference:
+// lethe orders the deletes by the catalog's foreign keys.
+func RentalConfig(schema string) string {
+	return strings.ReplaceAll(`subjects:
+  - name: customer
+    table: rental.customer
+    key: customer_id
+    protect: "active"                   # requests for active customers need --force
+    related:
+      - table: rental.payment           # partitioned by year: the parent covers them all
+        join: customer_id = customer_id
+      - table: rental.rental
+        join: customer_id = customer_id
+      - table: rental.id_check
+        join: customer_id = customer_id
+  - name: applicant
+    table: rental.applicant
+    key: applicant_id
+    related:
+      - table: rental.applicant_document
+        join: applicant_id = applicant_id
+policies:
+  - name: gone-customers
+    subject: customer
+    where: "NOT active"
+    clock: last_active
+    retain: 730d
+  - name: id-after-check
+    subject: customer
+    then: minimize
+    table: rental.id_check
+    clock: checked_at
+    retain: 30d
+    columns: {ssn: hash, licence_no: "keep_last:4", date_of_birth: null}
+    archive: true
+  - name: stale-applicants
+    subject: applicant
+    where: "NOT approved"
+    clock: applied_at
+    retain: 90d
+`, "rental.", tableName(schema, ""))
+}
 
 // SeedRental creates the rental schema and fills it with synthetic data.
 func SeedRental(ctx context.Context, db *pgxpool.Pool, opts RentalOptions) (*RentalStats, error) {
