@@ -402,6 +402,26 @@ func (m *batchRun) readMinimize(ctx context.Context, pp *PolicyPlan, items []ite
 // the work items the transaction settles.
 func (m *batchRun) commitMinimize(ctx context.Context, batchID int64, pp *PolicyPlan, segID *int64, stored *archive.Stored,
 	subjects []*minimized, claimed []item, now time.Time, res *BatchResult) (map[string]bool, error) {
+	// Concurrent batches append to the one audit chain: a repeatable-read
+	// transaction that finds its head moved since its snapshot fails, and
+	// is simply run again with a new one. Rows that changed are not retried
+	// here: they come back as changed.
+	for try := 1; ; try++ {
+		changed, err := m.commitMinimizeTx(ctx, batchID, pp, segID, stored, subjects, claimed, now, res)
+		var pgErr *pgconn.PgError
+		if try < 5 && errors.As(err, &pgErr) && pgErr.Code == "40001" {
+			continue
+		}
+		if errors.As(err, &pgErr) && pgErr.Code == "40001" {
+			return serializationChanged(err, subjects)
+		}
+		return changed, err
+	}
+}
+
+// commitMinimizeTx is one try of commitMinimize.
+func (m *batchRun) commitMinimizeTx(ctx context.Context, batchID int64, pp *PolicyPlan, segID *int64, stored *archive.Stored,
+	subjects []*minimized, claimed []item, now time.Time, res *BatchResult) (map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.QueryTimeout)
 	defer cancel()
 	// Repeatable read: the rows the update changes are those the check
@@ -525,10 +545,6 @@ func (m *batchRun) commitMinimize(ctx context.Context, batchID int64, pp *Policy
 		return nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "40001" {
-			return serializationChanged(err, subjects)
-		}
 		return nil, fmt.Errorf("error committing minimisation: %w", err)
 	}
 	res.Minimized += len(perKey)

@@ -51,7 +51,10 @@ func newRentalEnv(t *testing.T) *rental {
 	require.NoError(t, err)
 	id := testenv.NewIdentity(t)
 	s := &shop{dir: t.TempDir()}
-	r.yaml = testenv.ConfigYAML(r.db, r.bucket, id.Recipient().String(), rentalFragment)
+	// Batches of 5, so that several commit at once: they share one audit
+	// chain, and none may fail an attempt for it.
+	r.yaml = strings.Replace(testenv.ConfigYAML(r.db, r.bucket, id.Recipient().String(), rentalFragment), "batch_size: 50\n", "batch_size: 5\n", 1)
+	require.Contains(t, r.yaml, "batch_size: 5\n")
 	r.cfgPath = s.writeConfig(t, "lethe.yaml", r.yaml)
 	r.idPath = s.writeConfig(t, "identity.txt", id.String()+"\n")
 	m := regexp.MustCompile(`(?m)^  key_secret: (\S+)$`).FindStringSubmatch(r.yaml)
@@ -201,8 +204,15 @@ func TestRentalSchema(t *testing.T) {
 	sum := sweepSummary(t, res)
 	require.Equal(t, [4]int{len(gone), len(gone), 0, 0}, sum["gone-customers"])
 	require.Equal(t, [4]int{len(stale), len(stale), 0, 0}, sum["stale-applicants"])
-	require.Equal(t, [4]int{len(active) - 1, 0, 0, 0}, sum["id-after-check"], "the gone customers were the archive policy's; the held one is not claimed")
+	// The held customer is not claimed. A gone customer whose archive
+	// commits while the minimise policy claims may be claimed by both, and
+	// is then skipped by the minimise batch, which finds it gone.
+	mini := sum["id-after-check"]
+	require.Equal(t, len(active)-1, mini[0]-mini[3], "minimised: %v", mini)
+	require.Zero(t, mini[1]+mini[2])
 	require.Contains(t, res.stdout, fmt.Sprintf("%d subjects minimised in %d rows", len(active)-1, len(active)-1))
+	require.Zero(t, r.count(t, `SELECT count(*) FROM lethe.batch WHERE last_error IS NOT NULL`), "a batch failed an attempt\n%s", res)
+	require.Zero(t, r.count(t, `SELECT count(*) FROM lethe.segment WHERE state <> 'committed'`), "a segment never committed")
 
 	// Exactly what was due left the hot tables, in an order that satisfies
 	// every foreign key; nothing else did.

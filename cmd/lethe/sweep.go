@@ -112,6 +112,9 @@ func sweepDryRun(ctx context.Context, env *cliEnv, a *app.App, asJSON bool) erro
 				fmt.Fprintf(env.stdout, "note: %s of policy %s under a legal hold will be archived with an object lock\n", plural(int(c.Held), "due subject"), c.Policy)
 			}
 		}
+		if c.Then == config.ThenMinimize && c.Due > 0 && dueBefore(counts, c) {
+			fmt.Fprintf(env.stdout, "note: policy %s counts every due subject of kind %s; a sweep claims for the archive and delete policies first, and what they take is archived or deleted whole, not minimised\n", c.Policy, c.Kind)
+		}
 		if c.Protected > 0 {
 			fmt.Fprintf(env.stdout, "note: %s of policy %s match the kind's protect predicate; check that the policy is not too broad\n", plural(int(c.Protected), "due subject"), c.Policy)
 		}
@@ -240,6 +243,17 @@ func blockedError(ctx context.Context, a *app.App, n int) error {
 		return fmt.Errorf("%s left in place by foreign keys; see lethe status", plural(n, "subject"))
 	}
 	return fmt.Errorf("%s left in place: %s (lethe status lists them all)", plural(n, "subject"), groups[0].BlockedMessage())
+}
+
+// dueBefore reports whether an archive or delete policy of c's kind has
+// subjects due: a sweep claims them before c's.
+func dueBefore(counts []retention.DueCount, c retention.DueCount) bool {
+	for _, o := range counts {
+		if o.Kind == c.Kind && o.Then != config.ThenMinimize && o.Due > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // anchorRun anchors the audit chain at the end of the run. A failure does
