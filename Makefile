@@ -44,8 +44,8 @@ lint: ## gofmt, go vet and staticcheck
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
 
-s3: bin/s3dev tools ## start a local versitygw for your own schema on 127.0.0.1:7072 (bucket lethe-archive); credentials in .s3/env
-	bin/s3dev start --dir .s3 --addr 127.0.0.1:7072 --prefix v1/ --bucket lethe-archive
+s3: bin/s3dev tools ## start a local versitygw for your own schema on 127.0.0.1:7071 (bucket lethe-archive); credentials in .s3/env
+	bin/s3dev start --dir .s3 --addr 127.0.0.1:7071 --prefix v1/ --bucket lethe-archive
 	@echo "endpoint and credentials: .s3/env (load them with: set -a; . .s3/env; set +a)"
 
 s3-stop: bin/s3dev ## stop the local versitygw of make s3
