@@ -59,6 +59,16 @@ type Entry struct {
 	Detail any
 }
 
+// LockHead takes the lock of the chain's head that Append takes, for a
+// repeatable-read transaction that must append after work of its own: taken
+// early, no other append can move the head under its snapshot.
+func LockHead(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `SELECT FROM lethe.audit_head WHERE id FOR UPDATE`); err != nil {
+		return fmt.Errorf("error locking audit head: %w", err)
+	}
+	return nil
+}
+
 // Append adds entries, in order, at the end of the chain. It must run in the
 // transaction that records what the entries describe, so that both or
 // neither are committed. It locks the chain's head until that transaction

@@ -402,14 +402,16 @@ func (m *batchRun) readMinimize(ctx context.Context, pp *PolicyPlan, items []ite
 // the work items the transaction settles.
 func (m *batchRun) commitMinimize(ctx context.Context, batchID int64, pp *PolicyPlan, segID *int64, stored *archive.Stored,
 	subjects []*minimized, claimed []item, now time.Time, res *BatchResult) (map[string]bool, error) {
-	// Concurrent batches append to the one audit chain: a repeatable-read
-	// transaction that finds its head moved since its snapshot fails, and
-	// is simply run again with a new one. Rows that changed are not retried
-	// here: they come back as changed.
+	// Concurrent batches append to the one audit chain. The transaction
+	// takes the chain's head early (after its subjects' locks), so that no
+	// append moves it under its repeatable-read snapshot; if one did while
+	// it waited, the transaction fails at once, having done nothing, and is
+	// run again with a new snapshot. Rows that changed are not retried here:
+	// they come back as changed.
 	for try := 1; ; try++ {
 		changed, err := m.commitMinimizeTx(ctx, batchID, pp, segID, stored, subjects, claimed, now, res)
 		var pgErr *pgconn.PgError
-		if try < 5 && errors.As(err, &pgErr) && pgErr.Code == "40001" {
+		if try < 50 && errors.As(err, &pgErr) && pgErr.Code == "40001" {
 			continue
 		}
 		if errors.As(err, &pgErr) && pgErr.Code == "40001" {
@@ -437,6 +439,9 @@ func (m *batchRun) commitMinimizeTx(ctx context.Context, batchID int64, pp *Poli
 		all[i] = it.hmac
 	}
 	if err := LockSubjects(ctx, tx, all); err != nil {
+		return nil, err
+	}
+	if err := audit.LockHead(ctx, tx); err != nil {
 		return nil, err
 	}
 	hmacs := make([]string, len(subjects))
