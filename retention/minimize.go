@@ -288,20 +288,12 @@ func (m *batchRun) minimize(ctx context.Context, batchID int64, pp *PolicyPlan, 
 	for _, s := range subjects {
 		found[s.hmac] = true
 	}
-	gone := slices.DeleteFunc(slices.Clone(items), func(it item) bool { return found[it.hmac] })
-	if err := m.release(ctx, batchID, gone); err != nil {
+	if err := m.letGo(ctx, batchID, items, found, res); err != nil || len(subjects) == 0 {
 		return err
-	}
-	res.Skipped += len(gone)
-	if len(subjects) == 0 {
-		return nil
 	}
 
 	seg := m.Store.NewSegment()
-	lock := archive.Lock{Mode: m.LockMode}
-	if pp.ArchiveRetainDays > 0 {
-		lock.RetainUntil = now.Add(pp.ArchiveRetainDays.Duration())
-	}
+	lock := m.segmentLock(pp, now)
 	for _, s := range subjects {
 		if s.part, err = seg.Add(s.bundle); err != nil {
 			return err

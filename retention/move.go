@@ -40,20 +40,12 @@ func (m *batchRun) archive(ctx context.Context, batchID int64, pp *PolicyPlan, i
 	for _, s := range subjects {
 		isDue[s.hmac] = true
 	}
-	gone := slices.DeleteFunc(slices.Clone(items), func(it item) bool { return isDue[it.hmac] })
-	if err := m.release(ctx, batchID, gone); err != nil {
+	if err := m.letGo(ctx, batchID, items, isDue, res); err != nil || len(subjects) == 0 {
 		return err
-	}
-	res.Skipped += len(gone)
-	if len(subjects) == 0 {
-		return nil
 	}
 
 	seg := m.Store.NewSegment()
-	lock := archive.Lock{Mode: m.LockMode}
-	if pp.ArchiveRetainDays > 0 {
-		lock.RetainUntil = now.Add(pp.ArchiveRetainDays.Duration())
-	}
+	lock := m.segmentLock(pp, now)
 	for _, s := range subjects {
 		if s.part, err = seg.Add(s.bundle); err != nil {
 			return err
@@ -357,4 +349,24 @@ func supersede(ctx context.Context, tx pgx.Tx, hmacs []string, held map[string]b
 		return nil, fmt.Errorf("error superseding older copies: %w", err)
 	}
 	return out, nil
+}
+
+// letGo releases the batch's items that keep does not name (no longer due,
+// or nothing left to do), counting them as skipped.
+func (m *batchRun) letGo(ctx context.Context, batchID int64, items []item, keep map[string]bool, res *BatchResult) error {
+	gone := slices.DeleteFunc(slices.Clone(items), func(it item) bool { return keep[it.hmac] })
+	if err := m.release(ctx, batchID, gone); err != nil {
+		return err
+	}
+	res.Skipped += len(gone)
+	return nil
+}
+
+// segmentLock is the Object Lock of a segment that pp writes at now.
+func (m *batchRun) segmentLock(pp *PolicyPlan, now time.Time) archive.Lock {
+	lock := archive.Lock{Mode: m.LockMode}
+	if pp.ArchiveRetainDays > 0 {
+		lock.RetainUntil = now.Add(pp.ArchiveRetainDays.Duration())
+	}
+	return lock
 }
