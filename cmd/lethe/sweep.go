@@ -341,7 +341,7 @@ func (e *stuckError) Error() string { return e.msg }
 const stuckAfter = 3
 
 // reportBatchErrors prints each failed attempt of the run's batches once,
-// numbered as the batch counts them. It returns an error naming a batch
+// numbered as River ran it. It returns an error naming a batch
 // that failed stuckAfter attempts in a row the same way: waiting longer
 // would not help.
 func reportBatchErrors(ctx context.Context, a *app.App, runID int64, reported map[int64]int, prog *progress) error {
@@ -397,7 +397,7 @@ func failedRunError(ctx context.Context, a *app.App, t *retention.RunTotals) err
 	}
 	more := ""
 	if t.Failed > 1 {
-		more = fmt.Sprintf(" (and %s more; lethe status lists them)", plural(t.Failed-1, "batch"))
+		more = fmt.Sprintf(" (and %d more; lethe status lists them)", t.Failed-1)
 	}
 	return fmt.Errorf("run %d failed: batch %d (policy %s) gave up after attempt %d: %s%s; fix the cause and run lethe sweep --wait again, which requeues it",
 		t.RunID, id, policy, attempt, oneLine(msg), more)
