@@ -70,7 +70,7 @@ func runStatus(ctx context.Context, env *cliEnv, args []string) error {
 	fmt.Fprintf(w, "  keys: %d live, %d superseded, %d erased, %d expired\n", k["archived"], k["superseded"], k["erased"], k["expired"])
 	fmt.Fprintf(w, "  segments: %s (%s)\n", plural(int(rep.Segments.Count), "segment"), humanBytes(rep.Segments.Bytes))
 	if rep.Uncommitted.Count > 0 {
-		fmt.Fprintf(w, "  never committed: %s (%s), unreadable (their keys were never stored); the bucket's lifecycle rule removes them\n",
+		fmt.Fprintf(w, "  not committed: %s (%s), in flight or left by a failed attempt: unreadable (no key of their parts is stored); the bucket's lifecycle rule removes those that stay\n",
 			plural(int(rep.Uncommitted.Count), "segment"), humanBytes(rep.Uncommitted.Bytes))
 	}
 	fmt.Fprintf(w, "\nUNSETTLED: %s claimed and not yet archived or released\n", plural(int(rep.Unsettled), "subject"))
