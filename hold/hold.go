@@ -258,28 +258,29 @@ func (s *Service) releaseTargets(ctx context.Context, tx pgx.Tx, k *retention.Ki
 	if k != nil {
 		kind = &k.Name
 	}
-	rows, err := tx.Query(ctx, `SELECT subject_hmac FROM lethe.hold WHERE matter = $1 AND released_at IS NULL AND ($2::text IS NULL OR kind = $2)`,
-		matter, kind)
-	if err != nil {
-		return nil, fmt.Errorf("error reading holds: %w", err)
-	}
-	active, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("error reading holds: %w", err)
-	}
-	// What was held under the matter and released already is released: a
+	// Every subject ever held under the matter, and whether a hold on it
+	// is still active. What was held and released already is released: a
 	// release repeated (a retried script, say) does nothing and succeeds.
 	// A matter or a subject never held under it is a mistake.
-	rows, err = tx.Query(ctx, `SELECT DISTINCT subject_hmac FROM lethe.hold WHERE matter = $1 AND released_at IS NOT NULL AND ($2::text IS NULL OR kind = $2)`,
-		matter, kind)
+	rows, err := tx.Query(ctx, `SELECT subject_hmac, bool_or(released_at IS NULL) FROM lethe.hold
+		WHERE matter = $1 AND ($2::text IS NULL OR kind = $2) GROUP BY subject_hmac ORDER BY subject_hmac`, matter, kind)
 	if err != nil {
 		return nil, fmt.Errorf("error reading holds: %w", err)
 	}
-	released, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	isActive := map[string]bool{}
+	var active []string
+	var hm string
+	var on bool
+	if _, err := pgx.ForEachRow(rows, []any{&hm, &on}, func() error {
+		isActive[hm] = on
+		if on {
+			active = append(active, hm)
+		}
+		return nil
+	}); err != nil {
 		return nil, fmt.Errorf("error reading holds: %w", err)
 	}
-	if len(active) == 0 && len(released) == 0 {
+	if len(isActive) == 0 {
 		problem := fmt.Sprintf("no hold was ever placed under matter %q (lethe hold list shows the active ones)", matter)
 		if k != nil && len(s.Plan.Kinds) > 1 {
 			problem = fmt.Sprintf("no hold of kind %s was ever placed under matter %q (lethe hold list shows the active ones)", k.Name, matter)
@@ -291,10 +292,11 @@ func (s *Service) releaseTargets(ctx context.Context, tx pgx.Tx, k *retention.Ki
 	}
 	var targets []string
 	for i, t := range hmacsOf(k, keys) {
+		on, ever := isActive[t]
 		switch {
-		case slices.Contains(active, t):
+		case on:
 			targets = append(targets, t)
-		case slices.Contains(released, t):
+		case ever:
 			// released already
 		default:
 			e := &lethe.InputError{Field: "subject", Index: -1, Err: ErrNotHeld,

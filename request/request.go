@@ -229,11 +229,7 @@ func (r *Intake) Submit(ctx context.Context, s Submission) (req *Request, create
 	if err != nil {
 		return nil, false, err
 	}
-	kind, err := r.Plan.Kind(s.Kind)
-	if err != nil {
-		return nil, false, err
-	}
-	key, err := kind.CanonicalKey(ctx, r.Pool, s.Key)
+	kind, key, err := r.Plan.Subject(ctx, r.Pool, s.Kind, s.Key)
 	if err != nil {
 		return nil, false, err
 	}

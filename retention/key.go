@@ -47,6 +47,19 @@ func (k *Kind) keyText(expr string) string {
 // canonicalBatch is how many keys one canonicalising query casts.
 const canonicalBatch = 5000
 
+// Subject resolves a subject given by kind name (empty: the only kind, or
+// default) and key as typed: its Kind, and its key in canonical form.
+func (p *Plan) Subject(ctx context.Context, db Querier, kind, key string) (*Kind, string, error) {
+	k, err := p.Kind(kind)
+	if err != nil {
+		return nil, "", err
+	}
+	if key, err = k.CanonicalKey(ctx, db, key); err != nil {
+		return nil, "", err
+	}
+	return k, key, nil
+}
+
 // CanonicalKey returns key in its canonical form, or a *lethe.InputError
 // when it is not a key of the subject table: blank, not text,
 // or refused by the cast to the key column's type. The error never repeats

@@ -52,24 +52,17 @@ func FinishRun(ctx context.Context, db beginner, runID int64) (bool, error) {
 	return true, nil
 }
 
-// RunTotals are a run's counts, for summaries and the audit log.
+// RunTotals are a run's counts, for summaries and the audit log: the
+// counts of all its batches (PolicyTotal's fields, at the top level in
+// JSON), and each policy's.
 type RunTotals struct {
-	RunID     int64  `json:"run_id"`
-	State     string `json:"state"`
-	Batches   int    `json:"batches"`
-	Queued    int    `json:"batches_queued"`
-	Failed    int    `json:"batches_failed"`
-	Subjects  int    `json:"subjects"`
-	Archived  int    `json:"archived"`
-	Destroyed int    `json:"destroyed"`
-	Skipped   int    `json:"skipped"`
-	Blocked   int    `json:"blocked"`
-	// Minimized subjects had MinimizedRows rows minimised.
-	Minimized     int                     `json:"minimized"`
-	MinimizedRows int64                   `json:"minimized_rows"`
-	Rows          int64                   `json:"rows"`
-	Bytes         int64                   `json:"bytes"`
-	Policies      map[string]*PolicyTotal `json:"policies"`
+	RunID   int64  `json:"run_id"`
+	State   string `json:"state"`
+	Batches int    `json:"batches"`
+	Queued  int    `json:"batches_queued"`
+	Failed  int    `json:"batches_failed"`
+	PolicyTotal
+	Policies map[string]*PolicyTotal `json:"policies"`
 }
 
 // PolicyTotal are one policy's counts in a run.
@@ -87,6 +80,19 @@ type PolicyTotal struct {
 	Bytes         int64 `json:"bytes"`
 }
 
+// add adds q's counts to p's.
+func (p *PolicyTotal) add(q PolicyTotal) {
+	p.Subjects += q.Subjects
+	p.Archived += q.Archived
+	p.Destroyed += q.Destroyed
+	p.Skipped += q.Skipped
+	p.Blocked += q.Blocked
+	p.Minimized += q.Minimized
+	p.MinimizedRows += q.MinimizedRows
+	p.Rows += q.Rows
+	p.Bytes += q.Bytes
+}
+
 func runSummary(ctx context.Context, db Querier, runID int64) (*RunTotals, error) {
 	rows, err := db.Query(ctx, `
 		SELECT policy, state, subjects, archived, destroyed, skipped, blocked, minimized, minimized_rows, rows_moved, bytes
@@ -98,9 +104,9 @@ func runSummary(ctx context.Context, db Querier, runID int64) (*RunTotals, error
 	t := &RunTotals{RunID: runID, Policies: map[string]*PolicyTotal{}}
 	for rows.Next() {
 		var policy, state string
-		var subjects, archived, destroyed, skipped, blocked, minimized int
-		var minimizedRows, nrows, bytes int64
-		if err := rows.Scan(&policy, &state, &subjects, &archived, &destroyed, &skipped, &blocked, &minimized, &minimizedRows, &nrows, &bytes); err != nil {
+		var b PolicyTotal
+		if err := rows.Scan(&policy, &state, &b.Subjects, &b.Archived, &b.Destroyed, &b.Skipped, &b.Blocked,
+			&b.Minimized, &b.MinimizedRows, &b.Rows, &b.Bytes); err != nil {
 			return nil, fmt.Errorf("error summing run: %w", err)
 		}
 		t.Batches++
@@ -110,29 +116,13 @@ func runSummary(ctx context.Context, db Querier, runID int64) (*RunTotals, error
 		case BatchFailed:
 			t.Failed++
 		}
-		t.Subjects += subjects
-		t.Archived += archived
-		t.Destroyed += destroyed
-		t.Skipped += skipped
-		t.Blocked += blocked
-		t.Minimized += minimized
-		t.MinimizedRows += minimizedRows
-		t.Rows += nrows
-		t.Bytes += bytes
+		t.add(b)
 		p := t.Policies[policy]
 		if p == nil {
 			p = &PolicyTotal{}
 			t.Policies[policy] = p
 		}
-		p.Subjects += subjects
-		p.Archived += archived
-		p.Destroyed += destroyed
-		p.Skipped += skipped
-		p.Blocked += blocked
-		p.Minimized += minimized
-		p.MinimizedRows += minimizedRows
-		p.Rows += nrows
-		p.Bytes += bytes
+		p.add(b)
 	}
 	return t, rows.Err()
 }

@@ -48,11 +48,8 @@ func runArchiveLocate(ctx context.Context, env *cliEnv, args []string) error {
 	if all {
 		return locateAll(ctx, env.stdout, a.Pool, asJSON)
 	}
-	k, err := a.Plan.Kind(kind)
+	k, subject, err := a.Plan.Subject(ctx, a.Pool, kind, subject)
 	if err != nil {
-		return err
-	}
-	if subject, err = k.CanonicalKey(ctx, a.Pool, subject); err != nil {
 		return err
 	}
 	entry, err := locate(ctx, a, k, subject)

@@ -43,11 +43,8 @@ func runRestore(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer a.Close()
 
-	k, err := a.Plan.Kind(kind)
+	k, subject, err := a.Plan.Subject(ctx, a.Pool, kind, subject)
 	if err != nil {
-		return err
-	}
-	if subject, err = k.CanonicalKey(ctx, a.Pool, subject); err != nil {
 		return err
 	}
 	entry, err := locate(ctx, a, k, subject)

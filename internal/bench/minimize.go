@@ -30,15 +30,7 @@ func (b *run) minimize(ctx context.Context) error {
 		return err
 	}
 	defer a.Close()
-	store, err := a.Store(ctx, false)
-	if err != nil {
-		return err
-	}
-	svc, err := a.Services(store, nil)
-	if err != nil {
-		return err
-	}
-	client, err := a.Worker(svc, false)
+	svc, client, err := a.Working(ctx, nil, false)
 	if err != nil {
 		return err
 	}
